@@ -1,0 +1,1 @@
+"""Benchmarks of Consentry against baselines measured in the same run."""

@@ -1,0 +1,1 @@
+"""Adapters: the ports of `consentry.core` implemented on real technologies."""

@@ -1,0 +1,1 @@
+"""The framework-free kernel: ids, clocks, errors, the Avro codec, sealing, keys, policy, settings."""

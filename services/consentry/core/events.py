@@ -1,0 +1,228 @@
+"""Ledger events: one frozen dataclass per Avro record in `schemas/events/`.
+
+Personal values are `Personal` before sealing, `SealedValue` once stored and `ERASED` when read after
+their key was shredded. Everything else is clear, pseudonymous metadata.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any, ClassVar, Final, TypeVar
+
+from consentry.core.avro import Contract
+from consentry.core.errors import SchemaError
+from consentry.core.sealing import Erased, Personal, SealedValue
+
+GENESIS: Final = bytes(32)
+EVENTS_NAMESPACE: Final = "consentry.events"
+
+Sealable = Personal | SealedValue | Erased
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acted, in which role (pseudonymous ids from the policy)."""
+
+    actor_id: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventMeta:
+    """The clear envelope of every ledger event."""
+
+    event_id: uuid.UUID
+    subject_id: uuid.UUID
+    sequence: int
+    occurred_at: datetime
+    recorded_at: datetime
+    policy_version: str
+    producer: str | None = None
+    actor: Actor | None = None
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    idempotency: bytes | None = field(default=None, repr=False)
+    prev_hash: bytes = field(default=GENESIS, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEvent:
+    """Base of ledger events; satisfies eventsourcing's DomainEventProtocol."""
+
+    meta: EventMeta
+    avro_name: ClassVar[str] = ""
+
+    @property
+    def originator_id(self) -> uuid.UUID:
+        return self.meta.subject_id
+
+    @property
+    def originator_version(self) -> int:
+        return self.meta.sequence
+
+    @property
+    def type_name(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceLinked(LedgerEvent):
+    namespace: str
+    ref: Sealable
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentGranted(LedgerEvent):
+    purpose: str
+    data_categories: tuple[str, ...]
+    lawful_basis: str
+    channel: str
+    notice_version: str
+    evidence: Sealable | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentWithdrawn(LedgerEvent):
+    purpose: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentExpired(LedgerEvent):
+    purpose: str
+    expired_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DataUpdated(LedgerEvent):
+    purpose: str
+    fields: Mapping[str, Sealable]
+    rectification: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DataUpdateRejected(LedgerEvent):
+    purpose: str
+    reason: str
+    field_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DataAccessed(LedgerEvent):
+    purpose: str
+    field_names: tuple[str, ...]
+    access_kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccessDenied(LedgerEvent):
+    purpose: str
+    reason: str
+    access_kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataShared(LedgerEvent):
+    purpose: str
+    processor: str
+    agreement: str
+    field_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRecorded(LedgerEvent):
+    purpose: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureRequested(LedgerEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeysShredded(LedgerEvent):
+    reason: str
+    scopes: tuple[str, ...]
+    key_ids: tuple[str, ...]
+    certificate: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectErased(LedgerEvent):
+    pass
+
+
+EVENT_TYPES: Final[dict[str, type[LedgerEvent]]] = {
+    f"{EVENTS_NAMESPACE}.{cls.__name__}": cls
+    for cls in (ReferenceLinked, ConsentGranted, ConsentWithdrawn, ConsentExpired, DataUpdated,
+                DataUpdateRejected, DataAccessed, AccessDenied, DataShared, ContactRecorded,
+                ErasureRequested, KeysShredded, SubjectErased)
+}
+for _name, _cls in EVENT_TYPES.items():
+    _cls.avro_name = _name
+
+E = TypeVar("E", bound=LedgerEvent)
+
+
+def with_prev_hash(event: E, prev_hash: bytes) -> E:
+    """The same event linked to its predecessor's hash."""
+    return replace(event, meta=replace(event.meta, prev_hash=prev_hash))
+
+
+def event_to_record(event: LedgerEvent) -> dict[str, Any]:
+    """The Avro record of an event whose personal values are already sealed."""
+    return {f.name: _to_avro(getattr(event, f.name)) for f in fields(event)}
+
+
+def _to_avro(value: object) -> object:
+    if isinstance(value, SealedValue):
+        return value.to_record()
+    if isinstance(value, Personal | Erased):
+        raise SchemaError("personal values must be sealed before encoding")
+    if isinstance(value, EventMeta):
+        return {f.name: _to_avro(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Actor):
+        return {"actor_id": value.actor_id, "role": value.role}
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return {k: _to_avro(v) for k, v in value.items()}
+    return value
+
+
+def event_from_record(contract: Contract, record: Mapping[str, Any]) -> LedgerEvent:
+    """The event of a decoded Avro record; sealed values stay sealed."""
+    cls = EVENT_TYPES.get(contract.name)
+    if cls is None:
+        raise SchemaError(f"{contract.name} is not a ledger event")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = record[f.name]
+        if f.name == "meta":
+            values["meta"] = _meta_from_record(raw)
+        elif f.name in contract.pii:
+            values[f.name] = _sealed_from_avro(raw, f.name in contract.pii_maps)
+        elif isinstance(raw, list):
+            values[f.name] = tuple(raw)
+        else:
+            values[f.name] = raw
+    return cls(**values)
+
+
+def _sealed_from_avro(raw: Any, is_map: bool) -> Any:
+    if raw is None:
+        return None
+    if is_map:
+        return {k: SealedValue.from_record(v) for k, v in raw.items()}
+    return SealedValue.from_record(raw)
+
+
+def _meta_from_record(raw: Mapping[str, Any]) -> EventMeta:
+    actor = raw["actor"]
+    return EventMeta(**{**raw, "actor": None if actor is None else Actor(**actor)})

@@ -1,0 +1,180 @@
+"""Key-encryption keys: the port that wraps data keys, and the local key-file provider.
+
+The key file holds versioned KEKs, the blind-index key and the certificate signing key. It is created
+on first run with mode 0600, or every secret is derived (HKDF) from `CONSENTRY_MASTER_KEY`.
+Rotating the KEK (re-wrap, then retire the old version) makes stray copies of wrapped keys useless.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import struct
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from consentry.core.errors import KeyProviderError
+
+KEYFILE_FORMAT: Final = "consentry.keyfile/1"
+_WRAP_LABEL: Final = b"consentry.wrap.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    """A data key wrapped by one KEK version: nonce and ciphertext."""
+
+    kek_version: int
+    blob: bytes = field(repr=False)
+
+
+def wrap_aad(subject_id: uuid.UUID, scope: str, key_id: str, kek_version: int) -> bytes:
+    """AAD binding a wrapped key to its subject, scope, key id and KEK version."""
+    parts = (_WRAP_LABEL, subject_id.bytes, scope.encode(), key_id.encode(),
+             str(kek_version).encode())
+    return b"".join(struct.pack(">H", len(p)) + p for p in parts)
+
+
+class KeyProvider(ABC):
+    """Holds the key-encryption keys and the platform's other root secrets."""
+
+    @property
+    @abstractmethod
+    def active_version(self) -> int:
+        """The KEK version new wraps use."""
+
+    @abstractmethod
+    def _kek(self, version: int) -> AESGCM:
+        """The KEK of a version; KeyProviderError if it is retired or unknown."""
+
+    @abstractmethod
+    def index_key(self) -> bytes:
+        """The HMAC key of the blind index of external references."""
+
+    @abstractmethod
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 key that signs erasure certificates."""
+
+    def wrap(self, secret: bytes, subject_id: uuid.UUID, scope: str, key_id: str) -> WrappedKey:
+        """Wraps a data key under the active KEK."""
+        version = self.active_version
+        nonce = os.urandom(12)
+        aad = wrap_aad(subject_id, scope, key_id, version)
+        return WrappedKey(version, nonce + self._kek(version).encrypt(nonce, secret, aad))
+
+    def unwrap(self, wrapped: WrappedKey, subject_id: uuid.UUID, scope: str, key_id: str) -> bytes:
+        """Unwraps a data key; fails if the KEK is retired or the context does not match."""
+        aad = wrap_aad(subject_id, scope, key_id, wrapped.kek_version)
+        try:
+            return self._kek(wrapped.kek_version).decrypt(wrapped.blob[:12], wrapped.blob[12:], aad)
+        except (InvalidTag, ValueError) as exc:
+            raise KeyProviderError("wrapped key failed authentication") from exc
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: object, name: str) -> bytes:
+    if not isinstance(text, str):
+        raise KeyProviderError(f"key file: {name} must be base64 text")
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise KeyProviderError(f"key file: {name} is not valid base64") from exc
+
+
+def _derive(master: bytes, label: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=f"consentry {label}".encode()).derive(master)
+
+
+class LocalKeyFileProvider(KeyProvider):
+    """KEKs in a local 0600 JSON file (or derived from a master key); the default provider."""
+
+    def __init__(self, keks: dict[int, bytes], active: int, index_key: bytes,
+                 signing_seed: bytes, path: Path | None = None) -> None:
+        if active not in keks:
+            raise KeyProviderError("key file: the active KEK version is missing")
+        self._keks = {v: AESGCM(k) for v, k in keks.items()}
+        self._raw = dict(keks)
+        self._active = active
+        self._index_key = index_key
+        self._signing = Ed25519PrivateKey.from_private_bytes(signing_seed)
+        self._signing_seed = signing_seed
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"LocalKeyFileProvider(path={self.path}, active={self._active})"
+
+    @classmethod
+    def from_master_key(cls, master_b64: str) -> LocalKeyFileProvider:
+        """All secrets derived from one base64 master key of at least 32 bytes."""
+        master = _unb64(master_b64, "CONSENTRY_MASTER_KEY")
+        if len(master) < 32:
+            raise KeyProviderError("CONSENTRY_MASTER_KEY must hold at least 32 bytes (base64)")
+        return cls({1: _derive(master, "kek v1")}, 1, _derive(master, "blind index"),
+                   _derive(master, "certificate signing"))
+
+    @classmethod
+    def open(cls, path: Path) -> LocalKeyFileProvider:
+        """Loads the key file, creating it with fresh secrets (mode 0600) if absent."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            provider = cls({1: AESGCM.generate_key(256)}, 1, os.urandom(32), os.urandom(32), path)
+            provider.save()
+            return provider
+        if path.stat().st_mode & 0o077:
+            raise KeyProviderError(f"key file {path} must not be readable by group or others")
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise KeyProviderError(f"key file {path} cannot be read as JSON") from exc
+        if data.get("format") != KEYFILE_FORMAT:
+            raise KeyProviderError(f"key file {path}: format must be {KEYFILE_FORMAT}")
+        keks = {int(v): _unb64(k, f"keks.{v}") for v, k in dict(data.get("keks", {})).items()}
+        return cls(keks, int(data.get("active", 0)), _unb64(data.get("index_key"), "index_key"),
+                   _unb64(data.get("signing_key"), "signing_key"), path)
+
+    def save(self) -> None:
+        """Writes the key file atomically with mode 0600."""
+        if self.path is None:
+            raise KeyProviderError("this provider has no key file (derived from a master key)")
+        content = json.dumps({
+            "format": KEYFILE_FORMAT, "active": self._active,
+            "keks": {str(v): _b64(k) for v, k in sorted(self._raw.items())},
+            "index_key": _b64(self._index_key), "signing_key": _b64(self._signing_seed),
+        }, indent=2)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.path)
+
+    @property
+    def active_version(self) -> int:
+        return self._active
+
+    def _kek(self, version: int) -> AESGCM:
+        try:
+            return self._keks[version]
+        except KeyError:
+            raise KeyProviderError(f"KEK version {version} is retired or unknown") from None
+
+    def index_key(self) -> bytes:
+        return self._index_key
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        return self._signing

@@ -1,0 +1,309 @@
+"""The keystore port: the only mutable, deletable store.
+
+It keeps one wrapped data key per (subject, scope, version) and the blind index of external
+references. Destroying a scope deletes its key bytes and leaves a tombstone, so the scope can never be
+silently recreated: a returning customer gets a new subject, or the caller asks for a new key version
+on purpose. Adapters implement the storage primitives; wrapping, caching and the rules live here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+import unicodedata
+import uuid
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from consentry.core.clock import Clock, SystemClock
+from consentry.core.errors import KeyExists, KeyNotFound, ScopeShredded
+from consentry.core.keys import KeyProvider, WrappedKey
+from consentry.core.sealing import DataKey
+
+SUBJECT_SCOPE: Final = "*"
+"""Tombstoned on full erasure: no key of any scope can be created for the subject again."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """A stored, wrapped data key."""
+
+    key_id: str
+    subject_id: uuid.UUID
+    scope: str
+    version: int
+    wrapped: WrappedKey = field(repr=False)
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What is left of a destroyed key (or a scope closed before any key existed)."""
+
+    subject_id: uuid.UUID
+    scope: str
+    version: int
+    key_id: str | None
+    shredded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ShreddedKey:
+    """A key that `destroy` deleted."""
+
+    key_id: str
+    scope: str
+    version: int
+
+
+def normalise_reference(value: str) -> str:
+    """The form references are indexed in: NFKC, trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", value).strip().casefold()
+
+
+class Keystore(ABC):
+    """Creates, finds and destroys data keys; finds subjects by blind-indexed references."""
+
+    def __init__(self, provider: KeyProvider, clock: Clock | None = None,
+                 cache_size: int = 50_000) -> None:
+        self.provider = provider
+        self.clock: Clock = clock or SystemClock()
+        self._cache: OrderedDict[tuple[uuid.UUID, str], DataKey] = OrderedDict()
+        self._cache_by_id: dict[str, DataKey] = {}
+        self._cache_size = cache_size
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # -- data keys ---------------------------------------------------------------------------
+
+    def create(self, subject_id: uuid.UUID, scope: str, *, new_version: bool = False) -> DataKey:
+        """Creates the scope's key; `new_version` explicitly starts a new version after a shred."""
+        with self._lock:
+            if self._subject_closed(subject_id):
+                raise ScopeShredded("the subject is erased")
+            latest = self._latest(subject_id, scope)
+            if latest is not None and not new_version:
+                if isinstance(latest, Tombstone):
+                    raise ScopeShredded("the scope was shredded; ask for a new version explicitly")
+                raise KeyExists("an active key exists for the scope")
+            version = 1 if latest is None else latest.version + 1
+            key_id = uuid.uuid4().hex
+            secret = os.urandom(32)
+            row = KeyRow(key_id, subject_id, scope, version,
+                         self.provider.wrap(secret, subject_id, scope, key_id), self.clock.now())
+            self._insert_key(row)
+            key = DataKey.build(key_id, subject_id, scope, version, secret)
+            self._remember(key)
+            return key
+
+    def get(self, subject_id: uuid.UUID, scope: str) -> DataKey:
+        """The newest key of the scope; KeyNotFound or ScopeShredded if there is none."""
+        with self._lock:
+            cached = self._cache.get((subject_id, scope))
+            if cached is not None:
+                self._cache.move_to_end((subject_id, scope))
+                return cached
+            latest = self._latest(subject_id, scope)
+            if latest is None:
+                raise KeyNotFound("no key for the scope")
+            if isinstance(latest, Tombstone):
+                raise ScopeShredded("the scope was shredded")
+            key = self._unwrap(latest)
+            self._remember(key)
+            return key
+
+    def get_or_create(self, subject_id: uuid.UUID, scope: str) -> DataKey:
+        """The scope's key, created on first use; never recreated after a shred."""
+        with self._lock:
+            try:
+                return self.get(subject_id, scope)
+            except KeyNotFound:
+                return self.create(subject_id, scope)
+
+    def get_by_id(self, key_id: str) -> DataKey:
+        """The key with that id; ScopeShredded if destroyed, KeyNotFound if never known."""
+        with self._lock:
+            cached = self._cache_by_id.get(key_id)
+            if cached is not None:
+                return cached
+            found = self._key_by_id(key_id)
+            if found is None:
+                raise KeyNotFound("no such key")
+            if isinstance(found, Tombstone):
+                raise ScopeShredded("the key was shredded")
+            key = self._unwrap(found)
+            self._remember(key)
+            return key
+
+    def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None
+                ) -> list[ShreddedKey]:
+        """Deletes the key bytes of the scopes (every scope if None), leaving tombstones."""
+        with self._lock:
+            wanted = None if scopes is None else sorted(set(scopes))
+            for cache_key in [k for k in self._cache if k[0] == subject_id]:
+                if wanted is None or cache_key[1] in wanted:
+                    self._cache_by_id.pop(self._cache.pop(cache_key).key_id, None)
+            for key_id in [i for i, k in self._cache_by_id.items() if k.subject_id == subject_id]:
+                if wanted is None or self._cache_by_id[key_id].scope in wanted:
+                    del self._cache_by_id[key_id]
+            return self._destroy(subject_id, wanted, self.clock.now())
+
+    def erase_subject(self, subject_id: uuid.UUID) -> list[ShreddedKey]:
+        """Destroys every key and reference of the subject and closes it for good."""
+        with self._lock:
+            destroyed = self.destroy(subject_id)
+            self.tombstone(subject_id, SUBJECT_SCOPE)
+            self.drop_references(subject_id)
+            return destroyed
+
+    def tombstone(self, subject_id: uuid.UUID, scope: str) -> None:
+        """Closes a scope that has no active key, so it can never be created silently."""
+        with self._lock:
+            latest = self._latest(subject_id, scope)
+            if isinstance(latest, Tombstone):
+                return
+            if isinstance(latest, KeyRow):
+                self.destroy(subject_id, [scope])
+                return
+            self._insert_tombstone(Tombstone(subject_id, scope, 1, None, self.clock.now()))
+
+    def is_shredded(self, subject_id: uuid.UUID, scope: str) -> bool:
+        """True if the scope's newest key was destroyed (or the subject is erased)."""
+        with self._lock:
+            return self._subject_closed(subject_id) or isinstance(
+                self._latest(subject_id, scope), Tombstone)
+
+    def _subject_closed(self, subject_id: uuid.UUID) -> bool:
+        return isinstance(self._latest(subject_id, SUBJECT_SCOPE), Tombstone)
+
+    def _unwrap(self, row: KeyRow) -> DataKey:
+        secret = self.provider.unwrap(row.wrapped, row.subject_id, row.scope, row.key_id)
+        return DataKey.build(row.key_id, row.subject_id, row.scope, row.version, secret)
+
+    def _remember(self, key: DataKey) -> None:
+        slot = (key.subject_id, key.scope)
+        newest = self._cache.get(slot)
+        if newest is None or newest.version <= key.version:
+            self._cache[slot] = key
+            self._cache.move_to_end(slot)
+        self._cache_by_id[key.key_id] = key
+        while len(self._cache) > self._cache_size:
+            self._cache_by_id.pop(self._cache.popitem(last=False)[1].key_id, None)
+        if len(self._cache_by_id) > 2 * self._cache_size:
+            self._cache_by_id.clear()
+            self._cache_by_id.update((k.key_id, k) for k in self._cache.values())
+
+    # -- blind index of external references ----------------------------------------------------
+
+    def blind_index(self, namespace: str, value: str) -> bytes:
+        """HMAC-SHA256 of namespace and normalised value under the index key."""
+        message = namespace.encode() + b"\x00" + normalise_reference(value).encode()
+        return hmac.new(self.provider.index_key(), message, hashlib.sha256).digest()
+
+    def link_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
+        """Points a reference at a subject unless it already points somewhere; returns the winner."""
+        with self._lock:
+            return self._put_reference(blind, subject_id)
+
+    def find_reference(self, blind: bytes) -> uuid.UUID | None:
+        """The subject a reference points at, if any."""
+        with self._lock:
+            return self._get_reference(blind)
+
+    def drop_references(self, subject_id: uuid.UUID) -> int:
+        """Removes every reference to the subject; returns how many."""
+        with self._lock:
+            return self._drop_references(subject_id)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, adapters without resources keep it
+        """Releases the adapter's resources."""
+
+    # -- storage primitives --------------------------------------------------------------------
+
+    @abstractmethod
+    def _latest(self, subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:
+        """The row of the scope's highest version."""
+
+    @abstractmethod
+    def _key_by_id(self, key_id: str) -> KeyRow | Tombstone | None:
+        """The row (or tombstone) of a key id."""
+
+    @abstractmethod
+    def _insert_key(self, row: KeyRow) -> None:
+        """Stores a new key row; KeyExists if (subject, scope, version) is taken."""
+
+    @abstractmethod
+    def _insert_tombstone(self, tombstone: Tombstone) -> None:
+        """Stores a tombstone for a scope that never had a key."""
+
+    @abstractmethod
+    def _destroy(self, subject_id: uuid.UUID, scopes: Sequence[str] | None,
+                 at: datetime) -> list[ShreddedKey]:
+        """Deletes key rows (all scopes if None) and writes their tombstones, atomically."""
+
+    @abstractmethod
+    def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
+        """Inserts the reference if absent; returns the subject it points at."""
+
+    @abstractmethod
+    def _get_reference(self, blind: bytes) -> uuid.UUID | None:
+        """The subject of a reference."""
+
+    @abstractmethod
+    def _drop_references(self, subject_id: uuid.UUID) -> int:
+        """Deletes the subject's references."""
+
+
+class InMemoryKeystore(Keystore):
+    """A fake for unit tests; passes the same contract suite as the real adapters."""
+
+    def __init__(self, provider: KeyProvider, clock: Clock | None = None) -> None:
+        super().__init__(provider, clock)
+        self._rows: dict[tuple[uuid.UUID, str, int], KeyRow | Tombstone] = {}
+        self._refs: dict[bytes, uuid.UUID] = {}
+
+    def _latest(self, subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:
+        rows = [r for (s, sc, _), r in self._rows.items() if s == subject_id and sc == scope]
+        return max(rows, key=lambda r: r.version, default=None)
+
+    def _key_by_id(self, key_id: str) -> KeyRow | Tombstone | None:
+        return next((r for r in self._rows.values() if r.key_id == key_id), None)
+
+    def _insert_key(self, row: KeyRow) -> None:
+        slot = (row.subject_id, row.scope, row.version)
+        if slot in self._rows:
+            raise KeyExists("key version taken")
+        self._rows[slot] = row
+
+    def _insert_tombstone(self, tombstone: Tombstone) -> None:
+        self._rows[(tombstone.subject_id, tombstone.scope, tombstone.version)] = tombstone
+
+    def _destroy(self, subject_id: uuid.UUID, scopes: Sequence[str] | None,
+                 at: datetime) -> list[ShreddedKey]:
+        destroyed = []
+        for slot, row in list(self._rows.items()):
+            if (isinstance(row, KeyRow) and row.subject_id == subject_id
+                    and (scopes is None or row.scope in scopes)):
+                self._rows[slot] = Tombstone(subject_id, row.scope, row.version, row.key_id, at)
+                destroyed.append(ShreddedKey(row.key_id, row.scope, row.version))
+        return destroyed
+
+    def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
+        return self._refs.setdefault(blind, subject_id)
+
+    def _get_reference(self, blind: bytes) -> uuid.UUID | None:
+        return self._refs.get(blind)
+
+    def _drop_references(self, subject_id: uuid.UUID) -> int:
+        gone = [b for b, s in self._refs.items() if s == subject_id]
+        for blind in gone:
+            del self._refs[blind]
+        return len(gone)

@@ -1,0 +1,132 @@
+"""Per-field sealing with AES-256-GCM.
+
+Each personal value is sealed on its own under the data key of (subject, scope), with
+AAD = subject | scope | field | key id, so a sealed value cannot be moved to another subject, scope or
+field unnoticed, and processors can copy sealed values into read models without any key.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from consentry.core.errors import SealError
+
+NONCE_LEN: Final = 12
+_AAD_LABEL: Final = b"consentry.seal.v1"
+
+
+class Personal:
+    """A plaintext personal value; its repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The plaintext, for the one place that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Personal(<redacted>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Personal) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Personal", self._value))
+
+
+class Erased:
+    """Stands where a sealed value was whose key has been destroyed."""
+
+    _instance: Erased | None = None
+
+    def __new__(cls) -> Erased:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ERASED"
+
+
+ERASED: Final = Erased()
+
+
+@dataclass(frozen=True, slots=True)
+class SealedValue:
+    """A value sealed under one data key; safe to store, copy and log."""
+
+    scope: str
+    key_id: str
+    nonce: bytes = field(repr=False)
+    ciphertext: bytes = field(repr=False)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"scope": self.scope, "key_id": self.key_id, "nonce": self.nonce,
+                "ciphertext": self.ciphertext}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SealedValue:
+        return cls(record["scope"], record["key_id"], record["nonce"], record["ciphertext"])
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """An unwrapped data-encryption key of one (subject, scope); never printed."""
+
+    key_id: str
+    subject_id: uuid.UUID
+    scope: str
+    version: int
+    secret: bytes = field(repr=False)
+    cipher: AESGCM = field(repr=False, compare=False)
+
+    @classmethod
+    def build(cls, key_id: str, subject_id: uuid.UUID, scope: str, version: int,
+              secret: bytes) -> DataKey:
+        return cls(key_id, subject_id, scope, version, secret, AESGCM(secret))
+
+
+def seal_aad(subject_id: uuid.UUID, scope: str, field_name: str, key_id: str) -> bytes:
+    """The associated data binding a sealed value to its subject, scope, field and key."""
+    parts = (_AAD_LABEL, subject_id.bytes, scope.encode(), field_name.encode(), key_id.encode())
+    return b"".join(struct.pack(">H", len(p)) + p for p in parts)
+
+
+def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
+    """Seals one value of `field_name` under `key`."""
+    nonce = os.urandom(NONCE_LEN)
+    aad = seal_aad(key.subject_id, key.scope, field_name, key.key_id)
+    return SealedValue(key.scope, key.key_id, nonce,
+                       key.cipher.encrypt(nonce, plaintext.encode("utf-8"), aad))
+
+
+def open_sealed(key: DataKey, field_name: str, sealed: SealedValue) -> str:
+    """Opens a sealed value; fails closed on any tampered byte, swapped context or wrong key."""
+    if sealed.key_id != key.key_id or sealed.scope != key.scope:
+        raise SealError("sealed value belongs to another key")
+    aad = seal_aad(key.subject_id, key.scope, field_name, key.key_id)
+    try:
+        return key.cipher.decrypt(sealed.nonce, sealed.ciphertext, aad).decode("utf-8")
+    except (InvalidTag, ValueError) as exc:
+        raise SealError("sealed value failed authentication") from exc
+
+
+def purpose_scope(purpose: str) -> str:
+    """The key scope of data collected for a purpose."""
+    return f"purpose:{purpose}"
+
+
+CONSENT_SCOPE: Final = "consent"
+IDENTITY_SCOPE: Final = "identity"

@@ -1,0 +1,56 @@
+"""Commands staff and the platform's own services give the ledger (intake records are the others)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from consentry.core.events import Actor
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAccess:
+    """Personal fields are about to be disclosed to an actor for a purpose."""
+
+    subject_id: uuid.UUID
+    actor: Actor
+    purpose: str
+    field_names: tuple[str, ...]
+    access_kind: str = "profile"
+
+
+@dataclass(frozen=True, slots=True)
+class DenyAccess:
+    """An actor was refused; the refusal is recorded like a read."""
+
+    subject_id: uuid.UUID
+    actor: Actor
+    purpose: str
+    reason: str
+    access_kind: str = "profile"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestErasure:
+    """Staff (a data-subject-request handler) asked for full erasure."""
+
+    subject_id: uuid.UUID
+    actor: Actor
+    reason: str = "customer_request"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordShredding:
+    """The shredder destroyed keys; `erased` closes the subject for good."""
+
+    subject_id: uuid.UUID
+    reason: str
+    scopes: tuple[str, ...]
+    key_ids: tuple[str, ...]
+    certificate: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    erased: bool = False
+    causation_id: str | None = None
+
+
+StaffCommand = RecordAccess | DenyAccess | RequestErasure | RecordShredding

@@ -1,0 +1,102 @@
+"""The sealing mapper: ledger events to stored bytes and back, for eventsourcing's recorders.
+
+On the way in, every personal value (schema attribute `pii`) is sealed under the key of its scope and
+the event is Avro single-object encoded: those bytes are what the event store keeps and what the relay
+puts on Kafka. On the way out, values stay sealed; `reveal` opens them for the one caller allowed to,
+marking values whose key was shredded as ERASED instead of raising, so history always replays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
+
+from consentry.core.avro import AvroCodec, Contract
+from consentry.core.errors import KeyNotFound, ScopeShredded, SealError
+from consentry.core.events import LedgerEvent, event_from_record, event_to_record
+from consentry.core.keystore import Keystore
+from consentry.core.sealing import (
+    CONSENT_SCOPE,
+    ERASED,
+    IDENTITY_SCOPE,
+    Personal,
+    SealedValue,
+    open_sealed,
+    purpose_scope,
+    seal,
+)
+
+
+class SealingMapper(Mapper[UUID]):
+    """Seals personal fields per (subject, scope) and encodes events with Avro."""
+
+    def __init__(self, codec: AvroCodec, keystore: Keystore) -> None:
+        super().__init__(transcoder=JSONTranscoder())
+        self.codec = codec
+        self.keystore = keystore
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        event = cast(LedgerEvent, domain_event)
+        contract = self.codec.contract(event.avro_name)
+        sealed = self._transform(event, contract, self._seal_value)
+        return StoredEvent(originator_id=event.meta.subject_id,
+                           originator_version=event.meta.sequence, topic=contract.name,
+                           state=self.codec.encode(contract.name, event_to_record(sealed)))
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        return self.decode(stored_event.state)
+
+    def decode(self, state: bytes) -> LedgerEvent:
+        """The event of stored bytes, with its personal values still sealed."""
+        contract, record = self.codec.decode(state)
+        return event_from_record(contract, record)
+
+    def reveal(self, event: LedgerEvent) -> LedgerEvent:
+        """The event with its sealed values opened, or ERASED where the key was shredded."""
+        return self._transform(event, self.codec.contract(event.avro_name), self._open_value)
+
+    def _transform(self, event: LedgerEvent, contract: Contract, change: Any) -> LedgerEvent:
+        updates: dict[str, Any] = {}
+        for name, scope_kind in contract.pii.items():
+            value = getattr(event, name)
+            if value is None:
+                continue
+            scope = _scope(event, scope_kind)
+            if isinstance(value, Mapping):
+                updates[name] = {k: change(event, scope, k, v) for k, v in value.items()}
+            else:
+                updates[name] = change(event, scope, name, value)
+        return replace(event, **updates) if updates else event
+
+    def _seal_value(self, event: LedgerEvent, scope: str, field_name: str, value: object) -> object:
+        if isinstance(value, Personal):
+            key = self.keystore.get_or_create(event.meta.subject_id, scope)
+            return seal(key, field_name, value.reveal())
+        return value
+
+    def _open_value(self, event: LedgerEvent, scope: str, field_name: str, value: object) -> object:
+        if not isinstance(value, SealedValue):
+            return value
+        try:
+            key = self.keystore.get_by_id(value.key_id)
+        except ScopeShredded:
+            return ERASED
+        except KeyNotFound as exc:
+            raise SealError("a sealed value names a key the keystore never held") from exc
+        if key.subject_id != event.meta.subject_id or key.scope != scope:
+            raise SealError("a sealed value names another subject's or scope's key")
+        return Personal(open_sealed(key, field_name, value))
+
+
+def _scope(event: LedgerEvent, scope_kind: str | None) -> str:
+    if scope_kind == "purpose":
+        return purpose_scope(str(getattr(event, "purpose")))  # noqa: B009 - purpose-scoped types only
+    if scope_kind == "consent":
+        return CONSENT_SCOPE
+    if scope_kind == "identity":
+        return IDENTITY_SCOPE
+    raise SealError(f"schema of {type(event).__name__} names no seal scope")
