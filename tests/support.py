@@ -63,9 +63,13 @@ def sqlite_ledger(data_dir: Path, clock: Clock | None = None) -> Ledger:
     provider = LocalKeyFileProvider.open(data_dir / "keys.json")
     the_clock = clock or StepClock()
     keystore = SQLiteKeystore(data_dir / "keystore.db", provider, the_clock)
-    _, recorder = open_recorder({"PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                                 "SQLITE_DBNAME": str(data_dir / "events.db"),
-                                 "CREATE_TABLE": "y"})
+    _, recorder = open_recorder(
+        {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(data_dir / "events.db"),
+            "CREATE_TABLE": "y",
+        }
+    )
     the_policy = policy()
     return Ledger(recorder, codec(), keystore, lambda: the_policy, the_clock)
 
@@ -77,9 +81,12 @@ def parser(clock: Clock | None = None) -> IntakeParser:
 
 def record(kind: str, ref: str, **values: Any) -> dict[str, Any]:
     """The JSON form of an intake record with sensible fake defaults."""
-    base: dict[str, Any] = {"type": kind, "subject_ref": ref,
-                            "idempotency_key": f"idem-{uuid.uuid4().hex}",
-                            "occurred_at": T0.isoformat()}
+    base: dict[str, Any] = {
+        "type": kind,
+        "subject_ref": ref,
+        "idempotency_key": f"idem-{uuid.uuid4().hex}",
+        "occurred_at": T0.isoformat(),
+    }
     if kind == "consent.grant":
         base |= {"purpose": "marketing", "channel": "web", "notice_version": "n-1"}
     if kind in ("consent.withdrawal", "contact.report"):

@@ -11,13 +11,14 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Sequence
+from typing import Any
 from datetime import UTC, datetime
 from pathlib import Path
 
 from consentry.core.clock import Clock
 from consentry.core.errors import KeyExists, KeystoreError
 from consentry.core.keys import KeyProvider, WrappedKey
-from consentry.core.keystore import Keystore, KeyRow, ShreddedKey, Tombstone
+from consentry.core.keystore import KeyRow, Keystore, ShreddedKey, Tombstone
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS data_keys (
@@ -55,8 +56,7 @@ class SQLiteKeystore(Keystore):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                       timeout=30)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -69,7 +69,7 @@ class SQLiteKeystore(Keystore):
         with self._db_lock:
             self._db.close()
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         with self._db_lock:
             try:
                 return self._db.execute(sql, params).fetchall()
@@ -82,7 +82,8 @@ class SQLiteKeystore(Keystore):
             "WHERE subject_id=? AND scope=? UNION ALL "
             "SELECT key_id, version, NULL, NULL, NULL, shredded_at FROM tombstones "
             "WHERE subject_id=? AND scope=? ORDER BY 2 DESC LIMIT 1",
-            (subject_id.bytes, scope, subject_id.bytes, scope))
+            (subject_id.bytes, scope, subject_id.bytes, scope),
+        )
         return _to_row(subject_id, scope, rows[0]) if rows else None
 
     def _key_by_id(self, key_id: str) -> KeyRow | Tombstone | None:
@@ -90,32 +91,51 @@ class SQLiteKeystore(Keystore):
             "SELECT subject_id, scope, key_id, version, kek_version, wrapped, created_at, NULL "
             "FROM data_keys WHERE key_id=? UNION ALL "
             "SELECT subject_id, scope, key_id, version, NULL, NULL, NULL, shredded_at "
-            "FROM tombstones WHERE key_id=?", (key_id, key_id))
+            "FROM tombstones WHERE key_id=?",
+            (key_id, key_id),
+        )
         if not rows:
             return None
         subject, scope, *rest = rows[0]
-        return _to_row(uuid.UUID(bytes=bytes(subject)), str(scope), tuple(rest))  # type: ignore[call-overload]
+        return _to_row(uuid.UUID(bytes=bytes(subject)), str(scope), tuple(rest))
 
     def _insert_key(self, row: KeyRow) -> None:
         with self._db_lock:
             try:
                 self._db.execute(
                     "INSERT INTO data_keys VALUES (?,?,?,?,?,?,?)",
-                    (row.key_id, row.subject_id.bytes, row.scope, row.version,
-                     row.wrapped.kek_version, row.wrapped.blob, row.created_at.isoformat()))
+                    (
+                        row.key_id,
+                        row.subject_id.bytes,
+                        row.scope,
+                        row.version,
+                        row.wrapped.kek_version,
+                        row.wrapped.blob,
+                        row.created_at.isoformat(),
+                    ),
+                )
             except sqlite3.IntegrityError as exc:
                 raise KeyExists("key version taken") from exc
             except sqlite3.Error as exc:
                 raise KeystoreError(f"keystore insert failed: {exc}") from exc
 
     def _insert_tombstone(self, tombstone: Tombstone) -> None:
-        self._query("INSERT OR IGNORE INTO tombstones VALUES (?,?,?,?,?)",
-                    (tombstone.subject_id.bytes, tombstone.scope, tombstone.version,
-                     tombstone.key_id, tombstone.shredded_at.isoformat()))
+        self._query(
+            "INSERT OR IGNORE INTO tombstones VALUES (?,?,?,?,?)",
+            (
+                tombstone.subject_id.bytes,
+                tombstone.scope,
+                tombstone.version,
+                tombstone.key_id,
+                tombstone.shredded_at.isoformat(),
+            ),
+        )
 
-    def _destroy(self, subject_id: uuid.UUID, scopes: Sequence[str] | None,
-                 at: datetime) -> list[ShreddedKey]:
-        where, params = "subject_id=?", [subject_id.bytes]
+    def _destroy(
+        self, subject_id: uuid.UUID, scopes: Sequence[str] | None, at: datetime
+    ) -> list[ShreddedKey]:
+        where = "subject_id=?"
+        params: list[object] = [subject_id.bytes]
         if scopes is not None:
             where += f" AND scope IN ({','.join('?' * len(scopes))})"
             params += list(scopes)
@@ -124,11 +144,15 @@ class SQLiteKeystore(Keystore):
                 self._db.execute("BEGIN IMMEDIATE")
                 rows = self._db.execute(
                     f"SELECT key_id, scope, version FROM data_keys WHERE {where}",  # noqa: S608 - placeholders only
-                    params).fetchall()
+                    params,
+                ).fetchall()
                 self._db.executemany(
                     "INSERT OR REPLACE INTO tombstones VALUES (?,?,?,?,?)",
-                    [(subject_id.bytes, scope, version, key_id, at.isoformat())
-                     for key_id, scope, version in rows])
+                    [
+                        (subject_id.bytes, scope, version, key_id, at.isoformat())
+                        for key_id, scope, version in rows
+                    ],
+                )
                 self._db.execute(f"DELETE FROM data_keys WHERE {where}", params)  # noqa: S608
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -148,8 +172,7 @@ class SQLiteKeystore(Keystore):
         raise KeystoreError("keystore WAL could not be checkpointed after a destroy")
 
     def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
-        self._query("INSERT OR IGNORE INTO references_index VALUES (?,?)",
-                    (blind, subject_id.bytes))
+        self._query("INSERT OR IGNORE INTO references_index VALUES (?,?)", (blind, subject_id.bytes))
         found = self._get_reference(blind)
         if found is None:
             raise KeystoreError("reference vanished while being linked")
@@ -157,24 +180,33 @@ class SQLiteKeystore(Keystore):
 
     def _get_reference(self, blind: bytes) -> uuid.UUID | None:
         rows = self._query("SELECT subject_id FROM references_index WHERE blind=?", (blind,))
-        return uuid.UUID(bytes=bytes(rows[0][0])) if rows else None  # type: ignore[arg-type]
+        return uuid.UUID(bytes=bytes(rows[0][0])) if rows else None
 
     def _drop_references(self, subject_id: uuid.UUID) -> int:
         with self._db_lock:
-            count = self._db.execute("DELETE FROM references_index WHERE subject_id=?",
-                                     (subject_id.bytes,)).rowcount
+            count = self._db.execute(
+                "DELETE FROM references_index WHERE subject_id=?", (subject_id.bytes,)
+            ).rowcount
             if count:
                 self._checkpoint()
             return int(count)
 
 
-def _to_row(subject_id: uuid.UUID, scope: str, row: tuple[object, ...]
-            ) -> KeyRow | Tombstone:
+def _to_row(subject_id: uuid.UUID, scope: str, row: Any) -> KeyRow | Tombstone:
     key_id, version, kek_version, wrapped, created_at, shredded_at = row
     if shredded_at is not None:
-        return Tombstone(subject_id, scope, int(version),  # type: ignore[call-overload]
-                         None if key_id is None else str(key_id),
-                         datetime.fromisoformat(str(shredded_at)).astimezone(UTC))
-    return KeyRow(str(key_id), subject_id, scope, int(version),  # type: ignore[call-overload]
-                  WrappedKey(int(kek_version), bytes(wrapped)),  # type: ignore[call-overload,arg-type]
-                  datetime.fromisoformat(str(created_at)))
+        return Tombstone(
+            subject_id,
+            scope,
+            int(version),
+            None if key_id is None else str(key_id),
+            datetime.fromisoformat(str(shredded_at)).astimezone(UTC),
+        )
+    return KeyRow(
+        str(key_id),
+        subject_id,
+        scope,
+        int(version),
+        WrappedKey(int(kek_version), bytes(wrapped)),
+        datetime.fromisoformat(str(created_at)),
+    )

@@ -23,6 +23,8 @@ from consentry.core.errors import Reason, Rejected, SchemaError
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
+
+
 @dataclass(frozen=True)
 class Contract:
     """One parsed schema file: its name, version, fingerprint and personal fields."""
@@ -71,10 +73,14 @@ class AvroCodec:
     def _load(self, kind: str, path: Path) -> None:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            parsed = fastavro.parse_schema(raw, named_schemas=self._named)
-            expanded = fastavro.parse_schema(raw, named_schemas=dict(self._named), expand=True)
+            parsed: dict[str, Any] = fastavro.parse_schema(raw, named_schemas=self._named)  # type: ignore[assignment]  # a record file parses to a dict
+            expanded: dict[str, Any] = fastavro.parse_schema(  # type: ignore[assignment]  # likewise
+                raw, named_schemas=dict(self._named), expand=True
+            )
         except (ValueError, KeyError, fastavro.schema.SchemaParseException) as exc:
             raise SchemaError(f"{path.name}: {exc}") from exc
+        if not isinstance(parsed, dict) or parsed.get("type") != "record":
+            raise SchemaError(f"{path.name}: each schema file must hold one record")
         canonical = to_parsing_canonical_form(expanded)
         contract = Contract(
             name=parsed["name"],
@@ -86,8 +92,11 @@ class AvroCodec:
             # fastavro prints the CRC-64-AVRO bytes little-endian, as single-object encoding wants.
             fingerprint=bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO")),
             pii={f["name"]: f.get("seal_scope") for f in raw["fields"] if f.get("pii")},
-            pii_maps=frozenset(f["name"] for f in raw["fields"] if f.get("pii")
-                               and isinstance(f["type"], dict) and f["type"].get("type") == "map"),
+            pii_maps=frozenset(
+                f["name"]
+                for f in raw["fields"]
+                if f.get("pii") and isinstance(f["type"], dict) and f["type"].get("type") == "map"
+            ),
             intake_type=raw.get("intake_type"),
         )
         previous = self._by_name.get(contract.name)
@@ -126,8 +135,10 @@ class AvroCodec:
         try:
             fastavro.schemaless_writer(buffer, contract.parsed, record, strict_allow_default=True)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise Rejected(Reason.INVALID_VALUE, f"record does not match {contract.short_name}: "
-                           f"{_safe_error(exc)}") from exc
+            raise Rejected(
+                Reason.INVALID_VALUE,
+                f"record does not match {contract.short_name}: {_safe_error(exc)}",
+            ) from exc
         return buffer.getvalue()
 
     def decode(self, data: bytes) -> tuple[Contract, dict[str, Any]]:
@@ -142,10 +153,19 @@ class AvroCodec:
         buffer.seek(HEADER_LEN)
         try:
             record = fastavro.schemaless_reader(buffer, contract.parsed, reader.parsed)
-        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError,
-                OverflowError, MemoryError) as exc:
-            raise Rejected(Reason.MALFORMED_AVRO, f"body does not decode as {contract.short_name}"
-                           ) from exc
+        except (
+            EOFError,
+            ValueError,
+            TypeError,
+            IndexError,
+            KeyError,
+            UnicodeDecodeError,
+            OverflowError,
+            MemoryError,
+        ) as exc:
+            raise Rejected(
+                Reason.MALFORMED_AVRO, f"body does not decode as {contract.short_name}"
+            ) from exc
         if buffer.tell() != len(data):
             raise Rejected(Reason.MALFORMED_AVRO, "trailing bytes after the record")
         if not isinstance(record, dict):

@@ -160,9 +160,21 @@ class SubjectErased(LedgerEvent):
 
 EVENT_TYPES: Final[dict[str, type[LedgerEvent]]] = {
     f"{EVENTS_NAMESPACE}.{cls.__name__}": cls
-    for cls in (ReferenceLinked, ConsentGranted, ConsentWithdrawn, ConsentExpired, DataUpdated,
-                DataUpdateRejected, DataAccessed, AccessDenied, DataShared, ContactRecorded,
-                ErasureRequested, KeysShredded, SubjectErased)
+    for cls in (
+        ReferenceLinked,
+        ConsentGranted,
+        ConsentWithdrawn,
+        ConsentExpired,
+        DataUpdated,
+        DataUpdateRejected,
+        DataAccessed,
+        AccessDenied,
+        DataShared,
+        ContactRecorded,
+        ErasureRequested,
+        KeysShredded,
+        SubjectErased,
+    )
 }
 for _name, _cls in EVENT_TYPES.items():
     _cls.avro_name = _name

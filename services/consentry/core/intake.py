@@ -7,7 +7,7 @@ values. Validation happens before anything is stored, so a bad record leaves no 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final
@@ -96,15 +96,22 @@ class AccessReport(IntakeRecord):
 
 
 INTAKE_TYPES: Final[dict[str, type[IntakeRecord]]] = {
-    cls.intake_type: cls for cls in (ConsentGrant, ConsentWithdrawal, DataUpdate, ErasureRequest,
-                                     ContactReport, AccessReport)
+    cls.intake_type: cls
+    for cls in (
+        ConsentGrant,
+        ConsentWithdrawal,
+        DataUpdate,
+        ErasureRequest,
+        ContactReport,
+        AccessReport,
+    )
 }
 
 
 class IntakeParser:
     """Validates intake records from JSON objects or Avro single-object bytes."""
 
-    def __init__(self, codec: AvroCodec, now: Any) -> None:
+    def __init__(self, codec: AvroCodec, now: Callable[[], datetime]) -> None:
         self.codec = codec
         self._now = now
 
@@ -119,8 +126,12 @@ class IntakeParser:
         values = {k: v for k, v in obj.items() if k != "type"}
         unexpected = sorted(set(values) - set(contract.field_names))
         if unexpected:
-            raise Rejected(Reason.INVALID_VALUE, f"unexpected field {unexpected[0]!r}"
-                           if len(unexpected[0]) <= 64 else "unexpected field")
+            raise Rejected(
+                Reason.INVALID_VALUE,
+                f"unexpected field {unexpected[0]!r}"
+                if len(unexpected[0]) <= 64
+                else "unexpected field",
+            )
         for name in contract.field_names:
             if name in values and _is_timestamp(contract, name) and values[name] is not None:
                 values[name] = _parse_time(name, values[name])
@@ -196,12 +207,12 @@ class IntakeParser:
             raise Rejected(Reason.INVALID_VALUE, f"'{name}' must be a timestamp")
         if value.tzinfo is None:
             raise Rejected(Reason.INVALID_VALUE, f"'{name}' needs a time zone")
-        value = value.astimezone(UTC)
-        if name == "occurred_at" and value > self._now() + MAX_FUTURE_SKEW:
+        moment: datetime = value.astimezone(UTC)
+        if name == "occurred_at" and moment > self._now() + MAX_FUTURE_SKEW:
             raise Rejected(Reason.INVALID_VALUE, "'occurred_at' is in the future")
-        if value.year < 1970:
+        if moment.year < 1970:
             raise Rejected(Reason.INVALID_VALUE, f"'{name}' is before 1970")
-        return value
+        return moment
 
 
 def _is_timestamp(contract: Contract, name: str) -> bool:
@@ -212,9 +223,10 @@ def _parse_time(name: str, value: object) -> datetime:
     if not isinstance(value, str):
         raise Rejected(Reason.INVALID_VALUE, f"'{name}' must be an ISO-8601 string")
     try:
-        return datetime.fromisoformat(value)
+        parsed: datetime = datetime.fromisoformat(value)
     except ValueError:
         raise Rejected(Reason.INVALID_VALUE, f"'{name}' is not an ISO-8601 timestamp") from None
+    return parsed
 
 
 def _check_ref(value: Any) -> Personal:

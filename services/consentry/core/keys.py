@@ -40,8 +40,13 @@ class WrappedKey:
 
 def wrap_aad(subject_id: uuid.UUID, scope: str, key_id: str, kek_version: int) -> bytes:
     """AAD binding a wrapped key to its subject, scope, key id and KEK version."""
-    parts = (_WRAP_LABEL, subject_id.bytes, scope.encode(), key_id.encode(),
-             str(kek_version).encode())
+    parts = (
+        _WRAP_LABEL,
+        subject_id.bytes,
+        scope.encode(),
+        key_id.encode(),
+        str(kek_version).encode(),
+    )
     return b"".join(struct.pack(">H", len(p)) + p for p in parts)
 
 
@@ -95,15 +100,22 @@ def _unb64(text: object, name: str) -> bytes:
 
 
 def _derive(master: bytes, label: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=f"consentry {label}".encode()).derive(master)
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=f"consentry {label}".encode()
+    ).derive(master)
 
 
 class LocalKeyFileProvider(KeyProvider):
     """KEKs in a local 0600 JSON file (or derived from a master key); the default provider."""
 
-    def __init__(self, keks: dict[int, bytes], active: int, index_key: bytes,
-                 signing_seed: bytes, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        keks: dict[int, bytes],
+        active: int,
+        index_key: bytes,
+        signing_seed: bytes,
+        path: Path | None = None,
+    ) -> None:
         if active not in keks:
             raise KeyProviderError("key file: the active KEK version is missing")
         self._keks = {v: AESGCM(k) for v, k in keks.items()}
@@ -123,8 +135,12 @@ class LocalKeyFileProvider(KeyProvider):
         master = _unb64(master_b64, "CONSENTRY_MASTER_KEY")
         if len(master) < 32:
             raise KeyProviderError("CONSENTRY_MASTER_KEY must hold at least 32 bytes (base64)")
-        return cls({1: _derive(master, "kek v1")}, 1, _derive(master, "blind index"),
-                   _derive(master, "certificate signing"))
+        return cls(
+            {1: _derive(master, "kek v1")},
+            1,
+            _derive(master, "blind index"),
+            _derive(master, "certificate signing"),
+        )
 
     @classmethod
     def open(cls, path: Path) -> LocalKeyFileProvider:
@@ -143,18 +159,28 @@ class LocalKeyFileProvider(KeyProvider):
         if data.get("format") != KEYFILE_FORMAT:
             raise KeyProviderError(f"key file {path}: format must be {KEYFILE_FORMAT}")
         keks = {int(v): _unb64(k, f"keks.{v}") for v, k in dict(data.get("keks", {})).items()}
-        return cls(keks, int(data.get("active", 0)), _unb64(data.get("index_key"), "index_key"),
-                   _unb64(data.get("signing_key"), "signing_key"), path)
+        return cls(
+            keks,
+            int(data.get("active", 0)),
+            _unb64(data.get("index_key"), "index_key"),
+            _unb64(data.get("signing_key"), "signing_key"),
+            path,
+        )
 
     def save(self) -> None:
         """Writes the key file atomically with mode 0600."""
         if self.path is None:
             raise KeyProviderError("this provider has no key file (derived from a master key)")
-        content = json.dumps({
-            "format": KEYFILE_FORMAT, "active": self._active,
-            "keks": {str(v): _b64(k) for v, k in sorted(self._raw.items())},
-            "index_key": _b64(self._index_key), "signing_key": _b64(self._signing_seed),
-        }, indent=2)
+        content = json.dumps(
+            {
+                "format": KEYFILE_FORMAT,
+                "active": self._active,
+                "keks": {str(v): _b64(k) for v, k in sorted(self._raw.items())},
+                "index_key": _b64(self._index_key),
+                "signing_key": _b64(self._signing_seed),
+            },
+            indent=2,
+        )
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -70,8 +70,9 @@ def normalise_reference(value: str) -> str:
 class Keystore(ABC):
     """Creates, finds and destroys data keys; finds subjects by blind-indexed references."""
 
-    def __init__(self, provider: KeyProvider, clock: Clock | None = None,
-                 cache_size: int = 50_000) -> None:
+    def __init__(
+        self, provider: KeyProvider, clock: Clock | None = None, cache_size: int = 50_000
+    ) -> None:
         self.provider = provider
         self.clock: Clock = clock or SystemClock()
         self._cache: OrderedDict[tuple[uuid.UUID, str], DataKey] = OrderedDict()
@@ -97,8 +98,14 @@ class Keystore(ABC):
             version = 1 if latest is None else latest.version + 1
             key_id = uuid.uuid4().hex
             secret = os.urandom(32)
-            row = KeyRow(key_id, subject_id, scope, version,
-                         self.provider.wrap(secret, subject_id, scope, key_id), self.clock.now())
+            row = KeyRow(
+                key_id,
+                subject_id,
+                scope,
+                version,
+                self.provider.wrap(secret, subject_id, scope, key_id),
+                self.clock.now(),
+            )
             self._insert_key(row)
             key = DataKey.build(key_id, subject_id, scope, version, secret)
             self._remember(key)
@@ -143,8 +150,7 @@ class Keystore(ABC):
             self._remember(key)
             return key
 
-    def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None
-                ) -> list[ShreddedKey]:
+    def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None) -> list[ShreddedKey]:
         """Deletes the key bytes of the scopes (every scope if None), leaving tombstones."""
         with self._lock:
             wanted = None if scopes is None else sorted(set(scopes))
@@ -179,7 +185,8 @@ class Keystore(ABC):
         """True if the scope's newest key was destroyed (or the subject is erased)."""
         with self._lock:
             return self._subject_closed(subject_id) or isinstance(
-                self._latest(subject_id, scope), Tombstone)
+                self._latest(subject_id, scope), Tombstone
+            )
 
     def _subject_closed(self, subject_id: uuid.UUID) -> bool:
         return isinstance(self._latest(subject_id, SUBJECT_SCOPE), Tombstone)
@@ -245,8 +252,9 @@ class Keystore(ABC):
         """Stores a tombstone for a scope that never had a key."""
 
     @abstractmethod
-    def _destroy(self, subject_id: uuid.UUID, scopes: Sequence[str] | None,
-                 at: datetime) -> list[ShreddedKey]:
+    def _destroy(
+        self, subject_id: uuid.UUID, scopes: Sequence[str] | None, at: datetime
+    ) -> list[ShreddedKey]:
         """Deletes key rows (all scopes if None) and writes their tombstones, atomically."""
 
     @abstractmethod
@@ -286,12 +294,16 @@ class InMemoryKeystore(Keystore):
     def _insert_tombstone(self, tombstone: Tombstone) -> None:
         self._rows[(tombstone.subject_id, tombstone.scope, tombstone.version)] = tombstone
 
-    def _destroy(self, subject_id: uuid.UUID, scopes: Sequence[str] | None,
-                 at: datetime) -> list[ShreddedKey]:
+    def _destroy(
+        self, subject_id: uuid.UUID, scopes: Sequence[str] | None, at: datetime
+    ) -> list[ShreddedKey]:
         destroyed = []
         for slot, row in list(self._rows.items()):
-            if (isinstance(row, KeyRow) and row.subject_id == subject_id
-                    and (scopes is None or row.scope in scopes)):
+            if (
+                isinstance(row, KeyRow)
+                and row.subject_id == subject_id
+                and (scopes is None or row.scope in scopes)
+            ):
                 self._rows[slot] = Tombstone(subject_id, row.scope, row.version, row.key_id, at)
                 destroyed.append(ShreddedKey(row.key_id, row.scope, row.version))
         return destroyed

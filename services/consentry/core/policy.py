@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from consentry.core.errors import PolicyError
 
@@ -109,23 +116,37 @@ class Policy(_Model):
     def _references_resolve(self) -> Policy:
         problems = []
         for name, role in self.roles.items():
-            problems += [f"roles.{name}.purposes: unknown purpose '{p}'"
-                         for p in role.purposes if p not in self.purposes]
+            problems += [
+                f"roles.{name}.purposes: unknown purpose '{p}'"
+                for p in role.purposes
+                if p not in self.purposes
+            ]
         for name, actor in self.actors.items():
-            problems += [f"actors.{name}.roles: unknown role '{r}'"
-                         for r in actor.roles if r not in self.roles]
+            problems += [
+                f"actors.{name}.roles: unknown role '{r}'" for r in actor.roles if r not in self.roles
+            ]
         for name, producer in self.producers.items():
-            problems += [f"producers.{name}.purposes: unknown purpose '{p}'"
-                         for p in producer.purposes if p not in self.purposes]
+            problems += [
+                f"producers.{name}.purposes: unknown purpose '{p}'"
+                for p in producer.purposes
+                if p not in self.purposes
+            ]
         for name, processor in self.processors.items():
             for i, agreement in enumerate(processor.agreements):
                 where = f"processors.{name}.agreements.{i}"
-                problems += [f"{where}.purposes: unknown purpose '{p}'"
-                             for p in agreement.purposes if p not in self.purposes]
-                allowed = {f for p in agreement.purposes if p in self.purposes
-                           for f in self.purposes[p].fields}
-                problems += [f"{where}.fields: '{f}' is not a field of its purposes"
-                             for f in agreement.fields if f not in allowed]
+                problems += [
+                    f"{where}.purposes: unknown purpose '{p}'"
+                    for p in agreement.purposes
+                    if p not in self.purposes
+                ]
+                allowed = {
+                    f for p in agreement.purposes if p in self.purposes for f in self.purposes[p].fields
+                }
+                problems += [
+                    f"{where}.fields: '{f}' is not a field of its purposes"
+                    for f in agreement.fields
+                    if f not in allowed
+                ]
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -73,8 +73,12 @@ class SealedValue:
     ciphertext: bytes = field(repr=False)
 
     def to_record(self) -> dict[str, Any]:
-        return {"scope": self.scope, "key_id": self.key_id, "nonce": self.nonce,
-                "ciphertext": self.ciphertext}
+        return {
+            "scope": self.scope,
+            "key_id": self.key_id,
+            "nonce": self.nonce,
+            "ciphertext": self.ciphertext,
+        }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> SealedValue:
@@ -93,8 +97,9 @@ class DataKey:
     cipher: AESGCM = field(repr=False, compare=False)
 
     @classmethod
-    def build(cls, key_id: str, subject_id: uuid.UUID, scope: str, version: int,
-              secret: bytes) -> DataKey:
+    def build(
+        cls, key_id: str, subject_id: uuid.UUID, scope: str, version: int, secret: bytes
+    ) -> DataKey:
         return cls(key_id, subject_id, scope, version, secret, AESGCM(secret))
 
 
@@ -108,8 +113,9 @@ def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
     """Seals one value of `field_name` under `key`."""
     nonce = os.urandom(NONCE_LEN)
     aad = seal_aad(key.subject_id, key.scope, field_name, key.key_id)
-    return SealedValue(key.scope, key.key_id, nonce,
-                       key.cipher.encrypt(nonce, plaintext.encode("utf-8"), aad))
+    return SealedValue(
+        key.scope, key.key_id, nonce, key.cipher.encrypt(nonce, plaintext.encode("utf-8"), aad)
+    )
 
 
 def open_sealed(key: DataKey, field_name: str, sealed: SealedValue) -> str:

@@ -59,9 +59,15 @@ class _Pending:
 class Ledger:
     """The write model's application service."""
 
-    def __init__(self, recorder: ApplicationRecorder, codec: AvroCodec, keystore: Keystore,
-                 policy: Callable[[], Policy], clock: Clock,
-                 ids: Callable[[], uuid.UUID] = new_id) -> None:
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        codec: AvroCodec,
+        keystore: Keystore,
+        policy: Callable[[], Policy],
+        clock: Clock,
+        ids: Callable[[], uuid.UUID] = new_id,
+    ) -> None:
         self.recorder = recorder
         self.codec = codec
         self.keystore = keystore
@@ -74,8 +80,7 @@ class Ledger:
     def policy(self) -> Policy:
         return self._policy()
 
-    def submit(self, producer: str, records: Sequence[rec.IntakeRecord | Rejected]
-               ) -> list[Outcome]:
+    def submit(self, producer: str, records: Sequence[rec.IntakeRecord | Rejected]) -> list[Outcome]:
         """Decides and appends a producer's batch; one outcome per record, in order."""
         return self._with_retries(lambda: self._submit_once(producer, records))
 
@@ -100,11 +105,10 @@ class Ledger:
         events = [self.mapper.decode(s.state) for s in self.recorder.select_events(subject_id)]
         return [self.mapper.reveal(e) for e in events] if reveal else events
 
-    def notifications(self, after: int = 0, batch: int = 1000) -> Iterator[tuple[int, bytes]]:
+    def notifications(self, after: int | None = 0, batch: int = 1000) -> Iterator[tuple[int, bytes]]:
         """(position, stored bytes) of every event in the log after a position."""
         while True:
-            page = self.recorder.select_notifications(start=after, limit=batch,
-                                                      inclusive_of_start=False)
+            page = self.recorder.select_notifications(start=after, limit=batch, inclusive_of_start=False)
             if not page:
                 return
             for notification in page:
@@ -126,11 +130,11 @@ class Ledger:
         raise ConflictError("the subjects kept changing under this batch")
 
     def _context(self, producer: str | None) -> Context:
-        return Context(now=self.clock.now(), policy=self.policy, new_id=self.ids,
-                       producer=producer)
+        return Context(now=self.clock.now(), policy=self.policy, new_id=self.ids, producer=producer)
 
-    def _submit_once(self, producer: str, records: Sequence[rec.IntakeRecord | Rejected]
-                     ) -> list[Outcome]:
+    def _submit_once(
+        self, producer: str, records: Sequence[rec.IntakeRecord | Rejected]
+    ) -> list[Outcome]:
         ctx = self._context(producer)
         pending: dict[uuid.UUID, _Pending] = {}
         by_blind: dict[bytes, uuid.UUID] = {}
@@ -185,8 +189,7 @@ class Ledger:
                 if winner != subject_id:
                     raise ConflictError("another writer created the subject first")
 
-    def _append(self, pending: dict[uuid.UUID, _Pending], outcomes: list[Outcome]
-                ) -> list[Outcome]:
+    def _append(self, pending: dict[uuid.UUID, _Pending], outcomes: list[Outcome]) -> list[Outcome]:
         stored: list[StoredEvent] = []
         refused: set[uuid.UUID] = set()
         for subject_id, slot in pending.items():
@@ -204,8 +207,12 @@ class Ledger:
                 raise ConflictError("a subject changed while the batch was decided") from exc
         if not refused:
             return outcomes
-        return [Outcome("rejected", o.subject_id, None, Reason.SUBJECT_ERASED, "the subject is erased")
-                if o.subject_id in refused and o.status == "accepted" else o for o in outcomes]
+        return [
+            Outcome("rejected", o.subject_id, None, Reason.SUBJECT_ERASED, "the subject is erased")
+            if o.subject_id in refused and o.status == "accepted"
+            else o
+            for o in outcomes
+        ]
 
     def _chain(self, slot: _Pending) -> list[StoredEvent]:
         head = slot.state.head

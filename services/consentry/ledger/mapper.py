@@ -43,9 +43,12 @@ class SealingMapper(Mapper[UUID]):
         event = cast(LedgerEvent, domain_event)
         contract = self.codec.contract(event.avro_name)
         sealed = self._transform(event, contract, self._seal_value)
-        return StoredEvent(originator_id=event.meta.subject_id,
-                           originator_version=event.meta.sequence, topic=contract.name,
-                           state=self.codec.encode(contract.name, event_to_record(sealed)))
+        return StoredEvent(
+            originator_id=event.meta.subject_id,
+            originator_version=event.meta.sequence,
+            topic=contract.name,
+            state=self.codec.encode(contract.name, event_to_record(sealed)),
+        )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         return self.decode(stored_event.state)

@@ -63,10 +63,12 @@ class SubjectState:
         match event:
             case ev.ConsentGranted():
                 self.purposes[event.purpose] = PurposeStatus(
-                    "granted", event.lawful_basis, event.meta.occurred_at, event.expires_at)
+                    "granted", event.lawful_basis, event.meta.occurred_at, event.expires_at
+                )
             case ev.ConsentWithdrawn():
                 self.purposes[event.purpose] = PurposeStatus(
-                    "withdrawn", LawfulBasis.CONSENT, event.meta.occurred_at)
+                    "withdrawn", LawfulBasis.CONSENT, event.meta.occurred_at
+                )
             case ev.ConsentExpired():
                 current = self.purposes.get(event.purpose)
                 if current is not None and current.status == "granted":
@@ -117,9 +119,16 @@ def idempotency_hash(producer: str, key: str) -> bytes:
 class _Builder:
     """Assigns sequence numbers and envelopes to the events of one decision."""
 
-    def __init__(self, state: SubjectState, ctx: Context, occurred_at: datetime,
-                 idempotency: bytes | None = None, correlation_id: str | None = None,
-                 actor: Actor | None = None, causation_id: str | None = None) -> None:
+    def __init__(
+        self,
+        state: SubjectState,
+        ctx: Context,
+        occurred_at: datetime,
+        idempotency: bytes | None = None,
+        correlation_id: str | None = None,
+        actor: Actor | None = None,
+        causation_id: str | None = None,
+    ) -> None:
         self.state, self.ctx = state, ctx
         self.occurred_at, self.idempotency = occurred_at, idempotency
         self.correlation_id, self.actor, self.causation_id = correlation_id, actor, causation_id
@@ -128,12 +137,18 @@ class _Builder:
 
     def meta(self) -> EventMeta:
         return EventMeta(
-            event_id=self.ctx.new_id(), subject_id=self.state.subject_id,
-            sequence=self.state.version + len(self.events) + 1, occurred_at=self.occurred_at,
-            recorded_at=self.ctx.now, policy_version=self.ctx.policy.version,
-            producer=self.ctx.producer, actor=self.actor, causation_id=self.causation_id,
+            event_id=self.ctx.new_id(),
+            subject_id=self.state.subject_id,
+            sequence=self.state.version + len(self.events) + 1,
+            occurred_at=self.occurred_at,
+            recorded_at=self.ctx.now,
+            policy_version=self.ctx.policy.version,
+            producer=self.ctx.producer,
+            actor=self.actor,
+            causation_id=self.causation_id,
             correlation_id=self.correlation_id,
-            idempotency=self.idempotency if not self.events else None)
+            idempotency=self.idempotency if not self.events else None,
+        )
 
     def add(self, factory: Callable[[EventMeta], LedgerEvent]) -> LedgerEvent:
         event = factory(self.meta())
@@ -142,20 +157,39 @@ class _Builder:
 
     def accept(self, renew: tuple[str, ...] = ()) -> Decision:
         last = self.events[-1]
-        return Decision(tuple(self.events),
-                        Outcome("accepted", self.state.subject_id, last.meta.event_id),
-                        renew)
+        return Decision(
+            tuple(self.events),
+            Outcome("accepted", self.state.subject_id, last.meta.event_id),
+            renew,
+        )
 
-    def reject(self, reason: Reason, detail: str, purpose: str | None = None,
-               field_names: tuple[str, ...] = (), record: bool = True) -> Decision:
+    def reject(
+        self,
+        reason: Reason,
+        detail: str,
+        purpose: str | None = None,
+        field_names: tuple[str, ...] = (),
+        record: bool = True,
+    ) -> Decision:
         """A refusal; on a known subject it is kept as DataUpdateRejected (names, never values)."""
         if record and self.keeps_rejections and self.state.exists and purpose is not None:
             self.add(lambda m: ev.DataUpdateRejected(m, purpose, reason.value, field_names))
-            return Decision(tuple(self.events),
-                            Outcome("rejected", self.state.subject_id, self.events[-1].meta.event_id,
-                                    reason, detail))
-        return Decision((), Outcome("rejected", self.state.subject_id if self.state.exists else None,
-                                    None, reason, detail))
+            return Decision(
+                tuple(self.events),
+                Outcome(
+                    "rejected", self.state.subject_id, self.events[-1].meta.event_id, reason, detail
+                ),
+            )
+        return Decision(
+            (),
+            Outcome(
+                "rejected",
+                self.state.subject_id if self.state.exists else None,
+                None,
+                reason,
+                detail,
+            ),
+        )
 
 
 def decide(state: SubjectState, record: rec.IntakeRecord, ctx: Context) -> Decision:
@@ -167,21 +201,30 @@ def decide(state: SubjectState, record: rec.IntakeRecord, ctx: Context) -> Decis
     purpose = getattr(record, "purpose", None)
     names = tuple(sorted(record.fields)) if isinstance(record, rec.DataUpdate) else ()
 
+    if purpose is not None and ctx.policy.purpose(purpose) is None:
+        return build.reject(
+            Reason.UNKNOWN_PURPOSE,
+            "the purpose is not in the policy",
+            purpose,
+            names,
+            record=not state.erasure_requested,
+        )
     allowed = ctx.policy.producers.get(producer)
-    if (allowed is None or record.intake_type not in allowed.event_types
-            or record.namespace not in allowed.namespaces
-            or (purpose is not None and allowed.purposes and purpose not in allowed.purposes)):
-        return build.reject(Reason.PRODUCER_NOT_ALLOWED,
-                            "the producer may not send this record", record=False)
+    if (
+        allowed is None
+        or record.intake_type not in allowed.event_types
+        or record.namespace not in allowed.namespaces
+        or (purpose is not None and allowed.purposes and purpose not in allowed.purposes)
+    ):
+        return build.reject(
+            Reason.PRODUCER_NOT_ALLOWED, "the producer may not send this record", record=False
+        )
     if key in state.seen:
         return Decision((), Outcome("duplicate", state.subject_id, state.seen[key]))
     if state.erasure_requested:
         if isinstance(record, rec.ErasureRequest):
             return Decision((), Outcome("duplicate", state.subject_id, None))
         return build.reject(Reason.SUBJECT_ERASED, "the subject is erased", purpose, names)
-    if purpose is not None and ctx.policy.purpose(purpose) is None:
-        return build.reject(Reason.UNKNOWN_PURPOSE, "the purpose is not in the policy",
-                            purpose, names)
     if not state.exists and not _may_create(record, ctx.policy):
         reason = Reason.NO_CONSENT if isinstance(record, rec.DataUpdate) else Reason.UNKNOWN_SUBJECT
         return build.reject(reason, "no subject is known for this reference", record=False)
@@ -208,8 +251,9 @@ def decide(state: SubjectState, record: rec.IntakeRecord, ctx: Context) -> Decis
         case rec.AccessReport():
             fields = ctx.policy.purposes[record.purpose].fields
             if any(f not in fields for f in record.field_names):
-                return build.reject(Reason.FIELD_NOT_ALLOWED, "a field is not of the purpose",
-                                    record=False)
+                return build.reject(
+                    Reason.FIELD_NOT_ALLOWED, "a field is not of the purpose", record=False
+                )
             build.actor = Actor(record.actor_id, record.role)
             build.add(lambda m: ev.DataAccessed(m, record.purpose, record.field_names, "report"))
             return build.accept()
@@ -226,73 +270,87 @@ def _may_create(record: rec.IntakeRecord, policy: Policy) -> bool:
     return False
 
 
-def _grant(state: SubjectState, record: rec.ConsentGrant, ctx: Context,
-           build: _Builder) -> Decision:
+def _grant(state: SubjectState, record: rec.ConsentGrant, ctx: Context, build: _Builder) -> Decision:
     purpose = ctx.policy.purposes[record.purpose]
     if record.lawful_basis not in LawfulBasis.__members__.values():
         return build.reject(Reason.INVALID_VALUE, "unknown lawful basis", record=False)
     outside = [c for c in record.data_categories if c not in purpose.fields]
     if outside:
-        return build.reject(Reason.FIELD_NOT_ALLOWED, "a data category is not of the purpose",
-                            record=False)
+        return build.reject(
+            Reason.FIELD_NOT_ALLOWED, "a data category is not of the purpose", record=False
+        )
     if record.expires_at is not None and record.expires_at <= record.occurred_at:
-        return build.reject(Reason.INVALID_VALUE, "'expires_at' is not after 'occurred_at'",
-                            record=False)
+        return build.reject(
+            Reason.INVALID_VALUE, "'expires_at' is not after 'occurred_at'", record=False
+        )
     previous = state.purposes.get(record.purpose)
     renew = (f"purpose:{record.purpose}",) if previous and previous.status == "withdrawn" else ()
-    build.add(lambda m: ev.ConsentGranted(
-        m, record.purpose, record.data_categories or purpose.fields, record.lawful_basis,
-        record.channel, record.notice_version, record.evidence, record.expires_at))
+    build.add(
+        lambda m: ev.ConsentGranted(
+            m,
+            record.purpose,
+            record.data_categories or purpose.fields,
+            record.lawful_basis,
+            record.channel,
+            record.notice_version,
+            record.evidence,
+            record.expires_at,
+        )
+    )
     return build.accept(renew)
 
 
-def _update(state: SubjectState, record: rec.DataUpdate, ctx: Context,
-            build: _Builder) -> Decision:
+def _update(state: SubjectState, record: rec.DataUpdate, ctx: Context, build: _Builder) -> Decision:
     purpose = ctx.policy.purposes[record.purpose]
     names = tuple(sorted(record.fields))
     outside = [n for n in names if n not in purpose.fields]
     if outside:
-        return build.reject(Reason.FIELD_NOT_ALLOWED,
-                            f"fields not declared for the purpose: {', '.join(outside)}",
-                            record.purpose, names)
+        return build.reject(
+            Reason.FIELD_NOT_ALLOWED,
+            f"fields not declared for the purpose: {', '.join(outside)}",
+            record.purpose,
+            names,
+        )
     current = state.purposes.get(record.purpose)
     if purpose.lawful_basis == LawfulBasis.CONSENT:
         if current is None or current.status == "withdrawn":
-            return build.reject(Reason.NO_CONSENT, "no active consent for the purpose",
-                                record.purpose, names)
+            return build.reject(
+                Reason.NO_CONSENT, "no active consent for the purpose", record.purpose, names
+            )
         expired = current.status == "expired" or (
-            current.expires_at is not None and record.occurred_at >= current.expires_at)
+            current.expires_at is not None and record.occurred_at >= current.expires_at
+        )
         if expired:
             if current.status == "granted" and current.expires_at is not None:
                 expiry = current.expires_at
                 build.add(lambda m: ev.ConsentExpired(m, record.purpose, expiry))
-            return build.reject(Reason.CONSENT_EXPIRED, "the consent for the purpose expired",
-                                record.purpose, names)
+            return build.reject(
+                Reason.CONSENT_EXPIRED, "the consent for the purpose expired", record.purpose, names
+            )
     elif current is not None and current.status == "withdrawn":
-        return build.reject(Reason.NO_CONSENT, "the subject objected to the purpose",
-                            record.purpose, names)
-    build.add(lambda m: ev.DataUpdated(m, record.purpose, dict(record.fields),
-                                       record.rectification))
+        return build.reject(
+            Reason.NO_CONSENT, "the subject objected to the purpose", record.purpose, names
+        )
+    build.add(lambda m: ev.DataUpdated(m, record.purpose, dict(record.fields), record.rectification))
     return build.accept()
 
 
 def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> Decision:
     """Decides what a staff or platform command does to the subject."""
     if not state.exists:
-        return Decision((), Outcome("rejected", None, None, Reason.UNKNOWN_SUBJECT,
-                                    "no such subject"))
+        return Decision((), Outcome("rejected", None, None, Reason.UNKNOWN_SUBJECT, "no such subject"))
     match command:
         case RecordAccess():
             build = _Builder(state, ctx, ctx.now, actor=command.actor)
             if state.erasure_requested:
                 return build.reject(Reason.SUBJECT_ERASED, "the subject is erased", record=False)
-            build.add(lambda m: ev.DataAccessed(m, command.purpose, command.field_names,
-                                                command.access_kind))
+            build.add(
+                lambda m: ev.DataAccessed(m, command.purpose, command.field_names, command.access_kind)
+            )
             return build.accept()
         case DenyAccess():
             build = _Builder(state, ctx, ctx.now, actor=command.actor)
-            build.add(lambda m: ev.AccessDenied(m, command.purpose, command.reason,
-                                                command.access_kind))
+            build.add(lambda m: ev.AccessDenied(m, command.purpose, command.reason, command.access_kind))
             return build.accept()
         case RequestErasure():
             build = _Builder(state, ctx, ctx.now, actor=command.actor)
@@ -304,9 +362,16 @@ def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> De
             build = _Builder(state, ctx, ctx.now, causation_id=command.causation_id)
             if state.erased:
                 return Decision((), Outcome("duplicate", state.subject_id, None))
-            build.add(lambda m: ev.KeysShredded(m, command.reason, command.scopes,
-                                                command.key_ids, command.certificate,
-                                                command.signature))
+            build.add(
+                lambda m: ev.KeysShredded(
+                    m,
+                    command.reason,
+                    command.scopes,
+                    command.key_ids,
+                    command.certificate,
+                    command.signature,
+                )
+            )
             if command.erased:
                 build.add(lambda m: ev.SubjectErased(m))
             return build.accept()

@@ -1,0 +1,1 @@
+"""Chain verification, timelines and breach reports for auditors."""

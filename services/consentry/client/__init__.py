@@ -1,0 +1,1 @@
+"""The producer SDK for upstream systems."""

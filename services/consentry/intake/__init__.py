@@ -1,0 +1,1 @@
+"""HTTP and Kafka intake: producer authentication, validation, batching into the ledger."""

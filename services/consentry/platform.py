@@ -1,0 +1,1 @@
+"""Composition root of the embedded platform (filled in with the HTTP services)."""

@@ -1,0 +1,1 @@
+"""Keyless projectors that copy sealed values into read models, and their runners."""

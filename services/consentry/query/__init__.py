@@ -1,0 +1,1 @@
+"""The read side: the only place that decrypts, and every read is an event first."""

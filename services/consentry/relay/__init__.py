@@ -1,0 +1,1 @@
+"""Event store notification log to Kafka, with the position tracked."""

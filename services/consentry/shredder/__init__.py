@@ -1,0 +1,1 @@
+"""Erasure, withdrawal and retention shredding, with signed certificates."""

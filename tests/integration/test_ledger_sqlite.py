@@ -1,0 +1,275 @@
+"""The ledger on real SQLite files: no plaintext at rest, per-purpose shredding, bad intake."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from consentry.core.errors import Reason, Rejected
+from consentry.core.events import ConsentGranted, DataUpdated, ReferenceLinked
+from consentry.core.sealing import ERASED, Personal, purpose_scope
+from consentry.ledger.application import Ledger
+from consentry.ledger.chain import verify_chain
+from consentry.ledger.subject import Outcome
+from tests.support import canary, codec, parser, record, scan, sqlite_ledger
+
+
+def _submit(ledger: Ledger, *records: dict[str, object]) -> list[Outcome]:
+    intake = parser()
+    parsed: list[object] = []
+    for item in records:
+        try:
+            parsed.append(intake.from_json(item))
+        except Rejected as exc:
+            parsed.append(exc)
+    return ledger.submit("shop", parsed)  # type: ignore[arg-type]  # mixed records and refusals
+
+
+def _profile(ledger: Ledger, subject_id: uuid.UUID, purpose: str) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for event in ledger.history(subject_id, reveal=True):
+        if isinstance(event, DataUpdated) and event.purpose == purpose:
+            for name, value in event.fields.items():
+                values[name] = value.reveal() if isinstance(value, Personal) else value
+    return values
+
+
+def test_no_canary_value_is_stored_in_the_clear_in_any_file(tmp_path: Path) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    planted: list[str] = []
+    batch: list[dict[str, object]] = []
+    for n in range(300):
+        ref_value, evidence, email, name = (
+            canary(f"ref{n}"),
+            canary(f"ev{n}"),
+            canary(f"mail{n}"),
+            canary(f"name{n}"),
+        )
+        planted += [ref_value, evidence, email, name]
+        ref = f"shop:{ref_value}"
+        batch += [
+            record("consent.grant", ref, evidence=evidence),
+            record("consent.grant", ref, purpose="support"),
+            record("data.update", ref, fields={"email": email, "first_name": name}),
+            record("data.update", ref, purpose="support", fields={"last_name": name}),
+        ]
+    outcomes = _submit(ledger, *batch)
+    assert {o.status for o in outcomes} == {"accepted"}
+    assert (tmp_path / "events.db-wal").exists() or (tmp_path / "events.db").stat().st_size > 0
+    assert scan(tmp_path, planted) == {}
+    # The values are really there, sealed: the ledger opens them for the right subject.
+    assert _profile(ledger, outcomes[2].subject_id, "marketing")["email"] == planted[2]  # type: ignore[arg-type]
+
+
+def test_shredding_one_purpose_erases_only_that_purpose_and_the_chain_still_verifies(
+    tmp_path: Path,
+) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    mine, other = "shop:" + canary("me"), "shop:" + canary("other")
+    my_email, my_phone, their_email = canary("mail"), canary("phone"), canary("mail")
+    outcomes = _submit(
+        ledger,
+        record("consent.grant", mine),
+        record("consent.grant", mine, purpose="support"),
+        record("data.update", mine, fields={"email": my_email}),
+        record("data.update", mine, purpose="support", fields={"phone": my_phone}),
+        record("consent.grant", other),
+        record("data.update", other, fields={"email": their_email}),
+    )
+    assert [o.status for o in outcomes] == ["accepted"] * 6
+    me, them = outcomes[0].subject_id, outcomes[4].subject_id
+    assert me is not None and them is not None
+
+    shredded = ledger.keystore.destroy(me, [purpose_scope("marketing")])
+
+    assert [k.scope for k in shredded] == ["purpose:marketing"]
+    assert _profile(ledger, me, "marketing") == {"email": ERASED}
+    assert _profile(ledger, me, "support") == {"phone": my_phone}
+    assert _profile(ledger, them, "marketing") == {"email": their_email}
+    history = ledger.history(me, reveal=True)
+    assert isinstance(history[0], ReferenceLinked) and isinstance(history[0].ref, Personal)
+    assert any(isinstance(e, ConsentGranted) for e in history)
+    report = verify_chain(codec(), ledger.notifications())
+    assert report.ok, report.breaks
+    assert (report.events, report.subjects) == (8, 2)
+
+
+def test_a_flipped_byte_in_a_stored_event_breaks_the_chain(tmp_path: Path) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    _submit(ledger, record("consent.grant", ref), record("data.update", ref), record("data.update", ref))
+    log = list(ledger.notifications())
+    position, state = log[1]
+    flipped = bytearray(state)
+    flipped[-3] ^= 0x01
+    log[1] = (position, bytes(flipped))
+    report = verify_chain(codec(), log)
+    assert not report.ok
+    assert report.breaks[0].position == log[2][0]
+
+
+def test_events_link_to_the_hash_of_their_predecessor_across_batches(tmp_path: Path) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    _submit(ledger, record("consent.grant", ref))
+    _submit(ledger, record("data.update", ref))
+    _submit(ledger, record("consent.withdrawal", ref))
+    report = verify_chain(codec(), ledger.notifications())
+    assert report.ok and report.events == 4
+
+
+BAD_INTAKE: list[tuple[str, dict[str, object], Reason]] = [
+    ("unknown type", {"type": "data.delete", "subject_ref": "shop:x"}, Reason.UNKNOWN_EVENT_TYPE),
+    (
+        "missing field",
+        {
+            "type": "data.update",
+            "subject_ref": "shop:x",
+            "purpose": "marketing",
+            "idempotency_key": "k",
+            "occurred_at": "2026-11-01T09:00:00+00:00",
+        },
+        Reason.MISSING_FIELD,
+    ),
+    (
+        "unknown purpose",
+        record("data.update", "shop:{ref}", purpose="astrology"),
+        Reason.UNKNOWN_PURPOSE,
+    ),
+    (
+        "field outside the purpose",
+        record("data.update", "shop:{ref}", fields={"phone": "0"}),
+        Reason.FIELD_NOT_ALLOWED,
+    ),
+    (
+        "update without consent",
+        record("data.update", "shop:{ref}", purpose="support", fields={"phone": "0"}),
+        Reason.NO_CONSENT,
+    ),
+    ("update for a stranger", record("data.update", "shop:{stranger}"), Reason.NO_CONSENT),
+    (
+        "oversized value",
+        record("data.update", "shop:{ref}", fields={"email": "x" * 5000}),
+        Reason.OVERSIZED,
+    ),
+    (
+        "bad timestamp",
+        record("data.update", "shop:{ref}", occurred_at="yesterday"),
+        Reason.INVALID_VALUE,
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "bad", "reason"), BAD_INTAKE, ids=[c[0] for c in BAD_INTAKE])
+def test_bad_intake_gets_its_reason_code_and_stores_no_personal_data(
+    tmp_path: Path, case: str, bad: dict[str, object], reason: Reason
+) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    ref = canary("ref")
+    granted = _submit(ledger, record("consent.grant", f"shop:{ref}"))[0]
+    before = ledger.recorder.max_notification_id()
+    item = {
+        k: (v.format(ref=ref, stranger=canary("stranger")) if isinstance(v, str) else v)
+        for k, v in bad.items()
+    }
+
+    outcome = _submit(ledger, item)[0]
+
+    assert (outcome.status, outcome.reason) == ("rejected", reason), case
+    new = [ledger.mapper.decode(s) for _, s in ledger.notifications(after=before)]
+    assert all(type(e).__name__ == "DataUpdateRejected" for e in new)
+    assert granted.subject_id is not None
+    assert ledger.keystore.is_shredded(granted.subject_id, purpose_scope("support")) is False
+    with pytest.raises(Exception, match="no key"):
+        ledger.keystore.get(granted.subject_id, purpose_scope("support"))
+
+
+def test_malformed_avro_bytes_are_refused_with_their_own_reason() -> None:
+    intake = parser()
+    good = intake.to_avro(intake.from_json(record("data.update", "shop:" + canary("ref"))))
+    cases = {
+        b"not avro at all": Reason.MALFORMED_AVRO,
+        good[:2] + b"\x00" * 8 + good[10:]: Reason.UNKNOWN_SCHEMA,
+        good[:-4]: Reason.MALFORMED_AVRO,
+        good + b"\x00": Reason.MALFORMED_AVRO,
+    }
+    for data, reason in cases.items():
+        with pytest.raises(Rejected) as caught:
+            intake.from_avro(data)
+        assert caught.value.reason == reason
+
+
+def test_nothing_is_accepted_after_erasure_and_a_repeated_erasure_is_a_no_op(
+    tmp_path: Path,
+) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    first = _submit(ledger, record("consent.grant", ref), record("erasure.request", ref))
+    assert [o.status for o in first] == ["accepted", "accepted"]
+    after = _submit(
+        ledger,
+        record("data.update", ref),
+        record("consent.grant", ref),
+        record("erasure.request", ref),
+    )
+    assert [(o.status, o.reason) for o in after] == [
+        ("rejected", Reason.SUBJECT_ERASED),
+        ("rejected", Reason.SUBJECT_ERASED),
+        ("duplicate", None),
+    ]
+
+
+def test_a_replayed_idempotency_key_is_recorded_once(tmp_path: Path) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    grant = record("consent.grant", ref)
+    update = record("data.update", ref)
+    first = _submit(ledger, grant, update)
+    again = _submit(ledger, grant, update, update)
+    assert [o.status for o in again] == ["duplicate"] * 3
+    assert [o.event_id for o in again[1:]] == [first[1].event_id] * 2
+    assert ledger.recorder.max_notification_id() == 3
+
+
+def test_withdrawal_is_idempotent_and_blocks_further_updates(tmp_path: Path) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    _submit(ledger, record("consent.grant", ref))
+    outcomes = _submit(
+        ledger,
+        record("consent.withdrawal", ref),
+        record("consent.withdrawal", ref),
+        record("data.update", ref),
+    )
+    assert [(o.status, o.reason) for o in outcomes] == [
+        ("accepted", None),
+        ("duplicate", None),
+        ("rejected", Reason.NO_CONSENT),
+    ]
+
+
+def test_a_re_consent_after_a_shredded_withdrawal_seals_with_a_new_key_version(
+    tmp_path: Path,
+) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    old_email, new_email = canary("old"), canary("new")
+    subject = _submit(
+        ledger,
+        record("consent.grant", ref),
+        record("data.update", ref, fields={"email": old_email}),
+    )[0].subject_id
+    assert subject is not None
+    _submit(ledger, record("consent.withdrawal", ref))
+    ledger.keystore.destroy(subject, [purpose_scope("marketing")])
+    outcomes = _submit(
+        ledger,
+        record("consent.grant", ref),
+        record("data.update", ref, fields={"email": new_email}),
+    )
+    assert [o.status for o in outcomes] == ["accepted", "accepted"]
+    updates = [e for e in ledger.history(subject, reveal=True) if isinstance(e, DataUpdated)]
+    assert [u.fields["email"] for u in updates] == [ERASED, Personal(new_email)]
+    assert ledger.keystore.get(subject, purpose_scope("marketing")).version == 2
