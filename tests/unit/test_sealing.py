@@ -1,0 +1,71 @@
+"""Per-field sealing fails closed on any tampered byte, swapped context or wrong key."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from consentry.core.errors import KeyProviderError, SealError
+from consentry.core.keys import LocalKeyFileProvider
+from consentry.core.sealing import DataKey, Personal, open_sealed, seal
+from tests.support import canary, master_key
+
+
+def _key(subject: uuid.UUID | None = None, scope: str = "purpose:marketing") -> DataKey:
+    return DataKey.build(uuid.uuid4().hex, subject or uuid.uuid4(), scope, 1, os.urandom(32))
+
+
+def test_a_sealed_value_opens_with_its_key_field_and_subject() -> None:
+    key = _key()
+    secret = canary("email")
+    sealed = seal(key, "email", secret)
+    assert secret.encode() not in sealed.ciphertext
+    assert open_sealed(key, "email", sealed) == secret
+
+
+def test_any_flipped_ciphertext_or_nonce_bit_fails_closed() -> None:
+    key = _key()
+    sealed = seal(key, "email", canary())
+    for position in range(len(sealed.ciphertext)):
+        broken = bytearray(sealed.ciphertext)
+        broken[position] ^= 0x80
+        with pytest.raises(SealError):
+            open_sealed(key, "email", replace(sealed, ciphertext=bytes(broken)))
+    with pytest.raises(SealError):
+        open_sealed(key, "email", replace(sealed, nonce=os.urandom(12)))
+
+
+def test_a_value_moved_to_another_field_subject_or_key_does_not_open() -> None:
+    key = _key()
+    sealed = seal(key, "email", canary())
+    with pytest.raises(SealError):
+        open_sealed(key, "phone", sealed)
+    other_subject = replace(key, subject_id=uuid.uuid4())
+    with pytest.raises(SealError):
+        open_sealed(other_subject, "email", sealed)
+    other_key = _key(key.subject_id)
+    with pytest.raises(SealError):
+        open_sealed(replace(other_key, key_id=key.key_id), "email", sealed)
+
+
+def test_personal_values_and_keys_never_show_in_repr() -> None:
+    secret = canary("name")
+    key = _key()
+    assert secret not in repr(Personal(secret))
+    assert secret not in str(Personal(secret))
+    assert key.secret.hex() not in repr(key)
+    assert repr(seal(key, "first_name", secret)).count(secret) == 0
+
+
+def test_a_wrapped_key_unwraps_only_under_its_kek_and_context() -> None:
+    provider = LocalKeyFileProvider.from_master_key(master_key())
+    subject = uuid.uuid4()
+    wrapped = provider.wrap(b"k" * 32, subject, "consent", "key-1")
+    assert provider.unwrap(wrapped, subject, "consent", "key-1") == b"k" * 32
+    with pytest.raises(KeyProviderError):
+        provider.unwrap(wrapped, subject, "identity", "key-1")
+    with pytest.raises(KeyProviderError):
+        LocalKeyFileProvider.from_master_key(master_key()).unwrap(wrapped, subject, "consent", "key-1")

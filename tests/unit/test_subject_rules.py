@@ -1,0 +1,91 @@
+"""The subject aggregate's pure decisions: no data without consent, only declared fields."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from consentry.core import events as ev
+from consentry.core.errors import Reason
+from consentry.core.intake import IntakeRecord
+from consentry.ledger.commands import RecordAccess, RequestErasure
+from consentry.ledger.subject import Context, SubjectState, decide, decide_staff
+from tests.support import T0, parser, policy, record
+
+
+def _ctx(producer: str = "shop") -> Context:
+    return Context(now=T0, policy=policy(), new_id=uuid.uuid4, producer=producer)
+
+
+def _rec(kind: str, **values: Any) -> IntakeRecord:
+    return parser().from_json(record(kind, "shop:fake-1", **values))
+
+
+def _fold(state: SubjectState, *records: IntakeRecord) -> SubjectState:
+    for item in records:
+        for event in decide(state, item, _ctx()).events:
+            state.apply(event)
+    return state
+
+
+def test_a_data_update_for_an_unknown_subject_without_consent_creates_nothing() -> None:
+    decision = decide(SubjectState(uuid.uuid4()), _rec("data.update"), _ctx())
+    assert decision.events == ()
+    assert decision.outcome.reason == Reason.NO_CONSENT
+
+
+def test_a_consent_grant_creates_the_subject_with_its_reference_first() -> None:
+    decision = decide(SubjectState(uuid.uuid4()), _rec("consent.grant"), _ctx())
+    assert [type(e) for e in decision.events] == [ev.ReferenceLinked, ev.ConsentGranted]
+    assert [e.meta.sequence for e in decision.events] == [1, 2]
+
+
+def test_data_under_a_contract_basis_needs_no_consent_grant() -> None:
+    update = _rec("data.update", purpose="billing", fields={"city": "Exampleville"})
+    decision = decide(SubjectState(uuid.uuid4()), update, _ctx())
+    assert [type(e) for e in decision.events] == [ev.ReferenceLinked, ev.DataUpdated]
+
+
+def test_an_update_after_the_consent_expired_records_the_expiry_and_a_rejection() -> None:
+    state = _fold(
+        SubjectState(uuid.uuid4()),
+        _rec("consent.grant", expires_at=(T0 + timedelta(days=1)).isoformat()),
+    )
+    late = _rec("data.update", occurred_at=(T0 + timedelta(days=2)).isoformat())
+    decision = decide(state, late, _ctx())
+    assert [type(e) for e in decision.events] == [ev.ConsentExpired, ev.DataUpdateRejected]
+    assert decision.outcome.reason == Reason.CONSENT_EXPIRED
+
+
+def test_a_rejected_update_keeps_field_names_and_never_values() -> None:
+    state = _fold(SubjectState(uuid.uuid4()), _rec("consent.grant"))
+    decision = decide(state, _rec("data.update", fields={"phone": "000-fake"}), _ctx())
+    (rejected,) = decision.events
+    assert isinstance(rejected, ev.DataUpdateRejected)
+    assert rejected.field_names == ("phone",)
+    assert "000-fake" not in repr(rejected)
+
+
+def test_a_producer_may_only_send_what_the_policy_allows_it() -> None:
+    decision = decide(SubjectState(uuid.uuid4()), _rec("consent.grant"), _ctx("intruder"))
+    assert (decision.events, decision.outcome.reason) == ((), Reason.PRODUCER_NOT_ALLOWED)
+
+
+def test_a_re_consent_after_withdrawal_asks_for_a_new_key_version() -> None:
+    state = _fold(SubjectState(uuid.uuid4()), _rec("consent.grant"), _rec("consent.withdrawal"))
+    assert decide(state, _rec("consent.grant"), _ctx()).renew_scopes == ("purpose:marketing",)
+
+
+def test_reads_are_refused_once_erasure_was_requested_but_denials_are_still_recorded() -> None:
+    state = _fold(SubjectState(uuid.uuid4()), _rec("consent.grant"))
+    actor = ev.Actor("dana-dpo", "dsr")
+    for event in decide_staff(state, RequestErasure(state.subject_id, actor), _ctx()).events:
+        state.apply(event)
+    read = RecordAccess(state.subject_id, actor, "marketing", ("email",))
+    decision = decide_staff(state, read, _ctx())
+    assert (decision.events, decision.outcome.reason) == ((), Reason.SUBJECT_ERASED)
+    assert (
+        decide_staff(state, RequestErasure(state.subject_id, actor), _ctx()).outcome.status
+        == "duplicate"
+    )
