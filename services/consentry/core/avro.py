@@ -61,6 +61,8 @@ class AvroCodec:
             raise SchemaError(f"schema directory not found: {schema_dir}")
         self.schema_dir = schema_dir
         self._named: dict[str, Any] = {}
+        # Expanded copies of the named types, so nested references expand fully (canonical form).
+        self._named_expanded: dict[str, Any] = {}
         self._by_name: dict[str, Contract] = {}
         self._by_fingerprint: dict[bytes, Contract] = {}
         self._by_intake_type: dict[str, Contract] = {}
@@ -75,7 +77,7 @@ class AvroCodec:
             raw = json.loads(path.read_text(encoding="utf-8"))
             parsed: dict[str, Any] = fastavro.parse_schema(raw, named_schemas=self._named)  # type: ignore[assignment]  # a record file parses to a dict
             expanded: dict[str, Any] = fastavro.parse_schema(  # type: ignore[assignment]  # likewise
-                raw, named_schemas=dict(self._named), expand=True
+                raw, named_schemas=self._named_expanded, expand=True
             )
         except (ValueError, KeyError, fastavro.schema.SchemaParseException) as exc:
             raise SchemaError(f"{path.name}: {exc}") from exc

@@ -119,6 +119,8 @@ class Keystore(ABC):
                 self._cache.move_to_end((subject_id, scope))
                 return cached
             latest = self._latest(subject_id, scope)
+            if latest is None and self._subject_closed(subject_id):
+                raise ScopeShredded("the subject is erased")
             if latest is None:
                 raise KeyNotFound("no key for the scope")
             if isinstance(latest, Tombstone):

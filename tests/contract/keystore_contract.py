@@ -1,0 +1,344 @@
+"""The contract every `Keystore` adapter must honour, written once and run against each adapter.
+
+Subclasses implement `make_keystore`; everything else is shared. The rules under test are the
+crypto-shredding promises: a destroyed scope is never silently recreated, an erased subject is
+closed for good, and the blind index of references is deterministic and normalised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consentry.core.errors import KeyExists, KeyNotFound, ScopeShredded
+from consentry.core.keystore import Keystore, ShreddedKey
+from consentry.core.sealing import CONSENT_SCOPE, IDENTITY_SCOPE, DataKey, purpose_scope
+
+MARKETING = purpose_scope("marketing")
+SUPPORT = purpose_scope("support")
+
+
+def forget_cache(keystore: Keystore) -> Keystore:
+    """Empties the base class's key cache, so the next read goes to the adapter's storage."""
+    keystore._cache.clear()
+    keystore._cache_by_id.clear()
+    return keystore
+
+
+def same_key(a: DataKey, b: DataKey) -> bool:
+    return (a.key_id, a.subject_id, a.scope, a.version, a.secret) == (
+        b.key_id,
+        b.subject_id,
+        b.scope,
+        b.version,
+        b.secret,
+    )
+
+
+class KeystoreContract(ABC):
+    """Shared tests; a subclass per adapter provides `make_keystore`."""
+
+    @abstractmethod
+    def make_keystore(self, tmp_path: Path) -> Keystore:
+        """A new, empty keystore of the adapter under test (files, if any, under tmp_path)."""
+
+    @pytest.fixture
+    def keystore(self, tmp_path: Path) -> Iterator[Keystore]:
+        store = self.make_keystore(tmp_path)
+        yield store
+        store.close()
+
+    # -- create / get / get_or_create --------------------------------------------------------
+
+    def test_a_created_key_comes_back_from_get_with_the_same_id_and_secret(
+        self, keystore: Keystore
+    ) -> None:
+        subject = uuid.uuid4()
+        created = keystore.create(subject, MARKETING)
+        assert (created.subject_id, created.scope, created.version) == (subject, MARKETING, 1)
+        assert len(created.secret) == 32
+        assert same_key(keystore.get(subject, MARKETING), created)
+        assert same_key(forget_cache(keystore).get(subject, MARKETING), created)
+        assert same_key(forget_cache(keystore).get_by_id(created.key_id), created)
+
+    def test_get_or_create_creates_once_and_then_returns_the_same_key(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        first = keystore.get_or_create(subject, CONSENT_SCOPE)
+        assert same_key(keystore.get_or_create(subject, CONSENT_SCOPE), first)
+        assert same_key(forget_cache(keystore).get_or_create(subject, CONSENT_SCOPE), first)
+        assert same_key(forget_cache(keystore).get(subject, CONSENT_SCOPE), first)
+        assert first.version == 1
+
+    def test_keys_of_different_scopes_and_subjects_are_different(self, keystore: Keystore) -> None:
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        keys = [
+            keystore.create(alice, MARKETING),
+            keystore.create(alice, SUPPORT),
+            keystore.create(bob, MARKETING),
+        ]
+        assert len({k.key_id for k in keys}) == 3
+        assert len({k.secret for k in keys}) == 3
+
+    def test_a_second_create_of_an_active_scope_raises_key_exists(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        created = keystore.create(subject, MARKETING)
+        with pytest.raises(KeyExists):
+            keystore.create(subject, MARKETING)
+        with pytest.raises(KeyExists):
+            forget_cache(keystore).create(subject, MARKETING)
+        assert same_key(keystore.get(subject, MARKETING), created)
+
+    def test_an_unknown_scope_raises_key_not_found(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        keystore.create(subject, MARKETING)
+        with pytest.raises(KeyNotFound):
+            keystore.get(subject, SUPPORT)
+        with pytest.raises(KeyNotFound):
+            keystore.get(uuid.uuid4(), MARKETING)
+        assert not keystore.is_shredded(subject, SUPPORT)
+
+    def test_an_unknown_key_id_raises_key_not_found(self, keystore: Keystore) -> None:
+        keystore.create(uuid.uuid4(), MARKETING)
+        with pytest.raises(KeyNotFound):
+            keystore.get_by_id(uuid.uuid4().hex)
+
+    def test_an_older_version_stays_readable_by_id_after_a_new_version(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        first = keystore.create(subject, MARKETING)
+        second = keystore.create(subject, MARKETING, new_version=True)
+        assert second.version == 2
+        assert second.key_id != first.key_id
+        assert second.secret != first.secret
+        assert same_key(keystore.get(subject, MARKETING), second)
+        assert same_key(keystore.get_by_id(first.key_id), first)
+        forget_cache(keystore)
+        assert same_key(keystore.get(subject, MARKETING), second)
+        assert same_key(keystore.get_by_id(first.key_id), first)
+        assert same_key(keystore.get_by_id(second.key_id), second)
+
+    # -- destroy -----------------------------------------------------------------------------
+
+    def test_destroy_returns_every_shredded_key_of_the_scope(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        first = keystore.create(subject, MARKETING)
+        second = keystore.create(subject, MARKETING, new_version=True)
+        keystore.create(subject, SUPPORT)
+        shredded = keystore.destroy(subject, [MARKETING])
+        assert sorted(shredded, key=lambda s: s.version) == [
+            ShreddedKey(first.key_id, MARKETING, 1),
+            ShreddedKey(second.key_id, MARKETING, 2),
+        ]
+        assert keystore.destroy(subject, [MARKETING]) == []
+
+    def test_destroying_one_scope_leaves_other_scopes_and_subjects_readable(
+        self, keystore: Keystore
+    ) -> None:
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        doomed = keystore.create(alice, MARKETING)
+        alice_support = keystore.create(alice, SUPPORT)
+        bob_marketing = keystore.create(bob, MARKETING)
+        assert keystore.destroy(alice, [MARKETING]) == [ShreddedKey(doomed.key_id, MARKETING, 1)]
+        for store in (keystore, forget_cache(keystore)):
+            assert same_key(store.get(alice, SUPPORT), alice_support)
+            assert same_key(store.get(bob, MARKETING), bob_marketing)
+            assert same_key(store.get_by_id(bob_marketing.key_id), bob_marketing)
+        assert keystore.is_shredded(alice, MARKETING)
+        assert not keystore.is_shredded(alice, SUPPORT)
+        assert not keystore.is_shredded(bob, MARKETING)
+
+    def test_a_destroyed_scope_raises_scope_shredded_on_get_and_get_by_id(
+        self, keystore: Keystore
+    ) -> None:
+        subject = uuid.uuid4()
+        key = keystore.create(subject, MARKETING)
+        keystore.get(subject, MARKETING)
+        keystore.get_by_id(key.key_id)
+        keystore.destroy(subject, [MARKETING])
+        for _ in range(2):
+            with pytest.raises(ScopeShredded):
+                keystore.get(subject, MARKETING)
+            with pytest.raises(ScopeShredded):
+                keystore.get_by_id(key.key_id)
+            forget_cache(keystore)
+
+    def test_a_destroyed_scope_is_never_recreated_silently(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        keystore.create(subject, MARKETING)
+        keystore.destroy(subject, [MARKETING])
+        for _ in range(2):
+            with pytest.raises(ScopeShredded):
+                keystore.get_or_create(subject, MARKETING)
+            with pytest.raises(ScopeShredded):
+                keystore.create(subject, MARKETING)
+            with pytest.raises(ScopeShredded):
+                keystore.create(subject, MARKETING, new_version=False)
+            forget_cache(keystore)
+        assert keystore.is_shredded(subject, MARKETING)
+
+    def test_a_new_version_after_destroy_is_version_two_with_a_new_key_id(
+        self, keystore: Keystore
+    ) -> None:
+        subject = uuid.uuid4()
+        old = keystore.create(subject, MARKETING)
+        keystore.destroy(subject, [MARKETING])
+        new = keystore.create(subject, MARKETING, new_version=True)
+        assert new.version == 2
+        assert new.key_id != old.key_id
+        assert new.secret != old.secret
+        assert not keystore.is_shredded(subject, MARKETING)
+        for store in (keystore, forget_cache(keystore)):
+            assert same_key(store.get(subject, MARKETING), new)
+            assert same_key(store.get_or_create(subject, MARKETING), new)
+            with pytest.raises(ScopeShredded):
+                store.get_by_id(old.key_id)
+
+    def test_destroy_without_scopes_shreds_every_scope_of_the_subject(self, keystore: Keystore) -> None:
+        subject, other = uuid.uuid4(), uuid.uuid4()
+        keys = [keystore.create(subject, scope) for scope in (MARKETING, SUPPORT, CONSENT_SCOPE)]
+        survivor = keystore.create(other, MARKETING)
+        shredded = keystore.destroy(subject)
+        assert {s.key_id for s in shredded} == {k.key_id for k in keys}
+        for key in keys:
+            with pytest.raises(ScopeShredded):
+                keystore.get(subject, key.scope)
+        assert same_key(forget_cache(keystore).get(other, MARKETING), survivor)
+
+    def test_destroying_a_scope_that_has_no_key_shreds_nothing(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        key = keystore.create(subject, MARKETING)
+        assert keystore.destroy(subject, [SUPPORT]) == []
+        assert keystore.destroy(uuid.uuid4()) == []
+        assert same_key(forget_cache(keystore).get(subject, MARKETING), key)
+
+    # -- tombstone / erase_subject -------------------------------------------------------------
+
+    def test_a_tombstoned_scope_that_never_existed_cannot_be_created_by_get_or_create(
+        self, keystore: Keystore
+    ) -> None:
+        subject = uuid.uuid4()
+        keystore.tombstone(subject, MARKETING)
+        keystore.tombstone(subject, MARKETING)
+        assert keystore.is_shredded(subject, MARKETING)
+        for _ in range(2):
+            with pytest.raises(ScopeShredded):
+                keystore.get_or_create(subject, MARKETING)
+            with pytest.raises(ScopeShredded):
+                keystore.get(subject, MARKETING)
+            with pytest.raises(ScopeShredded):
+                keystore.create(subject, MARKETING)
+            forget_cache(keystore)
+        fresh = keystore.create(subject, MARKETING, new_version=True)
+        assert fresh.version == 2
+
+    def test_tombstoning_an_active_scope_destroys_its_key(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        key = keystore.create(subject, MARKETING)
+        keystore.tombstone(subject, MARKETING)
+        with pytest.raises(ScopeShredded):
+            keystore.get(subject, MARKETING)
+        with pytest.raises(ScopeShredded):
+            forget_cache(keystore).get_by_id(key.key_id)
+
+    def test_an_erased_subject_is_closed_for_every_scope(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        keys = [keystore.create(subject, scope) for scope in (MARKETING, CONSENT_SCOPE)]
+        shredded = keystore.erase_subject(subject)
+        assert {s.key_id for s in shredded} == {k.key_id for k in keys}
+        for _ in range(2):
+            for scope in (MARKETING, CONSENT_SCOPE, SUPPORT, IDENTITY_SCOPE):
+                assert keystore.is_shredded(subject, scope)
+                with pytest.raises(ScopeShredded):
+                    keystore.get_or_create(subject, scope)
+                with pytest.raises(ScopeShredded):
+                    keystore.create(subject, scope)
+                with pytest.raises(ScopeShredded):
+                    keystore.create(subject, scope, new_version=True)
+            for key in keys:
+                with pytest.raises(ScopeShredded):
+                    keystore.get(subject, key.scope)
+                with pytest.raises(ScopeShredded):
+                    keystore.get_by_id(key.key_id)
+            forget_cache(keystore)
+
+    def test_erasing_a_subject_twice_shreds_nothing_the_second_time(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        keystore.create(subject, MARKETING)
+        assert len(keystore.erase_subject(subject)) == 1
+        assert keystore.erase_subject(subject) == []
+        assert keystore.is_shredded(subject, MARKETING)
+
+    def test_erase_subject_drops_its_references_and_leaves_other_subjects_alone(
+        self, keystore: Keystore
+    ) -> None:
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        keystore.create(alice, IDENTITY_SCOPE)
+        bob_key = keystore.create(bob, IDENTITY_SCOPE)
+        alice_refs = [keystore.blind_index("shop", "1001"), keystore.blind_index("crm", "c-7")]
+        bob_ref = keystore.blind_index("shop", "1002")
+        for ref in alice_refs:
+            keystore.link_reference(ref, alice)
+        keystore.link_reference(bob_ref, bob)
+        keystore.erase_subject(alice)
+        assert [keystore.find_reference(ref) for ref in alice_refs] == [None, None]
+        assert keystore.find_reference(bob_ref) == bob
+        assert same_key(forget_cache(keystore).get(bob, IDENTITY_SCOPE), bob_key)
+        assert not keystore.is_shredded(bob, MARKETING)
+        assert keystore.get_or_create(bob, MARKETING).version == 1
+
+    # -- blind index of references ---------------------------------------------------------------
+
+    def test_the_blind_index_is_deterministic(self, keystore: Keystore) -> None:
+        first = keystore.blind_index("email", "user-0001@example.com")
+        assert keystore.blind_index("email", "user-0001@example.com") == first
+        assert len(first) == 32
+        assert b"user-0001" not in first
+        assert keystore.blind_index("email", "user-0002@example.com") != first
+
+    @pytest.mark.parametrize(
+        "variant",
+        [
+            "User-0001@Example.COM",
+            "  user-0001@example.com\t\n",
+            "\uff55\uff53\uff45\uff52-0001@example.com",  # fullwidth "user"
+            "USER-0001@EXAMPLE.COM ",
+        ],
+    )
+    def test_the_blind_index_normalises_case_whitespace_and_nfkc(
+        self, keystore: Keystore, variant: str
+    ) -> None:
+        assert keystore.blind_index("email", variant) == keystore.blind_index(
+            "email", "user-0001@example.com"
+        )
+
+    def test_the_blind_index_normalises_compatibility_ligatures(self, keystore: Keystore) -> None:
+        assert keystore.blind_index("name", "\ufb01ctional") == keystore.blind_index("name", "fictional")
+
+    def test_the_blind_index_differs_by_namespace(self, keystore: Keystore) -> None:
+        assert keystore.blind_index("shop", "1001") != keystore.blind_index("crm", "1001")
+        assert keystore.blind_index("shop", "1001") != keystore.blind_index("shop1", "001")
+
+    def test_link_reference_keeps_the_first_subject(self, keystore: Keystore) -> None:
+        first, second = uuid.uuid4(), uuid.uuid4()
+        ref = keystore.blind_index("shop", "1001")
+        assert keystore.find_reference(ref) is None
+        assert keystore.link_reference(ref, first) == first
+        assert keystore.link_reference(ref, second) == first
+        assert keystore.link_reference(ref, first) == first
+        assert keystore.find_reference(ref) == first
+
+    def test_drop_references_removes_only_that_subjects_references(self, keystore: Keystore) -> None:
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        alice_refs = [keystore.blind_index("shop", str(n)) for n in range(1001, 1004)]
+        bob_ref = keystore.blind_index("shop", "2001")
+        for ref in alice_refs:
+            keystore.link_reference(ref, alice)
+        keystore.link_reference(bob_ref, bob)
+        assert keystore.drop_references(alice) == 3
+        assert keystore.drop_references(alice) == 0
+        assert all(keystore.find_reference(ref) is None for ref in alice_refs)
+        assert keystore.find_reference(bob_ref) == bob
+        assert keystore.link_reference(alice_refs[0], bob) == bob
