@@ -14,10 +14,12 @@ from typing import Any
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock
-from consentry.core.intake import IntakeParser
+from consentry.core.errors import Rejected
+from consentry.core.intake import IntakeParser, IntakeRecord
 from consentry.core.keys import LocalKeyFileProvider
 from consentry.core.policy import Policy, load_policy
 from consentry.ledger.application import Ledger, open_recorder
+from consentry.ledger.subject import Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
@@ -110,3 +112,15 @@ def scan(root: Path, needles: Iterable[str]) -> dict[str, list[str]]:
             if any(form in data for form in forms):
                 hits.setdefault(needle, []).append(path.name)
     return hits
+
+
+def submit(ledger: Ledger, *records: dict[str, Any], producer: str = "shop") -> list[Outcome]:
+    """Parses JSON intake records (refusals included, as intake would pass them) and submits them."""
+    intake = parser()
+    parsed: list[IntakeRecord | Rejected] = []
+    for item in records:
+        try:
+            parsed.append(intake.from_json(item))
+        except Rejected as exc:
+            parsed.append(exc)
+    return ledger.submit(producer, parsed)

@@ -1,8 +1,178 @@
-"""The `consentry` command."""
+"""The `consentry` command: run the embedded platform, replay, audit and verify certificates."""
 
+from __future__ import annotations
+
+import json
 import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from consentry.core.errors import ConsentryError
+from consentry.core.settings import Settings, load_settings
 
 
-def main() -> int:
-    sys.stderr.write("consentry: the command line arrives with the embedded platform\n")
-    return 2
+def _settings(data_dir: Path | None, policy: Path | None, **extra: Any) -> Settings:
+    return load_settings(data_dir=data_dir, policy=policy, **extra)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"consentry: {message}", err=True)
+    sys.exit(2)
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Data directory (env CONSENTRY_DATA_DIR).",
+)
+policy_option = click.option(
+    "--policy",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Policy YAML file (env CONSENTRY_POLICY).",
+)
+
+
+@click.group()
+def cli() -> None:
+    """Consentry: consent-first customer data with crypto-shredding erasure."""
+
+
+@cli.command()
+@data_dir_option
+@policy_option
+@click.option("--host", default=None, help="Listen address (env CONSENTRY_HOST), loopback by default.")
+@click.option("--port", type=int, default=None, help="Listen port (env CONSENTRY_PORT).")
+def run(data_dir: Path | None, policy: Path | None, host: str | None, port: int | None) -> None:
+    """Run the embedded platform (SQLite, one process) and its HTTP API."""
+    import uvicorn
+
+    from consentry.platform import Platform, create_app
+
+    try:
+        settings = _settings(data_dir, policy, host=host, port=port)
+        platform = Platform.open(settings)
+        platform.recover()
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    platform.runner.start()
+    base = f"http://{settings.host}:{settings.port}"
+    click.echo(
+        f"Consentry: data in {settings.data_dir}, policy {settings.policy} "
+        f"(version {platform.policy.version})"
+    )
+    click.echo(f"  API   {base}/v1/...\n  docs  {base}/docs\n  health {base}/healthz")
+    try:
+        uvicorn.run(
+            create_app(platform),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        platform.close()
+
+
+@cli.command()
+@data_dir_option
+@policy_option
+def replay(data_dir: Path | None, policy: Path | None) -> None:
+    """Rebuild every read model from the ledger (stop `run` first)."""
+    from rich.progress import Progress
+
+    from consentry.platform import Platform
+
+    platform = Platform.open(_settings(data_dir, policy))
+    total = platform.ledger.recorder.max_notification_id() or 0
+    with Progress(transient=False) as progress:
+        task = progress.add_task("replaying", total=total)
+        done = platform.runner.rebuild(lambda n: progress.update(task, completed=n))
+    click.echo(f"replayed {done} events into the read models")
+    platform.close()
+
+
+@cli.group()
+def audit() -> None:
+    """Auditors' tools."""
+
+
+@audit.command("verify")
+@data_dir_option
+@policy_option
+def audit_verify(data_dir: Path | None, policy: Path | None) -> None:
+    """Verify every subject's hash chain; exits 1 on any break."""
+    from consentry.ledger.chain import verify_chain
+    from consentry.platform import Platform
+
+    platform = Platform.open(_settings(data_dir, policy))
+    report = verify_chain(platform.ledger.codec, platform.ledger.notifications())
+    click.echo(
+        json.dumps(
+            {
+                "ok": report.ok,
+                "events": report.events,
+                "subjects": report.subjects,
+                "breaks": [b.problem + f" at {b.position}" for b in report.breaks],
+            },
+            indent=2,
+        )
+    )
+    platform.close()
+    sys.exit(0 if report.ok else 1)
+
+
+@audit.command("timeline")
+@click.argument("subject_id", type=click.UUID)
+@data_dir_option
+@policy_option
+def audit_timeline(subject_id: uuid.UUID, data_dir: Path | None, policy: Path | None) -> None:
+    """Print a subject's events as clear metadata (no personal data)."""
+    from consentry.audit.timeline import clear_metadata
+    from consentry.platform import Platform
+
+    platform = Platform.open(_settings(data_dir, policy))
+    for event in platform.ledger.history(subject_id):
+        click.echo(json.dumps(clear_metadata(platform.ledger.codec, event)))
+    platform.close()
+
+
+@cli.group()
+def erasure() -> None:
+    """Erasure certificates."""
+
+
+@erasure.command("verify")
+@click.argument("certificate", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="PEM public key to trust instead of the one inside the document.",
+)
+def erasure_verify(certificate: Path, public_key: Path | None) -> None:
+    """Verify an erasure certificate document offline."""
+    from consentry.shredder.certificates import CertificateError, verify_document
+
+    try:
+        document = json.loads(certificate.read_text())
+        if public_key is not None:
+            document["public_key"] = public_key.read_text()
+        verified = verify_document(document)
+    except (ValueError, CertificateError) as exc:
+        click.echo(f"INVALID: {exc}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"VALID: subject {verified.subject_id} erased ({verified.reason}); "
+        f"{len(verified.key_ids)} keys destroyed at {verified.shredded_at.isoformat()}"
+    )
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    cli()

@@ -1,1 +1,183 @@
-"""Composition root of the embedded platform (filled in with the HTTP services)."""
+"""Composition root of the embedded platform: one process, SQLite files under one data directory.
+
+`events.db` (eventsourcing's SQLite recorder: the ledger), `keystore.db` (wrapped keys and the blind
+index), `views.db` (read models) and `keys.json` (the KEK file, 0600, unless a master key is set).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from consentry import __version__
+from consentry.adapters.sqlite_keystore import SQLiteKeystore
+from consentry.adapters.sqlite_views import SQLiteViewStore
+from consentry.audit.http import audit_router
+from consentry.core.avro import AvroCodec
+from consentry.core.clock import Clock, SystemClock
+from consentry.core.intake import IntakeParser
+from consentry.core.keys import KeyProvider, LocalKeyFileProvider
+from consentry.core.policy import Policy, load_policy
+from consentry.core.problems import Problem
+from consentry.core.settings import Settings
+from consentry.intake.http import intake_router
+from consentry.ledger.application import Ledger, open_recorder
+from consentry.processors.runner import EmbeddedRunner
+from consentry.query.http import query_router
+from consentry.shredder import certificates
+from consentry.shredder.service import Shredder
+
+log = logging.getLogger("consentry")
+
+
+@dataclass
+class Platform:
+    """Everything the embedded process runs, wired together."""
+
+    settings: Settings
+    policy: Policy
+    provider: KeyProvider
+    keystore: SQLiteKeystore
+    ledger: Ledger
+    views: SQLiteViewStore
+    runner: EmbeddedRunner
+    shredder: Shredder
+
+    @classmethod
+    def open(cls, settings: Settings, clock: Clock | None = None) -> Platform:
+        """Opens (creating if needed) the data directory's stores; fails fast on bad settings."""
+        the_clock = clock or SystemClock()
+        policy = load_policy(settings.policy)
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        provider = (
+            LocalKeyFileProvider.from_master_key(settings.master_key.get_secret_value())
+            if settings.master_key
+            else LocalKeyFileProvider.open(settings.key_path)
+        )
+        keystore = SQLiteKeystore(data / "keystore.db", provider, the_clock)
+        _, recorder = open_recorder(
+            {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(data / "events.db"),
+                "CREATE_TABLE": "y",
+            }
+        )
+        codec = AvroCodec(settings.schema_dir)
+        ledger = Ledger(recorder, codec, keystore, lambda: policy, the_clock)
+        views = SQLiteViewStore(data / "views.db")
+        runner = EmbeddedRunner(ledger.notifications, codec, views)
+        return cls(
+            settings, policy, provider, keystore, ledger, views, runner, Shredder(ledger, the_clock)
+        )
+
+    def recover(self) -> None:
+        """Finishes shredding a crash interrupted, then brings the views up to date."""
+        self.shredder.run_pending()
+        self.runner.catch_up()
+
+    def erase(self, subject_id: uuid.UUID) -> dict[str, Any]:
+        """Shreds an erased subject now and answers with its certificate document."""
+        result = self.shredder.erase(subject_id)
+        self.runner.catch_up()
+        document = self.certificate(subject_id)
+        return {
+            "subject_id": str(subject_id),
+            "status": "erased",
+            "key_ids_destroyed": len(result.key_ids),
+            "certificate": document,
+        }
+
+    def certificate(self, subject_id: uuid.UUID) -> dict[str, Any] | None:
+        """The subject's erasure certificate as a self-contained, verifiable document."""
+        row = self.views.erasure(subject_id)
+        if row is None or row.certificate is None or row.signature is None:
+            return None
+        return certificates.certificate_document(
+            row.certificate, row.signature, self.provider.signing_key().public_key()
+        )
+
+    def after_write(self) -> None:
+        """Shreds what new withdrawals ask for, and projects new events (read-your-writes)."""
+        self.shredder.run_pending()
+        self.runner.catch_up()
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.views.close()
+        self.keystore.close()
+
+
+def create_app(platform: Platform) -> FastAPI:
+    """The HTTP API of the embedded platform."""
+    app = FastAPI(
+        title="Consentry",
+        version=__version__,
+        description="Consent-first customer data: every read is an event, erasure destroys keys.",
+    )
+    registry = CollectorRegistry()
+    requests = Counter(
+        "consentry_http_requests", "HTTP requests", ["route", "status"], registry=registry
+    )
+    latency = Histogram("consentry_http_seconds", "HTTP latency", ["route"], registry=registry)
+    ledger = platform.ledger
+    parser = IntakeParser(ledger.codec, ledger.clock.now)
+    app.include_router(intake_router(ledger, parser, platform.settings.max_batch, platform.after_write))
+    app.include_router(
+        query_router(
+            ledger, platform.views, platform.runner.refresh, platform.erase, platform.certificate
+        )
+    )
+    app.include_router(audit_router(ledger))
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        requests.labels(route, str(response.status_code)).inc()
+        latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(Problem)
+    async def problem(request: Request, exc: Problem) -> JSONResponse:
+        return JSONResponse(
+            exc.body(request.url.path), status_code=exc.status, media_type="application/problem+json"
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        body = Problem(422, "invalid-request", "invalid: " + ", ".join(where)[:300]).body(
+            request.url.path
+        )
+        return JSONResponse(body, status_code=422, media_type="application/problem+json")
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "policy_version": ledger.policy.version,
+            "log_position": ledger.recorder.max_notification_id() or 0,
+            "views_position": platform.views.position("views"),
+        }
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/keys/certificate-public-key", tags=["audit"])
+    def public_key() -> dict[str, str]:
+        return {"algorithm": "Ed25519", "public_key": certificates.public_key_pem(platform.provider)}
+
+    return app

@@ -11,9 +11,9 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Sequence
-from typing import Any
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from consentry.core.clock import Clock
 from consentry.core.errors import KeyExists, KeystoreError

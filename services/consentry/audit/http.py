@@ -1,0 +1,61 @@
+"""Audit endpoints: a subject's timeline and verification of every hash chain."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+
+from consentry.audit.timeline import clear_metadata
+from consentry.core.problems import Problem
+from consentry.ledger.application import Ledger
+from consentry.ledger.chain import verify_chain
+
+Auth = Annotated[str | None, Header(alias="Authorization")]
+
+
+def audit_router(ledger: Ledger) -> APIRouter:
+    """Endpoints for auditors and data-protection officers (permission `audit`)."""
+    router = APIRouter(tags=["audit"])
+
+    def auditor(authorization: str | None) -> str:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        name = ledger.policy.actor_for_token(token) if token else None
+        if name is None:
+            raise Problem(401, "unauthorized", "a valid staff token is required")
+        roles = ledger.policy.actors[name].roles
+        if not any("audit" in ledger.policy.roles[r].permissions for r in roles):
+            raise Problem(403, "role-not-allowed", "the audit permission is required")
+        return name
+
+    @router.get("/v1/subjects/{subject_id}/timeline", summary="Every event's clear metadata")
+    def timeline(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
+        auditor(authorization)
+        events = ledger.history(subject_id)
+        if not events:
+            raise Problem(404, "unknown-subject", "no such subject")
+        return {
+            "subject_id": str(subject_id),
+            "events": [clear_metadata(ledger.codec, e) for e in events],
+        }
+
+    @router.get("/v1/audit/verify", summary="Verify every subject's hash chain")
+    def verify(authorization: Auth = None) -> dict[str, Any]:
+        auditor(authorization)
+        report = verify_chain(ledger.codec, ledger.notifications())
+        return {
+            "ok": report.ok,
+            "events": report.events,
+            "subjects": report.subjects,
+            "breaks": [
+                {
+                    "subject_id": str(b.subject_id) if b.subject_id else None,
+                    "position": b.position,
+                    "problem": b.problem,
+                }
+                for b in report.breaks[:100]
+            ],
+        }
+
+    return router

@@ -1,0 +1,26 @@
+"""RFC 9457 problem details: the one error shape of every HTTP answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Problem(Exception):
+    """An HTTP error answered as `application/problem+json`; its detail never holds personal data."""
+
+    def __init__(self, status: int, kind: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+        self.extra = extra
+
+    def body(self, instance: str) -> dict[str, Any]:
+        return {
+            "type": f"https://consentry.example.com/problems/{self.kind}",
+            "title": self.kind.replace("-", " "),
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+            **self.extra,
+        }

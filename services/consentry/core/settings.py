@@ -1,0 +1,53 @@
+"""Typed settings, each from a `CONSENTRY_` environment variable, validated at start-up.
+
+| variable | meaning | default |
+|---|---|---|
+| CONSENTRY_DATA_DIR | directory of the embedded platform's SQLite files and key file | var/data |
+| CONSENTRY_POLICY | path of the policy YAML file | examples/policy.yaml |
+| CONSENTRY_SCHEMA_DIR | directory of the Avro schema files | the repository's schemas/ |
+| CONSENTRY_MASTER_KEY | base64 master key (>= 32 bytes); replaces the key file when set | unset |
+| CONSENTRY_KEY_FILE | path of the local key file (created 0600 on first run) | DATA_DIR/keys.json |
+| CONSENTRY_HOST / CONSENTRY_PORT | where the HTTP API listens | 127.0.0.1 / 8000 |
+| CONSENTRY_MAX_BATCH | most records one intake request may carry | 1000 |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consentry.core.errors import SettingsError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class Settings(BaseSettings):
+    """Settings of the embedded platform and the services of the distributed mode."""
+
+    model_config = SettingsConfigDict(env_prefix="CONSENTRY_", extra="forbid", frozen=True)
+
+    data_dir: Path = Path("var/data")
+    policy: Path = REPO_ROOT / "examples" / "policy.yaml"
+    schema_dir: Path = REPO_ROOT / "schemas"
+    master_key: SecretStr | None = None
+    key_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_batch: int = Field(default=1000, ge=1, le=100_000)
+
+    @property
+    def key_path(self) -> Path:
+        return self.key_file or self.data_dir / "keys.json"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and explicit overrides; SettingsError names the bad one."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]  # validated by pydantic
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CONSENTRY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise SettingsError(problems) from None

@@ -1,0 +1,166 @@
+"""The read-model port: keyless views of the ledger, changed only through `Change` operations.
+
+Projectors turn events into changes (pure code shared by the embedded and distributed runners); a
+store applies a page of changes together with the processing position in one transaction, so a crash
+never leaves a view ahead of or behind its recorded position.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from consentry.core.sealing import SealedValue
+
+
+@dataclass(frozen=True, slots=True)
+class PutValue:
+    """A sealed field value collected for a purpose (copied as it is, never opened)."""
+
+    subject_id: uuid.UUID
+    purpose: str
+    field_name: str
+    sealed: SealedValue
+    event_id: uuid.UUID
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DropValues:
+    """Forget the sealed values of some scopes of a subject (all scopes if None)."""
+
+    subject_id: uuid.UUID
+    scopes: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PutConsent:
+    """A subject's consent state for one purpose."""
+
+    subject_id: uuid.UUID
+    purpose: str
+    status: str
+    lawful_basis: str
+    since: datetime
+    expires_at: datetime | None
+    event_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class AddAccess:
+    """One granted or denied access, for the access log view."""
+
+    event_id: uuid.UUID
+    subject_id: uuid.UUID
+    actor_id: str
+    role: str
+    purpose: str
+    field_names: tuple[str, ...]
+    kind: str
+    allowed: bool
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PutSubject:
+    """A subject's lifecycle status: active, erasing or erased."""
+
+    subject_id: uuid.UUID
+    status: str
+    at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutErasure:
+    """An entry of the erasure register (certificates are PII-free)."""
+
+    subject_id: uuid.UUID
+    status: str
+    at: datetime
+    event_id: uuid.UUID
+    certificate: bytes | None = field(default=None, repr=False)
+    signature: bytes | None = field(default=None, repr=False)
+
+
+Change = PutValue | DropValues | PutConsent | AddAccess | PutSubject | PutErasure
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRow:
+    purpose: str
+    status: str
+    lawful_basis: str
+    since: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRow:
+    event_id: uuid.UUID
+    actor_id: str
+    role: str
+    purpose: str
+    field_names: tuple[str, ...]
+    kind: str
+    allowed: bool
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureRow:
+    status: str
+    at: datetime
+    event_id: uuid.UUID
+    certificate: bytes | None = field(repr=False)
+    signature: bytes | None = field(repr=False)
+
+
+class ViewStore(ABC):
+    """Where read models live; apply changes and position atomically, read them back."""
+
+    @abstractmethod
+    def position(self, name: str) -> int:
+        """The last log position applied by the named runner (0 if none)."""
+
+    @abstractmethod
+    def apply(self, name: str, changes: Sequence[Change], position: int) -> None:
+        """Applies the changes and records the position in one transaction."""
+
+    @abstractmethod
+    def reset(self, name: str) -> None:
+        """Empties every view and forgets the position, before a replay."""
+
+    @abstractmethod
+    def values(
+        self, subject_id: uuid.UUID, purpose: str | None = None
+    ) -> dict[str, dict[str, SealedValue]]:
+        """Sealed values by purpose and field (one purpose if given)."""
+
+    @abstractmethod
+    def consents(self, subject_id: uuid.UUID) -> list[ConsentRow]:
+        """The subject's consent state per purpose."""
+
+    @abstractmethod
+    def accesses(self, subject_id: uuid.UUID) -> list[AccessRow]:
+        """Every access and denial recorded for the subject, oldest first."""
+
+    @abstractmethod
+    def subject_status(self, subject_id: uuid.UUID) -> str | None:
+        """active, erasing or erased; None if unknown."""
+
+    @abstractmethod
+    def erasure(self, subject_id: uuid.UUID) -> ErasureRow | None:
+        """The subject's erasure register entry."""
+
+    @abstractmethod
+    def dump(self) -> dict[str, list[tuple[object, ...]]]:
+        """Every row of every view (to compare a live run with a replay)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases resources."""

@@ -1,0 +1,85 @@
+"""The embedded runner: follows the event store's notification log into the read models.
+
+Each page of events becomes one transaction of view changes plus the new position, so the views are
+never ahead of or behind what they record. `catch_up` is called after every ledger write in the
+embedded platform (read-your-writes), and a background thread polls for anything else.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+from consentry.core.avro import AvroCodec
+from consentry.core.events import event_from_record
+from consentry.core.views import Change, ViewStore
+from consentry.processors.projector import project
+
+RUNNER_NAME = "views"
+
+
+class EmbeddedRunner:
+    """Projects the ledger's log into a view store, from the store's recorded position."""
+
+    def __init__(
+        self,
+        log: Callable[[int], Iterator[tuple[int, bytes]]],
+        codec: AvroCodec,
+        store: ViewStore,
+        page: int = 500,
+    ) -> None:
+        self._log = log
+        self._codec = codec
+        self.store = store
+        self._page = page
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """Catches up, for callers that only need the views current."""
+        self.catch_up()
+
+    def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
+        """Applies everything after the recorded position; returns how many events."""
+        with self._lock:
+            done = 0
+            start = position = self.store.position(RUNNER_NAME)
+            changes: list[Change] = []
+            pending = 0
+            for position, state in self._log(start):
+                contract, record = self._codec.decode(state)
+                changes.extend(project(event_from_record(contract, record)))
+                pending += 1
+                if pending >= self._page:
+                    self.store.apply(RUNNER_NAME, changes, position)
+                    done, pending, changes = done + pending, 0, []
+                    if progress:
+                        progress(done)
+            if pending:
+                self.store.apply(RUNNER_NAME, changes, position)
+                done += pending
+                if progress:
+                    progress(done)
+            return done
+
+    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
+        """Empties the views and projects the whole log again."""
+        with self._lock:
+            self.store.reset(RUNNER_NAME)
+        return self.catch_up(progress)
+
+    def start(self, interval: float = 0.2) -> None:
+        """Polls the log in a daemon thread until `stop`."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="views", daemon=True)
+        self._thread.start()
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.catch_up()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

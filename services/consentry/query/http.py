@@ -1,0 +1,175 @@
+"""The read side: the only place that decrypts. Every disclosure is a durable event first.
+
+A profile read names a purpose; the caller's role must act for it and the subject's consent (or the
+purpose's basis) must be active. `DataAccessed` is appended before any value is opened; a refusal
+appends `AccessDenied` and answers 403; an erased subject answers 410.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+
+from consentry.core.events import Actor
+from consentry.core.policy import LawfulBasis
+from consentry.core.problems import Problem
+from consentry.core.views import ViewStore
+from consentry.ledger.application import Ledger
+from consentry.ledger.commands import DenyAccess, RecordAccess, RequestErasure
+from consentry.ledger.subject import SubjectState
+from consentry.query.access import Caller, caller_from_header
+from consentry.query.reader import Reader
+
+Auth = Annotated[str | None, Header(alias="Authorization")]
+
+
+def query_router(
+    ledger: Ledger,
+    views: ViewStore,
+    catch_up: Callable[[], None],
+    on_erasure: Callable[[uuid.UUID], dict[str, Any]],
+    certificate: Callable[[uuid.UUID], dict[str, Any] | None],
+) -> APIRouter:
+    """The query endpoints."""
+    router = APIRouter(tags=["query"])
+    reader = Reader(ledger, views)
+
+    def caller(authorization: str | None) -> Caller:
+        return caller_from_header(ledger.policy, authorization)
+
+    def known(subject_id: uuid.UUID) -> SubjectState:
+        state = ledger.load(subject_id)
+        if not state.exists:
+            raise Problem(404, "unknown-subject", "no such subject")
+        return state
+
+    def refuse(
+        state: SubjectState, who: Caller, role: str, purpose: str, reason: str, kind: str, status: int
+    ) -> Problem:
+        ledger.execute([DenyAccess(state.subject_id, Actor(who.actor_id, role), purpose, reason, kind)])
+        catch_up()
+        return Problem(status, reason.replace("_", "-"), f"access refused: {reason}")
+
+    @router.get("/v1/subjects", summary="Find a subject by an external reference")
+    def lookup(
+        ref: Annotated[str, Query(max_length=256, pattern=r"^[a-z][a-z0-9_\-]*:.+$")],
+        authorization: Auth = None,
+    ) -> dict[str, Any]:
+        caller(authorization)
+        namespace, _, value = ref.partition(":")
+        subject_id = ledger.find_subject(namespace, value)
+        if subject_id is None:
+            raise Problem(404, "unknown-subject", "no subject has that reference")
+        return {"subject_id": str(subject_id)}
+
+    @router.get("/v1/subjects/{subject_id}/profile", summary="Read the fields held for one purpose")
+    def profile(subject_id: uuid.UUID, purpose: str, authorization: Auth = None) -> dict[str, Any]:
+        who = caller(authorization)
+        state = known(subject_id)
+        role = who.role_for(ledger.policy, purpose, "read")
+        if ledger.policy.purpose(purpose) is None:
+            raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
+        if role is None:
+            raise refuse(state, who, who.roles[0], purpose, "role_not_allowed", "profile", 403)
+        if state.erasure_requested:
+            raise refuse(state, who, role, purpose, "subject_erased", "profile", 410)
+        if not _purpose_active(ledger, state, purpose):
+            raise refuse(state, who, role, purpose, "no_consent", "profile", 403)
+        catch_up()
+        sealed = views.values(subject_id, purpose).get(purpose, {})
+        outcome = ledger.execute(
+            [
+                RecordAccess(
+                    subject_id, Actor(who.actor_id, role), purpose, tuple(sorted(sealed)), "profile"
+                )
+            ]
+        )[0]
+        if outcome.status != "accepted":
+            raise Problem(410, "subject-erased", "the subject is erased")
+        catch_up()
+        return {
+            "subject_id": str(subject_id),
+            "purpose": purpose,
+            "access_event_id": str(outcome.event_id),
+            "policy_version": ledger.policy.version,
+            "fields": reader.open_fields(subject_id, sealed),
+        }
+
+    @router.get("/v1/subjects/{subject_id}/consents", summary="Consent state per purpose")
+    def consents(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
+        caller(authorization)
+        state = known(subject_id)
+        catch_up()
+        return {
+            "subject_id": str(subject_id),
+            "erased": state.erasure_requested,
+            "consents": [
+                {
+                    "purpose": c.purpose,
+                    "status": c.status,
+                    "lawful_basis": c.lawful_basis,
+                    "since": c.since.isoformat(),
+                    "expires_at": c.expires_at.isoformat() if c.expires_at else None,
+                    "active": _purpose_active(ledger, state, c.purpose),
+                }
+                for c in views.consents(subject_id)
+            ],
+        }
+
+    @router.get("/v1/subjects/{subject_id}/contact-check", summary="May this subject be contacted?")
+    def contact_check(subject_id: uuid.UUID, purpose: str, authorization: Auth = None) -> dict[str, Any]:
+        caller(authorization)
+        state = known(subject_id)
+        if state.erasure_requested:
+            return {"allowed": False, "reason": "subject_erased"}
+        if ledger.policy.purpose(purpose) is None:
+            raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
+        allowed = _purpose_active(ledger, state, purpose)
+        return {"allowed": allowed, "reason": None if allowed else "no_consent", "purpose": purpose}
+
+    @router.get("/v1/subjects/{subject_id}/export", summary="Everything held about the subject (DSAR)")
+    def export(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
+        who = caller(authorization)
+        state = known(subject_id)
+        role = who.any_role_with(ledger.policy, "export")
+        if role is None:
+            raise refuse(state, who, who.roles[0], "*", "role_not_allowed", "export", 403)
+        catch_up()
+        return reader.export(state, Actor(who.actor_id, role), catch_up)
+
+    @router.post("/v1/subjects/{subject_id}/erasure", status_code=202, summary="Erase the subject")
+    def erase(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
+        who = caller(authorization)
+        state = known(subject_id)
+        role = who.any_role_with(ledger.policy, "erase")
+        if role is None:
+            raise refuse(state, who, who.roles[0], "*", "role_not_allowed", "erasure", 403)
+        ledger.execute([RequestErasure(subject_id, Actor(who.actor_id, role))])
+        result = on_erasure(subject_id)
+        catch_up()
+        return result
+
+    @router.get("/v1/subjects/{subject_id}/erasure", summary="The erasure certificate")
+    def erasure(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
+        caller(authorization)
+        document = certificate(subject_id)
+        if document is None:
+            raise Problem(404, "not-erased", "the subject has no erasure certificate")
+        return document
+
+    return router
+
+
+def _purpose_active(ledger: Ledger, state: SubjectState, purpose: str) -> bool:
+    declared = ledger.policy.purpose(purpose)
+    if declared is None or state.erasure_requested:
+        return False
+    current = state.purposes.get(purpose)
+    if declared.lawful_basis != LawfulBasis.CONSENT:
+        return current is None or current.status != "withdrawn"
+    if current is None or current.status != "granted":
+        return False
+    return current.expires_at is None or current.expires_at > ledger.clock.now()
