@@ -176,3 +176,7 @@ def erasure_verify(certificate: Path, public_key: Path | None) -> None:
 def main() -> None:
     """Entry point of the console script."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

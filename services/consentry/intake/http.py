@@ -5,8 +5,6 @@ The answer lists, per record and in order, `accepted` (with the subject id), `du
 `rejected` with its reason code. Nothing of a rejected record is stored but its rejection event.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Annotated, Any
 
