@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from consentry.core.errors import KeyExists, KeyNotFound, ScopeShredded
-from consentry.core.keystore import Keystore, ShreddedKey
+from consentry.core.keystore import KeyRow, Keystore, ShreddedKey, Tombstone
 from consentry.core.sealing import CONSENT_SCOPE, IDENTITY_SCOPE, DataKey, purpose_scope
+from tests.support import files_under
 
 MARKETING = purpose_scope("marketing")
 SUPPORT = purpose_scope("support")
@@ -27,6 +28,11 @@ def forget_cache(keystore: Keystore) -> Keystore:
     keystore._cache.clear()
     keystore._cache_by_id.clear()
     return keystore
+
+
+def files_holding(root: Path, needle: bytes) -> list[str]:
+    """Names of the files under root whose bytes contain the needle."""
+    return sorted(p.name for p in files_under(root) if needle in p.read_bytes())
 
 
 def same_key(a: DataKey, b: DataKey) -> bool:
@@ -213,6 +219,94 @@ class KeystoreContract(ABC):
         assert keystore.destroy(subject, [SUPPORT]) == []
         assert keystore.destroy(uuid.uuid4()) == []
         assert same_key(forget_cache(keystore).get(subject, MARKETING), key)
+
+    # -- destroy_keys / key_versions / shredded_keys ----------------------------------------------
+
+    def test_destroying_one_key_version_leaves_the_newer_version_readable(
+        self, keystore: Keystore
+    ) -> None:
+        subject, other = uuid.uuid4(), uuid.uuid4()
+        old = keystore.create(subject, MARKETING)
+        new = keystore.create(subject, MARKETING, new_version=True)
+        support = keystore.create(subject, SUPPORT)
+        foreign = keystore.create(other, MARKETING)
+        keystore.get_by_id(old.key_id)
+        shredded = keystore.destroy_keys(subject, [old.key_id, foreign.key_id])
+        assert shredded == [ShreddedKey(old.key_id, MARKETING, 1)]
+        assert keystore.destroy_keys(subject, [old.key_id]) == []
+        assert keystore.destroy_keys(subject, []) == []
+        for _ in range(2):
+            with pytest.raises(ScopeShredded):
+                keystore.get_by_id(old.key_id)
+            assert same_key(keystore.get(subject, MARKETING), new)
+            assert same_key(keystore.get_by_id(new.key_id), new)
+            assert same_key(keystore.get(subject, SUPPORT), support)
+            assert same_key(keystore.get_by_id(foreign.key_id), foreign)
+            assert not keystore.is_shredded(subject, MARKETING)
+            forget_cache(keystore)
+
+    def test_destroying_the_newest_version_closes_the_scope_but_not_older_versions(
+        self, keystore: Keystore
+    ) -> None:
+        subject = uuid.uuid4()
+        old = keystore.create(subject, MARKETING)
+        new = keystore.create(subject, MARKETING, new_version=True)
+        keystore.get(subject, MARKETING)
+        keystore.destroy_keys(subject, [new.key_id])
+        for _ in range(2):
+            assert keystore.is_shredded(subject, MARKETING)
+            with pytest.raises(ScopeShredded):
+                keystore.get(subject, MARKETING)
+            with pytest.raises(ScopeShredded):
+                keystore.get_or_create(subject, MARKETING)
+            assert same_key(keystore.get_by_id(old.key_id), old)
+            forget_cache(keystore)
+
+    def test_key_versions_and_shredded_keys_list_rows_and_tombstones_oldest_first(
+        self, keystore: Keystore
+    ) -> None:
+        subject = uuid.uuid4()
+        old = keystore.create(subject, MARKETING)
+        new = keystore.create(subject, MARKETING, new_version=True)
+        support = keystore.create(subject, SUPPORT)
+        keystore.destroy_keys(subject, [old.key_id])
+        keystore.tombstone(subject, CONSENT_SCOPE)  # a closed scope, but no key was destroyed
+        versions = keystore.key_versions(subject, MARKETING)
+        assert [(type(v), v.key_id, v.version) for v in versions] == [
+            (Tombstone, old.key_id, 1),
+            (KeyRow, new.key_id, 2),
+        ]
+        (tombstone,) = keystore.shredded_keys(subject)
+        assert (tombstone.key_id, tombstone.scope, tombstone.version) == (old.key_id, MARKETING, 1)
+        assert isinstance(versions[1], KeyRow) and versions[1].created_at < tombstone.shredded_at
+        keystore.erase_subject(subject)
+        assert {t.key_id for t in keystore.shredded_keys(subject)} == {
+            old.key_id,
+            new.key_id,
+            support.key_id,
+        }
+        assert keystore.key_versions(uuid.uuid4(), MARKETING) == []
+        assert keystore.shredded_keys(uuid.uuid4()) == []
+
+    def test_a_destroyed_key_version_leaves_no_bytes_in_the_adapters_files(
+        self, keystore: Keystore, tmp_path: Path
+    ) -> None:
+        subject = uuid.uuid4()
+        old = keystore.create(subject, MARKETING)
+        new = keystore.create(subject, MARKETING, new_version=True)
+        old_row, new_row = keystore._key_by_id(old.key_id), keystore._key_by_id(new.key_id)
+        assert isinstance(old_row, KeyRow) and isinstance(new_row, KeyRow)
+        # The in-memory fake writes no files; an adapter that does must show the key beforehand.
+        on_disk = any(True for _ in files_under(tmp_path))
+        assert bool(files_holding(tmp_path, old_row.wrapped.blob)) == on_disk
+
+        keystore.destroy_keys(subject, [old.key_id])
+
+        assert files_holding(tmp_path, old_row.wrapped.blob) == []
+        assert files_holding(tmp_path, old.secret) == []
+        assert bool(files_holding(tmp_path, new_row.wrapped.blob)) == on_disk
+        keystore.close()
+        assert files_holding(tmp_path, old_row.wrapped.blob) == []
 
     # -- tombstone / erase_subject -------------------------------------------------------------
 

@@ -273,3 +273,27 @@ def test_a_re_consent_after_a_shredded_withdrawal_seals_with_a_new_key_version(
     updates = [e for e in ledger.history(subject, reveal=True) if isinstance(e, DataUpdated)]
     assert [u.fields["email"] for u in updates] == [ERASED, Personal(new_email)]
     assert ledger.keystore.get(subject, purpose_scope("marketing")).version == 2
+
+
+def test_a_re_consent_in_the_same_batch_as_the_withdrawal_keeps_earlier_data_under_the_old_key(
+    tmp_path: Path,
+) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    old_email, new_email = canary("old"), canary("new")
+    outcomes = _submit(
+        ledger,
+        record("consent.grant", ref),
+        record("data.update", ref, fields={"email": old_email}),
+        record("consent.withdrawal", ref),
+        record("consent.grant", ref),
+        record("data.update", ref, fields={"email": new_email}),
+    )
+    subject = outcomes[0].subject_id
+    assert subject is not None
+    first, second = ledger.keystore.key_versions(subject, purpose_scope("marketing"))
+    assert first.key_id is not None
+    ledger.keystore.destroy_keys(subject, [first.key_id])
+    updates = [e for e in ledger.history(subject, reveal=True) if isinstance(e, DataUpdated)]
+    assert [u.fields["email"] for u in updates] == [ERASED, Personal(new_email)]
+    assert second.version == 2

@@ -226,7 +226,8 @@ def test_a_re_consent_after_a_certified_withdrawal_keeps_its_new_key_version(
     )
 
     assert shredder.pending() == [] and shredder.run_pending() == []
-    assert shredder.withdraw(subject_id, "marketing") is None
+    again = shredder.withdraw(subject_id, "marketing")
+    assert again is not None and again.already_done
 
     assert ledger.keystore.get(subject_id, MARKETING).version == 2
     assert _purpose_values(ledger, subject_id, "marketing") == [ERASED, ERASED, new_email]
@@ -240,31 +241,29 @@ def test_a_re_consent_after_a_certified_withdrawal_keeps_its_new_key_version(
     assert _purpose_values(ledger, subject_id, "marketing") == [ERASED, ERASED, ERASED]
 
 
-def test_a_re_consent_before_the_shredder_ran_is_not_shredded(
+def test_a_re_consent_before_the_shredder_ran_keeps_only_its_new_key_version(
     ledger: Ledger, shredder: Shredder
 ) -> None:
     subject_id, ref, _ = _seed(ledger)
-    new_email = canary("new")
+    withdrawn_key = ledger.keystore.get(subject_id, MARKETING)
     submit(ledger, record("consent.withdrawal", ref))
-    submit(
-        ledger,
-        record("consent.grant", ref),
-        record("data.update", ref, fields={"email": new_email}),
-    )
+    submit(ledger, record("consent.grant", ref))
+    assert shredder.pending() == [(subject_id, "withdrawal", "marketing")]
 
-    assert shredder.pending() == [] and shredder.run_pending() == []
+    (result,) = shredder.run_pending()
 
+    assert result.key_ids == (withdrawn_key.key_id,)
+    withdrawn = _first(ledger.history(subject_id), ConsentWithdrawn)
+    certificate = verify(result.certificate, result.signature, _public_key(ledger))
+    assert certificate.causation_id == str(withdrawn.meta.event_id)
     assert not ledger.keystore.is_shredded(subject_id, MARKETING)
-    assert _purpose_values(ledger, subject_id, "marketing")[-1] == new_email
+    assert ledger.keystore.get(subject_id, MARKETING).version == 2
+    assert shredder.pending() == [] and shredder.run_pending() == []
+    assert len(_shreds(ledger, subject_id)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Keystore.destroy takes whole scopes: the pre-withdrawal key cannot be destroyed "
-    "without the re-consent's new version (needs a destroy-by-key-id in the keystore port)",
-)
 def test_data_withdrawn_before_a_quick_re_consent_stays_unreadable(
-    ledger: Ledger, shredder: Shredder
+    tmp_path: Path, ledger: Ledger, shredder: Shredder
 ) -> None:
     subject_id, ref, _ = _seed(ledger)
     new_email = canary("new")
@@ -278,6 +277,53 @@ def test_data_withdrawn_before_a_quick_re_consent_stays_unreadable(
     shredder.run_pending()
 
     assert _purpose_values(ledger, subject_id, "marketing") == [ERASED, ERASED, new_email]
+    # A second process has no cached keys: what it reads comes from the keystore file.
+    reopened = sqlite_ledger(tmp_path)
+    try:
+        assert _purpose_values(reopened, subject_id, "marketing") == [ERASED, ERASED, new_email]
+    finally:
+        reopened.keystore.close()
+
+
+def test_a_crash_recovered_erasure_certifies_unused_keys_with_their_real_shredding_time(
+    ledger: Ledger, shredder: Shredder
+) -> None:
+    subject_id, ref, _ = _seed(ledger)
+    submit(ledger, record("consent.withdrawal", ref))
+    shredder.run_pending()
+    submit(ledger, record("consent.grant", ref))  # a new key version that seals nothing
+    unused = ledger.keystore.get(subject_id, MARKETING)
+    submit(ledger, record("erasure.request", ref))
+    ledger.keystore.erase_subject(subject_id)  # then the process dies
+    tombstones = ledger.keystore.shredded_keys(subject_id)
+
+    (result,) = Shredder(ledger, ledger.clock).run_pending()
+
+    assert unused.key_id in result.key_ids
+    assert set(result.key_ids) == {t.key_id for t in tombstones}
+    certificate = verify(result.certificate, result.signature, _public_key(ledger))
+    assert certificate.shredded_at == max(t.shredded_at for t in tombstones)
+    assert certificate.shredded_at < certificate.issued_at
+
+
+def test_two_shredders_racing_on_one_withdrawal_record_one_certificate(
+    ledger: Ledger, shredder: Shredder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subject_id, ref, _ = _seed(ledger)
+    submit(ledger, record("consent.withdrawal", ref))
+    late = Shredder(ledger, ledger.clock)
+    stale, fresh = late._snapshot(subject_id), late._snapshot
+    # The late shredder read the history before the first one recorded its certificate.
+    reads = iter([stale])
+    monkeypatch.setattr(late, "_snapshot", lambda s: next(reads, None) or fresh(s))
+
+    first = shredder.withdraw(subject_id, "marketing")
+    second = late.withdraw(subject_id, "marketing")
+
+    assert first is not None and second is not None
+    assert not first.already_done and second.already_done
+    assert (second.certificate, second.key_ids) == (first.certificate, first.key_ids)
+    assert len(_shreds(ledger, subject_id)) == 1
 
 
 def test_handle_dispatches_requests_and_ignores_other_events(ledger: Ledger, shredder: Shredder) -> None:

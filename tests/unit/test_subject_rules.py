@@ -9,7 +9,7 @@ from typing import Any
 from consentry.core import events as ev
 from consentry.core.errors import Reason
 from consentry.core.intake import IntakeRecord
-from consentry.ledger.commands import RecordAccess, RequestErasure
+from consentry.ledger.commands import RecordAccess, RecordShredding, RequestErasure
 from consentry.ledger.subject import Context, SubjectState, decide, decide_staff
 from tests.support import T0, parser, policy, record
 
@@ -89,3 +89,29 @@ def test_reads_are_refused_once_erasure_was_requested_but_denials_are_still_reco
         decide_staff(state, RequestErasure(state.subject_id, actor), _ctx()).outcome.status
         == "duplicate"
     )
+
+
+def test_a_second_shredding_record_for_the_same_request_is_a_duplicate() -> None:
+    state = _fold(SubjectState(uuid.uuid4()), _rec("consent.grant"), _rec("consent.withdrawal"))
+    cause = str(uuid.uuid4())
+
+    def shredding(causation_id: str) -> RecordShredding:
+        return RecordShredding(
+            state.subject_id,
+            "withdrawal",
+            ("purpose:marketing",),
+            ("k-1",),
+            b"{}",
+            b"sig",
+            False,
+            causation_id,
+        )
+
+    first = decide_staff(state, shredding(cause), _ctx())
+    assert first.outcome.status == "accepted"
+    for event in first.events:
+        state.apply(event)
+    assert state.shredded_causes == {cause}
+    again = decide_staff(state, shredding(cause), _ctx())
+    assert (again.events, again.outcome.status) == ((), "duplicate")
+    assert decide_staff(state, shredding(str(uuid.uuid4())), _ctx()).outcome.status == "accepted"

@@ -99,6 +99,14 @@ class SQLiteKeystore(Keystore):
         subject, scope, *rest = rows[0]
         return _to_row(uuid.UUID(bytes=bytes(subject)), str(scope), tuple(rest))
 
+    def _versions(self, subject_id: uuid.UUID, scope: str | None) -> list[KeyRow | Tombstone]:
+        where, params = _where(subject_id, "scope", None if scope is None else [scope])
+        live = "scope, key_id, version, kek_version, wrapped, created_at, NULL FROM data_keys"
+        dead = "scope, key_id, version, NULL, NULL, NULL, shredded_at FROM tombstones"
+        sql = f"SELECT {live} WHERE {where} UNION ALL SELECT {dead} WHERE {where} ORDER BY 1, 3"
+        rows = self._query(sql, params * 2)
+        return [_to_row(subject_id, str(found), tuple(rest)) for found, *rest in rows]
+
     def _insert_key(self, row: KeyRow) -> None:
         with self._db_lock:
             try:
@@ -134,11 +142,17 @@ class SQLiteKeystore(Keystore):
     def _destroy(
         self, subject_id: uuid.UUID, scopes: Sequence[str] | None, at: datetime
     ) -> list[ShreddedKey]:
-        where = "subject_id=?"
-        params: list[object] = [subject_id.bytes]
-        if scopes is not None:
-            where += f" AND scope IN ({','.join('?' * len(scopes))})"
-            params += list(scopes)
+        return self._destroy_where(subject_id, at, *_where(subject_id, "scope", scopes))
+
+    def _destroy_keys(
+        self, subject_id: uuid.UUID, key_ids: Sequence[str], at: datetime
+    ) -> list[ShreddedKey]:
+        return self._destroy_where(subject_id, at, *_where(subject_id, "key_id", key_ids))
+
+    def _destroy_where(
+        self, subject_id: uuid.UUID, at: datetime, where: str, params: list[object]
+    ) -> list[ShreddedKey]:
+        """Tombstones then deletes the matching rows in one transaction, then empties the WAL."""
         with self._db_lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -190,6 +204,14 @@ class SQLiteKeystore(Keystore):
             if count:
                 self._checkpoint()
             return int(count)
+
+
+def _where(subject_id: uuid.UUID, column: str, values: Sequence[str] | None) -> tuple[str, list[object]]:
+    """A WHERE clause on the subject, narrowed to rows whose column is one of the values."""
+    if values is None:
+        return "subject_id=?", [subject_id.bytes]
+    marks = ",".join("?" * len(values))
+    return f"subject_id=? AND {column} IN ({marks})", [subject_id.bytes, *values]
 
 
 def _to_row(subject_id: uuid.UUID, scope: str, row: Any) -> KeyRow | Tombstone:

@@ -3,7 +3,8 @@
 It keeps one wrapped data key per (subject, scope, version) and the blind index of external
 references. Destroying a scope deletes its key bytes and leaves a tombstone, so the scope can never be
 silently recreated: a returning customer gets a new subject, or the caller asks for a new key version
-on purpose. Adapters implement the storage primitives; wrapping, caching and the rules live here.
+on purpose. Single versions can be destroyed too, so a withdrawal never takes a re-consent's newer
+version with it. Adapters implement the storage primitives; wrapping, caching and the rules live here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import unicodedata
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -55,7 +56,7 @@ class Tombstone:
 
 @dataclass(frozen=True, slots=True)
 class ShreddedKey:
-    """A key that `destroy` deleted."""
+    """A key that `destroy` or `destroy_keys` deleted."""
 
     key_id: str
     scope: str
@@ -156,13 +157,28 @@ class Keystore(ABC):
         """Deletes the key bytes of the scopes (every scope if None), leaving tombstones."""
         with self._lock:
             wanted = None if scopes is None else sorted(set(scopes))
-            for cache_key in [k for k in self._cache if k[0] == subject_id]:
-                if wanted is None or cache_key[1] in wanted:
-                    self._cache_by_id.pop(self._cache.pop(cache_key).key_id, None)
-            for key_id in [i for i, k in self._cache_by_id.items() if k.subject_id == subject_id]:
-                if wanted is None or self._cache_by_id[key_id].scope in wanted:
-                    del self._cache_by_id[key_id]
+            self._forget(lambda k: k.subject_id == subject_id and (wanted is None or k.scope in wanted))
             return self._destroy(subject_id, wanted, self.clock.now())
+
+    def destroy_keys(self, subject_id: uuid.UUID, key_ids: Iterable[str]) -> list[ShreddedKey]:
+        """Deletes the key bytes of single key versions of the subject, leaving tombstones."""
+        with self._lock:
+            wanted = sorted(set(key_ids))
+            if not wanted:
+                return []
+            self._forget(lambda k: k.subject_id == subject_id and k.key_id in wanted)
+            return self._destroy_keys(subject_id, wanted, self.clock.now())
+
+    def key_versions(self, subject_id: uuid.UUID, scope: str) -> list[KeyRow | Tombstone]:
+        """Every version of the scope, oldest first: live rows and tombstones alike."""
+        with self._lock:
+            return self._versions(subject_id, scope)
+
+    def shredded_keys(self, subject_id: uuid.UUID) -> list[Tombstone]:
+        """The tombstones of the subject's destroyed keys; they outlive the key bytes."""
+        with self._lock:
+            rows = self._versions(subject_id, None)
+            return [r for r in rows if isinstance(r, Tombstone) and r.key_id is not None]
 
     def erase_subject(self, subject_id: uuid.UUID) -> list[ShreddedKey]:
         """Destroys every key and reference of the subject and closes it for good."""
@@ -196,6 +212,13 @@ class Keystore(ABC):
     def _unwrap(self, row: KeyRow) -> DataKey:
         secret = self.provider.unwrap(row.wrapped, row.subject_id, row.scope, row.key_id)
         return DataKey.build(row.key_id, row.subject_id, row.scope, row.version, secret)
+
+    def _forget(self, doomed: Callable[[DataKey], bool]) -> None:
+        """Drops cached keys before their rows go, so no cache hit outlives a destroy."""
+        for slot in [slot for slot, key in self._cache.items() if doomed(key)]:
+            del self._cache[slot]
+        for key_id in [key_id for key_id, key in self._cache_by_id.items() if doomed(key)]:
+            del self._cache_by_id[key_id]
 
     def _remember(self, key: DataKey) -> None:
         slot = (key.subject_id, key.scope)
@@ -246,6 +269,10 @@ class Keystore(ABC):
         """The row (or tombstone) of a key id."""
 
     @abstractmethod
+    def _versions(self, subject_id: uuid.UUID, scope: str | None) -> list[KeyRow | Tombstone]:
+        """Rows and tombstones of the scope (all scopes if None), by scope and version."""
+
+    @abstractmethod
     def _insert_key(self, row: KeyRow) -> None:
         """Stores a new key row; KeyExists if (subject, scope, version) is taken."""
 
@@ -258,6 +285,12 @@ class Keystore(ABC):
         self, subject_id: uuid.UUID, scopes: Sequence[str] | None, at: datetime
     ) -> list[ShreddedKey]:
         """Deletes key rows (all scopes if None) and writes their tombstones, atomically."""
+
+    @abstractmethod
+    def _destroy_keys(
+        self, subject_id: uuid.UUID, key_ids: Sequence[str], at: datetime
+    ) -> list[ShreddedKey]:
+        """Deletes the subject's rows with those key ids and writes their tombstones, atomically."""
 
     @abstractmethod
     def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
@@ -287,6 +320,10 @@ class InMemoryKeystore(Keystore):
     def _key_by_id(self, key_id: str) -> KeyRow | Tombstone | None:
         return next((r for r in self._rows.values() if r.key_id == key_id), None)
 
+    def _versions(self, subject_id: uuid.UUID, scope: str | None) -> list[KeyRow | Tombstone]:
+        rows = [r for r in self._rows.values() if r.subject_id == subject_id]
+        return sorted((r for r in rows if scope in (None, r.scope)), key=lambda r: (r.scope, r.version))
+
     def _insert_key(self, row: KeyRow) -> None:
         slot = (row.subject_id, row.scope, row.version)
         if slot in self._rows:
@@ -299,13 +336,19 @@ class InMemoryKeystore(Keystore):
     def _destroy(
         self, subject_id: uuid.UUID, scopes: Sequence[str] | None, at: datetime
     ) -> list[ShreddedKey]:
+        return self._destroy_where(subject_id, lambda r: scopes is None or r.scope in scopes, at)
+
+    def _destroy_keys(
+        self, subject_id: uuid.UUID, key_ids: Sequence[str], at: datetime
+    ) -> list[ShreddedKey]:
+        return self._destroy_where(subject_id, lambda r: r.key_id in key_ids, at)
+
+    def _destroy_where(
+        self, subject_id: uuid.UUID, match: Callable[[KeyRow], bool], at: datetime
+    ) -> list[ShreddedKey]:
         destroyed = []
         for slot, row in list(self._rows.items()):
-            if (
-                isinstance(row, KeyRow)
-                and row.subject_id == subject_id
-                and (scopes is None or row.scope in scopes)
-            ):
+            if isinstance(row, KeyRow) and row.subject_id == subject_id and match(row):
                 self._rows[slot] = Tombstone(subject_id, row.scope, row.version, row.key_id, at)
                 destroyed.append(ShreddedKey(row.key_id, row.scope, row.version))
         return destroyed

@@ -24,9 +24,10 @@ from consentry.core import intake as rec
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, new_id
 from consentry.core.errors import ConflictError, Reason, Rejected, ScopeShredded
-from consentry.core.events import LedgerEvent, with_prev_hash
+from consentry.core.events import ConsentGranted, LedgerEvent, with_prev_hash
 from consentry.core.keystore import Keystore
 from consentry.core.policy import Policy
+from consentry.core.sealing import purpose_scope
 from consentry.ledger.commands import StaffCommand
 from consentry.ledger.mapper import SealingMapper
 from consentry.ledger.subject import Context, Decision, Outcome, SubjectState, decide, decide_staff
@@ -53,7 +54,7 @@ class _Pending:
     base_version: int
     events: list[LedgerEvent] = field(default_factory=list)
     blind: bytes | None = None
-    renew: set[str] = field(default_factory=set)
+    renew: set[uuid.UUID] = field(default_factory=set)
 
 
 class Ledger:
@@ -180,7 +181,9 @@ class Ledger:
         for event in decision.events:
             slot.state.apply(event)
         slot.events.extend(decision.events)
-        slot.renew.update(decision.renew_scopes)
+        if decision.renew_scopes:
+            # The re-consent is the decision's last event: the new key version starts there.
+            slot.renew.add(decision.events[-1].meta.event_id)
 
     def _link_new_subjects(self, pending: dict[uuid.UUID, _Pending]) -> None:
         for subject_id, slot in pending.items():
@@ -194,8 +197,6 @@ class Ledger:
         refused: set[uuid.UUID] = set()
         for subject_id, slot in pending.items():
             try:
-                for scope in sorted(slot.renew):
-                    self.keystore.create(subject_id, scope, new_version=True)
                 stored.extend(self._chain(slot))
             except ScopeShredded:
                 # The shredder closed the subject after it was loaded: nothing of it is written.
@@ -218,6 +219,12 @@ class Ledger:
         head = slot.state.head
         out = []
         for event in slot.events:
+            # A re-consent starts a new key version exactly where it stands in the batch, so data
+            # collected before it (under the withdrawn consent) stays under the old, doomed key.
+            if isinstance(event, ConsentGranted) and event.meta.event_id in slot.renew:
+                self.keystore.create(
+                    slot.state.subject_id, purpose_scope(event.purpose), new_version=True
+                )
             stored_event = self.mapper.to_stored_event(with_prev_hash(event, head))
             head = chain_hash(stored_event.state)
             out.append(stored_event)

@@ -50,6 +50,7 @@ class SubjectState:
     erasure_requested: bool = False
     erased: bool = False
     seen: dict[bytes, uuid.UUID] = field(default_factory=dict)
+    shredded_causes: set[str] = field(default_factory=set)
 
     @property
     def exists(self) -> bool:
@@ -77,6 +78,8 @@ class SubjectState:
                 self.erasure_requested = True
             case ev.SubjectErased():
                 self.erased = True
+            case ev.KeysShredded() if event.meta.causation_id is not None:
+                self.shredded_causes.add(event.meta.causation_id)
             case _:
                 pass
 
@@ -360,7 +363,8 @@ def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> De
             return build.accept()
         case RecordShredding():
             build = _Builder(state, ctx, ctx.now, causation_id=command.causation_id)
-            if state.erased:
+            # Racing shredders certify the same request; the first record wins, the rest are duplicates.
+            if state.erased or command.causation_id in state.shredded_causes:
                 return Decision((), Outcome("duplicate", state.subject_id, None))
             build.add(
                 lambda m: ev.KeysShredded(

@@ -3,7 +3,10 @@
 Every step is safe to repeat. Keys are destroyed first, then the certificate is issued and recorded
 in the ledger as KeysShredded (plus SubjectErased for a full erasure). A crash in between leaves the
 request without its record; `run_pending` finds it in the log and finishes the work, taking the key
-ids from the sealed values in the history because the keystore no longer has them.
+ids from the keystore's tombstones and the sealed values in the history, since the key rows are gone.
+
+A withdrawal destroys the key versions of the purpose that existed when it was recorded, whatever
+happened since: a re-consent before the shredder ran keeps its own new version, and nothing else.
 
 `pending` scans the whole notification log. Runners instead track their position in the log and call
 `handle` for each new event (the embedded runner records that position), using the full scan once at
@@ -15,12 +18,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Literal, TypeVar
 
 from consentry.core import events as ev
 from consentry.core.clock import Clock
 from consentry.core.errors import ConsentryError
-from consentry.core.keystore import ShreddedKey
+from consentry.core.keystore import KeyRow, Tombstone
 from consentry.core.sealing import SealedValue, purpose_scope
 from consentry.ledger.application import Ledger, chain_hash
 from consentry.ledger.commands import RecordShredding
@@ -72,28 +76,44 @@ class Shredder:
         if not snap.state.erasure_requested:
             raise ShredderError("erasure was not requested for the subject")
         request = _last(snap.events, ev.ErasureRequested)
-        destroyed = self.ledger.keystore.erase_subject(subject_id)
-        scopes, key_ids = _union(destroyed, _sealed(snap.events))
-        result = self._certify(snap, request, "erasure", scopes, key_ids)
+        keystore = self.ledger.keystore
+        keystore.erase_subject(subject_id)
+        # Tombstones name every destroyed key, also on a re-run when this erase destroyed none.
+        tombstones = keystore.shredded_keys(subject_id)
+        scopes, key_ids = _union(tombstones, _sealed(snap.events))
+        result = self._certify(snap, request, "erasure", scopes, key_ids, _when(tombstones))
         return self._record(request, result, erased=True)
 
     def withdraw(self, subject_id: uuid.UUID, purpose: str) -> ShredResult | None:
-        """Destroys the purpose's key after a withdrawal; None if its consent is not withdrawn."""
+        """Destroys the purpose's keys as they were at its last withdrawal; None if never withdrawn."""
         snap = self._snapshot(subject_id)
-        current = snap.state.purposes.get(purpose)
-        # A pending erasure destroys every scope anyway; a re-consent owns the scope's new version.
-        if snap.state.erasure_requested or current is None or current.status != "withdrawn":
+        found = _last_withdrawal(snap.events, purpose)
+        # A pending erasure destroys every scope anyway.
+        if snap.state.erasure_requested or found is None:
             return None
-        scope = purpose_scope(purpose)
-        position, request = _last_withdrawal(snap.events, purpose)
-        done = _withdrawal_shred(snap.events[position + 1 :], scope)
+        position, request = found
+        done = _caused_by(snap.events[position + 1 :], request)
         if done is not None:
             return _result(done, already_done=True)
+        scope, keystore = purpose_scope(purpose), self.ledger.keystore
+        # Withdrawn data is what was sealed before the withdrawal; a key that existed by then goes too.
+        # A version created later belongs to a re-consent and stays.
+        sealed = {s.key_id for s in _sealed(snap.events[:position]) if s.scope == scope}
+        existing = {
+            row.key_id
+            for row in keystore.key_versions(subject_id, scope)
+            if isinstance(row, KeyRow) and row.created_at <= request.meta.recorded_at
+        }
+        keystore.destroy_keys(subject_id, sealed | existing)
+        # A crashed earlier run destroyed keys it never certified: they belong to this certificate.
         certified = {k for e in snap.events if isinstance(e, ev.KeysShredded) for k in e.key_ids}
-        destroyed = self.ledger.keystore.destroy(subject_id, [scope])
-        sealed = [s for s in _sealed(snap.events) if s.scope == scope and s.key_id not in certified]
-        _, key_ids = _union(destroyed, sealed)
-        result = self._certify(snap, request, "withdrawal", [scope], key_ids)
+        tombstones = [
+            t
+            for t in keystore.shredded_keys(subject_id)
+            if t.scope == scope and t.key_id not in certified
+        ]
+        key_ids = {t.key_id for t in tombstones if t.key_id is not None} | (sealed - certified)
+        result = self._certify(snap, request, "withdrawal", [scope], key_ids, _when(tombstones))
         return self._record(request, result, erased=False)
 
     def handle(self, event: ev.LedgerEvent) -> ShredResult | None:
@@ -108,7 +128,7 @@ class Shredder:
     def pending(self) -> list[tuple[uuid.UUID, Kind, str | None]]:
         """Requests in the log whose shredding is not recorded yet, in log order (a full scan)."""
         erasures: dict[uuid.UUID, int] = {}
-        withdrawals: dict[tuple[uuid.UUID, str], int] = {}
+        withdrawals: dict[tuple[uuid.UUID, str], tuple[int, str]] = {}
         erased: set[uuid.UUID] = set()
         for position, state in self.ledger.notifications():
             event = self.ledger.mapper.decode(state)
@@ -119,19 +139,19 @@ class Shredder:
                 case ev.SubjectErased():
                     erased.add(subject_id)
                 case ev.ConsentWithdrawn():
-                    withdrawals[(subject_id, event.purpose)] = position
-                case ev.ConsentGranted():
-                    withdrawals.pop((subject_id, event.purpose), None)
+                    # The last withdrawal covers every key an earlier, unshredded one would have.
+                    withdrawals[(subject_id, event.purpose)] = (position, str(event.meta.event_id))
                 case ev.KeysShredded() if event.reason == "withdrawal":
                     for scope in event.scopes:
-                        purpose = scope.removeprefix("purpose:")
-                        withdrawals.pop((subject_id, purpose), None)
+                        slot = (subject_id, scope.removeprefix("purpose:"))
+                        if slot in withdrawals and withdrawals[slot][1] == event.meta.causation_id:
+                            del withdrawals[slot]
         work: list[tuple[int, uuid.UUID, Kind, str | None]] = [
             (p, s, "erasure", None) for s, p in erasures.items() if s not in erased
         ]
         work += [
             (p, s, "withdrawal", purpose)
-            for (s, purpose), p in withdrawals.items()
+            for (s, purpose), (p, _) in withdrawals.items()
             if s not in erasures  # the erasure shreds every scope
         ]
         return [(s, kind, purpose) for _, s, kind, purpose in sorted(work, key=lambda w: w[0])]
@@ -167,16 +187,16 @@ class Shredder:
         reason: str,
         scopes: Iterable[str],
         key_ids: Iterable[str],
+        shredded_at: datetime | None,
     ) -> ShredResult:
-        # After a crash the keys were destroyed earlier, so this is when destruction was confirmed.
-        shredded_at = self.clock.now()
         certificate, signature = certificates.issue(
             subject_id=snap.state.subject_id,
             reason=reason,
             scopes=scopes,
             key_ids=key_ids,
             requested_at=request.meta.occurred_at,
-            shredded_at=shredded_at,
+            # Nothing was destroyed (no key existed): the certificate confirms that as of now.
+            shredded_at=shredded_at or self.clock.now(),
             issued_at=self.clock.now(),
             requester=_requester(request),
             causation_id=str(request.meta.event_id),
@@ -204,9 +224,14 @@ class Shredder:
         outcome = self.ledger.execute([command])[0]
         if outcome.status == "accepted":
             return result
-        if outcome.status == "duplicate" and erased:
-            # Another shredder recorded this erasure first: its certificate is the one.
-            return self._existing_erasure(self._snapshot(result.subject_id))
+        if outcome.status == "duplicate":
+            # Another shredder recorded this request first: its certificate is the one.
+            snap = self._snapshot(result.subject_id)
+            done = _caused_by(snap.events, request)
+            if done is not None:
+                return _result(done, already_done=True)
+            if erased:
+                return self._existing_erasure(snap)
         raise ShredderError(f"the ledger refused the shredding record ({outcome.reason})")
 
     def _existing_erasure(self, snap: _Snapshot) -> ShredResult:
@@ -235,17 +260,21 @@ def _last(events: Sequence[ev.LedgerEvent], kind: type[E]) -> E:
     raise ShredderError(f"the history holds no {kind.__name__}")
 
 
-def _last_withdrawal(events: Sequence[ev.LedgerEvent], purpose: str) -> tuple[int, ev.ConsentWithdrawn]:
+def _last_withdrawal(
+    events: Sequence[ev.LedgerEvent], purpose: str
+) -> tuple[int, ev.ConsentWithdrawn] | None:
     for position in range(len(events) - 1, -1, -1):
         event = events[position]
         if isinstance(event, ev.ConsentWithdrawn) and event.purpose == purpose:
             return position, event
-    raise ShredderError("the history holds no withdrawal for the purpose")
+    return None
 
 
-def _withdrawal_shred(events: Sequence[ev.LedgerEvent], scope: str) -> ev.KeysShredded | None:
+def _caused_by(events: Iterable[ev.LedgerEvent], request: ev.LedgerEvent) -> ev.KeysShredded | None:
+    """The recorded shredding of that request, if any."""
+    cause = str(request.meta.event_id)
     for event in events:
-        if isinstance(event, ev.KeysShredded) and event.reason == "withdrawal" and scope in event.scopes:
+        if isinstance(event, ev.KeysShredded) and event.meta.causation_id == cause:
             return event
     return None
 
@@ -261,9 +290,15 @@ def _sealed(events: Iterable[ev.LedgerEvent]) -> list[SealedValue]:
     return found
 
 
-def _union(destroyed: Iterable[ShreddedKey], sealed: Iterable[SealedValue]) -> tuple[set[str], set[str]]:
-    pairs = [(k.scope, k.key_id) for k in destroyed] + [(v.scope, v.key_id) for v in sealed]
+def _union(tombstones: Iterable[Tombstone], sealed: Iterable[SealedValue]) -> tuple[set[str], set[str]]:
+    pairs = [(t.scope, t.key_id) for t in tombstones if t.key_id is not None]
+    pairs += [(v.scope, v.key_id) for v in sealed]
     return {scope for scope, _ in pairs}, {key_id for _, key_id in pairs}
+
+
+def _when(tombstones: Iterable[Tombstone]) -> datetime | None:
+    """When the last of the keys was destroyed, as the keystore recorded it."""
+    return max((t.shredded_at for t in tombstones), default=None)
 
 
 def _requester(request: ev.LedgerEvent) -> str:
