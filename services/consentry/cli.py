@@ -80,6 +80,28 @@ def run(data_dir: Path | None, policy: Path | None, host: str | None, port: int 
 
 
 @cli.command()
+@click.option(
+    "--url",
+    envvar="CONSENTRY_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Base URL of the running instance (env CONSENTRY_URL).",
+)
+def demo(url: str) -> None:
+    """Play a narrated scenario against a running instance (`make run`), with the demo tokens."""
+    import httpx
+
+    from consentry.demo import Demo, DemoFailed
+
+    try:
+        Demo(url, click.echo).run()
+    except DemoFailed as exc:
+        _fail(f"demo failed: {exc}")
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {type(exc).__name__} (is `make run` running?)")
+
+
+@cli.command()
 @data_dir_option
 @policy_option
 def replay(data_dir: Path | None, policy: Path | None) -> None:

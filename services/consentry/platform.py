@@ -137,7 +137,7 @@ def create_app(platform: Platform) -> FastAPI:
             ledger, platform.views, platform.runner.refresh, platform.erase, platform.certificate
         )
     )
-    app.include_router(audit_router(ledger))
+    app.include_router(audit_router(ledger, platform.runner.rebuild))
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
@@ -15,8 +17,11 @@ from consentry.ledger.chain import verify_chain
 Auth = Annotated[str | None, Header(alias="Authorization")]
 
 
-def audit_router(ledger: Ledger) -> APIRouter:
-    """Endpoints for auditors and data-protection officers (permission `audit`)."""
+def audit_router(ledger: Ledger, rebuild: Callable[[], int]) -> APIRouter:
+    """Endpoints for auditors and data-protection officers (permission `audit`).
+
+    `rebuild` empties every read model and projects the whole log again, answering how many events.
+    """
     router = APIRouter(tags=["audit"])
 
     def auditor(authorization: str | None) -> str:
@@ -57,5 +62,12 @@ def audit_router(ledger: Ledger) -> APIRouter:
                 for b in report.breaks[:100]
             ],
         }
+
+    @router.post("/v1/audit/replay", summary="Rebuild every read model from the log")
+    def replay(authorization: Auth = None) -> dict[str, Any]:
+        auditor(authorization)
+        started = time.perf_counter()
+        events = rebuild()
+        return {"events": events, "seconds": round(time.perf_counter() - started, 3)}
 
     return router

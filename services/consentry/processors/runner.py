@@ -32,7 +32,7 @@ class EmbeddedRunner:
         self._codec = codec
         self.store = store
         self._page = page
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -64,10 +64,10 @@ class EmbeddedRunner:
             return done
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
-        """Empties the views and projects the whole log again."""
+        """Empties the views and projects the whole log again; readers that catch up wait for it."""
         with self._lock:
             self.store.reset(RUNNER_NAME)
-        return self.catch_up(progress)
+            return self.catch_up(progress)
 
     def start(self, interval: float = 0.2) -> None:
         """Polls the log in a daemon thread until `stop`."""
