@@ -132,33 +132,33 @@ class SQLiteViewStore(ViewStore):
                         "DELETE FROM profile_values WHERE subject_id=? AND scope=?",
                         [(change.subject_id.bytes, scope) for scope in change.scopes],
                     )
-            case PutConsent():
+            case PutConsent(subject_id=subject_id, consent=c):
                 db.execute(
                     "INSERT OR REPLACE INTO consents VALUES (?,?,?,?,?,?,?)",
                     (
-                        change.subject_id.bytes,
-                        change.purpose,
-                        change.status,
-                        change.lawful_basis,
-                        _ts(change.since),
-                        _ts(change.expires_at),
+                        subject_id.bytes,
+                        c.purpose,
+                        c.status,
+                        c.lawful_basis,
+                        _ts(c.since),
+                        _ts(c.expires_at),
                         change.event_id.bytes,
                     ),
                 )
-            case AddAccess():
+            case AddAccess(subject_id=subject_id, access=a):
                 db.execute(
                     "INSERT OR IGNORE INTO accesses VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
-                        change.event_id.bytes,
-                        change.subject_id.bytes,
-                        change.actor_id,
-                        change.role,
-                        change.purpose,
-                        json.dumps(list(change.field_names)),
-                        change.kind,
-                        int(change.allowed),
-                        change.reason,
-                        _ts(change.at),
+                        a.event_id.bytes,
+                        subject_id.bytes,
+                        a.actor_id,
+                        a.role,
+                        a.purpose,
+                        json.dumps(list(a.field_names)),
+                        a.kind,
+                        int(a.allowed),
+                        a.reason,
+                        _ts(a.at),
                     ),
                 )
             case PutSubject():
@@ -166,16 +166,16 @@ class SQLiteViewStore(ViewStore):
                     "INSERT OR REPLACE INTO subjects VALUES (?,?,?,?)",
                     (change.subject_id.bytes, change.status, _ts(change.at), change.version),
                 )
-            case PutErasure():
+            case PutErasure(subject_id=subject_id, erasure=e):
                 db.execute(
                     "INSERT OR REPLACE INTO erasures VALUES (?,?,?,?,?,?)",
                     (
-                        change.subject_id.bytes,
-                        change.status,
-                        _ts(change.at),
-                        change.event_id.bytes,
-                        change.certificate,
-                        change.signature,
+                        subject_id.bytes,
+                        e.status,
+                        _ts(e.at),
+                        e.event_id.bytes,
+                        e.certificate,
+                        e.signature,
                     ),
                 )
 

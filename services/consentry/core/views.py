@@ -17,6 +17,43 @@ from consentry.core.sealing import SealedValue
 
 
 @dataclass(frozen=True, slots=True)
+class ConsentRow:
+    """A subject's consent state for one purpose, as the consent view holds it."""
+
+    purpose: str
+    status: str
+    lawful_basis: str
+    since: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRow:
+    """One granted or denied access, as the access log view holds it."""
+
+    event_id: uuid.UUID
+    actor_id: str
+    role: str
+    purpose: str
+    field_names: tuple[str, ...]
+    kind: str
+    allowed: bool
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureRow:
+    """An entry of the erasure register (certificates are PII-free)."""
+
+    status: str
+    at: datetime
+    event_id: uuid.UUID
+    certificate: bytes | None = field(default=None, repr=False)
+    signature: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class PutValue:
     """A sealed field value collected for a purpose (copied as it is, never opened)."""
 
@@ -38,31 +75,19 @@ class DropValues:
 
 @dataclass(frozen=True, slots=True)
 class PutConsent:
-    """A subject's consent state for one purpose."""
+    """Sets a subject's consent state for one purpose (caused by `event_id`)."""
 
     subject_id: uuid.UUID
-    purpose: str
-    status: str
-    lawful_basis: str
-    since: datetime
-    expires_at: datetime | None
+    consent: ConsentRow
     event_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
 class AddAccess:
-    """One granted or denied access, for the access log view."""
+    """Adds one granted or denied access to the access log view."""
 
-    event_id: uuid.UUID
     subject_id: uuid.UUID
-    actor_id: str
-    role: str
-    purpose: str
-    field_names: tuple[str, ...]
-    kind: str
-    allowed: bool
-    reason: str
-    at: datetime
+    access: AccessRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,48 +102,13 @@ class PutSubject:
 
 @dataclass(frozen=True, slots=True)
 class PutErasure:
-    """An entry of the erasure register (certificates are PII-free)."""
+    """Sets the subject's entry of the erasure register."""
 
     subject_id: uuid.UUID
-    status: str
-    at: datetime
-    event_id: uuid.UUID
-    certificate: bytes | None = field(default=None, repr=False)
-    signature: bytes | None = field(default=None, repr=False)
+    erasure: ErasureRow
 
 
 Change = PutValue | DropValues | PutConsent | AddAccess | PutSubject | PutErasure
-
-
-@dataclass(frozen=True, slots=True)
-class ConsentRow:
-    purpose: str
-    status: str
-    lawful_basis: str
-    since: datetime
-    expires_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class AccessRow:
-    event_id: uuid.UUID
-    actor_id: str
-    role: str
-    purpose: str
-    field_names: tuple[str, ...]
-    kind: str
-    allowed: bool
-    reason: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ErasureRow:
-    status: str
-    at: datetime
-    event_id: uuid.UUID
-    certificate: bytes | None = field(repr=False)
-    signature: bytes | None = field(repr=False)
 
 
 class ViewStore(ABC):

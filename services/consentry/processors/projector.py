@@ -5,9 +5,12 @@ from __future__ import annotations
 from consentry.core import events as ev
 from consentry.core.sealing import SealedValue
 from consentry.core.views import (
+    AccessRow,
     AddAccess,
     Change,
+    ConsentRow,
     DropValues,
+    ErasureRow,
     PutConsent,
     PutErasure,
     PutSubject,
@@ -19,41 +22,20 @@ def project(event: ev.LedgerEvent) -> list[Change]:
     """The changes one event makes to the read models."""
     meta = event.meta
     subject = meta.subject_id
-    actor_id = meta.actor.actor_id if meta.actor else (meta.producer or "")
-    role = meta.actor.role if meta.actor else "producer"
     match event:
         case ev.ReferenceLinked():
             return [PutSubject(subject, "active", meta.occurred_at, meta.sequence)]
         case ev.ConsentGranted():
-            return [
-                PutConsent(
-                    subject,
-                    event.purpose,
-                    "granted",
-                    event.lawful_basis,
-                    meta.occurred_at,
-                    event.expires_at,
-                    meta.event_id,
-                )
-            ]
+            granted = ConsentRow(
+                event.purpose, "granted", event.lawful_basis, meta.occurred_at, event.expires_at
+            )
+            return [PutConsent(subject, granted, meta.event_id)]
         case ev.ConsentWithdrawn():
-            return [
-                PutConsent(
-                    subject, event.purpose, "withdrawn", "consent", meta.occurred_at, None, meta.event_id
-                )
-            ]
+            withdrawn = ConsentRow(event.purpose, "withdrawn", "consent", meta.occurred_at, None)
+            return [PutConsent(subject, withdrawn, meta.event_id)]
         case ev.ConsentExpired():
-            return [
-                PutConsent(
-                    subject,
-                    event.purpose,
-                    "expired",
-                    "consent",
-                    event.expired_at,
-                    event.expired_at,
-                    meta.event_id,
-                )
-            ]
+            expired = ConsentRow(event.purpose, "expired", "consent", event.expired_at, event.expired_at)
+            return [PutConsent(subject, expired, meta.event_id)]
         case ev.DataUpdated():
             return [
                 PutValue(subject, event.purpose, name, value, meta.event_id, meta.occurred_at)
@@ -61,54 +43,15 @@ def project(event: ev.LedgerEvent) -> list[Change]:
                 if isinstance(value, SealedValue)
             ]
         case ev.DataAccessed():
-            return [
-                AddAccess(
-                    meta.event_id,
-                    subject,
-                    actor_id,
-                    role,
-                    event.purpose,
-                    event.field_names,
-                    event.access_kind,
-                    True,
-                    "",
-                    meta.recorded_at,
-                )
-            ]
+            return [_access(event, event.field_names, event.access_kind)]
         case ev.AccessDenied():
-            return [
-                AddAccess(
-                    meta.event_id,
-                    subject,
-                    actor_id,
-                    role,
-                    event.purpose,
-                    (),
-                    event.access_kind,
-                    False,
-                    event.reason,
-                    meta.recorded_at,
-                )
-            ]
+            return [_access(event, (), event.access_kind, reason=event.reason)]
         case ev.DataShared():
-            return [
-                AddAccess(
-                    meta.event_id,
-                    subject,
-                    actor_id,
-                    role,
-                    event.purpose,
-                    event.field_names,
-                    f"share:{event.processor}",
-                    True,
-                    "",
-                    meta.recorded_at,
-                )
-            ]
+            return [_access(event, event.field_names, f"share:{event.processor}")]
         case ev.ErasureRequested():
             return [
                 PutSubject(subject, "erasing", meta.recorded_at, meta.sequence),
-                PutErasure(subject, "requested", meta.recorded_at, meta.event_id),
+                PutErasure(subject, ErasureRow("requested", meta.recorded_at, meta.event_id)),
             ]
         case ev.KeysShredded():
             changes: list[Change] = [
@@ -118,11 +61,13 @@ def project(event: ev.LedgerEvent) -> list[Change]:
                 changes.append(
                     PutErasure(
                         subject,
-                        "erased",
-                        meta.recorded_at,
-                        meta.event_id,
-                        event.certificate,
-                        event.signature,
+                        ErasureRow(
+                            "erased",
+                            meta.recorded_at,
+                            meta.event_id,
+                            event.certificate,
+                            event.signature,
+                        ),
                     )
                 )
             return changes
@@ -132,3 +77,27 @@ def project(event: ev.LedgerEvent) -> list[Change]:
                 PutSubject(subject, "erased", meta.recorded_at, meta.sequence),
             ]
     return []
+
+
+def _access(
+    event: ev.DataAccessed | ev.AccessDenied | ev.DataShared,
+    field_names: tuple[str, ...],
+    kind: str,
+    reason: str = "",
+) -> AddAccess:
+    """An access log entry: a granted read or share (no reason) or a refusal (with its reason)."""
+    meta = event.meta
+    actor_id = meta.actor.actor_id if meta.actor else (meta.producer or "")
+    role = meta.actor.role if meta.actor else "producer"
+    entry = AccessRow(
+        meta.event_id,
+        actor_id,
+        role,
+        event.purpose,
+        field_names,
+        kind,
+        not reason,
+        reason,
+        meta.recorded_at,
+    )
+    return AddAccess(meta.subject_id, entry)
