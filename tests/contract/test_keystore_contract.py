@@ -10,9 +10,10 @@ import pytest
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.core.errors import KeyProviderError, ScopeShredded
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider
-from consentry.core.keystore import InMemoryKeystore, KeyRow, Keystore
+from consentry.core.keystore import KeyRow, Keystore
+from consentry.core.memory_keystore import InMemoryKeystore
 from consentry.core.sealing import CONSENT_SCOPE, DataKey
-from tests.contract.keystore_contract import MARKETING, KeystoreContract, same_key
+from tests.contract.keystore_contract import MARKETING, KeystoreContract, files_holding, same_key
 from tests.support import StepClock, files_under, master_key
 
 
@@ -35,10 +36,6 @@ def wrapped_blob(keystore: SQLiteKeystore, subject: uuid.UUID, scope: str) -> by
     row = keystore._latest(subject, scope)
     assert isinstance(row, KeyRow)
     return row.wrapped.blob
-
-
-def files_holding(root: Path, needle: bytes) -> list[str]:
-    return sorted(p.name for p in files_under(root) if needle in p.read_bytes())
 
 
 class TestSQLiteKeystore(KeystoreContract):
