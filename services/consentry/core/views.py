@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -108,7 +108,15 @@ class PutErasure:
     erasure: ErasureRow
 
 
-Change = PutValue | DropValues | PutConsent | AddAccess | PutSubject | PutErasure
+@dataclass(frozen=True, slots=True)
+class MarkApplied:
+    """The subject's events up to `sequence` are in the views; later redeliveries are skipped."""
+
+    subject_id: uuid.UUID
+    sequence: int
+
+
+Change = PutValue | DropValues | PutConsent | AddAccess | PutSubject | PutErasure | MarkApplied
 
 
 class ViewStore(ABC):
@@ -121,6 +129,18 @@ class ViewStore(ABC):
     @abstractmethod
     def apply(self, name: str, changes: Sequence[Change], position: int) -> None:
         """Applies the changes and records the position in one transaction."""
+
+    @abstractmethod
+    def apply_at(self, changes: Sequence[Change], positions: Mapping[str, int]) -> None:
+        """Applies the changes and records several named positions in one transaction."""
+
+    @abstractmethod
+    def positions(self, prefix: str) -> dict[str, int]:
+        """Every recorded position whose name starts with the prefix."""
+
+    @abstractmethod
+    def applied(self, subject_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The last sequence in the views of each subject that has one."""
 
     @abstractmethod
     def reset(self, name: str) -> None:

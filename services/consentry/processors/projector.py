@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping, Sequence
+
 from consentry.core import events as ev
 from consentry.core.sealing import SealedValue
 from consentry.core.views import (
@@ -11,6 +14,7 @@ from consentry.core.views import (
     ConsentRow,
     DropValues,
     ErasureRow,
+    MarkApplied,
     PutConsent,
     PutErasure,
     PutSubject,
@@ -101,3 +105,21 @@ def _access(
         meta.recorded_at,
     )
     return AddAccess(meta.subject_id, entry)
+
+
+def project_new(events: Sequence[ev.LedgerEvent], applied: Mapping[uuid.UUID, int]) -> list[Change]:
+    """The changes of the events the views do not hold yet, then each subject's new watermark.
+
+    `applied` is the last sequence of each subject already in the views: a redelivered event (at or
+    below it) changes nothing, so runners with at-least-once delivery stay exact.
+    """
+    marks = dict(applied)
+    changes: list[Change] = []
+    for event in events:
+        subject, sequence = event.meta.subject_id, event.meta.sequence
+        if sequence <= marks.get(subject, 0):
+            continue
+        changes.extend(project(event))
+        marks[subject] = sequence
+    changes.extend(MarkApplied(s, n) for s, n in marks.items() if n != applied.get(s))
+    return changes

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 
 from consentry.core.avro import AvroCodec
 from consentry.core.events import event_from_record
-from consentry.core.views import Change, ViewStore
-from consentry.processors.projector import project
+from consentry.core.views import ViewStore
+from consentry.processors.projector import project_new
 
 RUNNER_NAME = "views"
 
@@ -44,24 +44,25 @@ class EmbeddedRunner:
         """Applies everything after the recorded position; returns how many events."""
         with self._lock:
             done = 0
-            start = position = self.store.position(RUNNER_NAME)
-            changes: list[Change] = []
-            pending = 0
-            for position, state in self._log(start):
-                contract, record = self._codec.decode(state)
-                changes.extend(project(event_from_record(contract, record)))
-                pending += 1
-                if pending >= self._page:
-                    self.store.apply(RUNNER_NAME, changes, position)
-                    done, pending, changes = done + pending, 0, []
+            page: list[tuple[int, bytes]] = []
+            for entry in self._log(self.store.position(RUNNER_NAME)):
+                page.append(entry)
+                if len(page) >= self._page:
+                    done += self._apply(page)
+                    page = []
                     if progress:
                         progress(done)
-            if pending:
-                self.store.apply(RUNNER_NAME, changes, position)
-                done += pending
+            if page:
+                done += self._apply(page)
                 if progress:
                     progress(done)
             return done
+
+    def _apply(self, page: list[tuple[int, bytes]]) -> int:
+        events = [event_from_record(*self._codec.decode(state)) for _, state in page]
+        applied = self.store.applied(sorted({e.meta.subject_id for e in events}))
+        self.store.apply(RUNNER_NAME, project_new(events, applied), page[-1][0])
+        return len(page)
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Empties the views and projects the whole log again; readers that catch up wait for it."""
