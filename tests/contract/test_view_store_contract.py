@@ -1,0 +1,136 @@
+"""One contract for the read-model stores: SQLite (embedded) and PostgreSQL (distributed)."""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from consentry.adapters.postgres_views import PostgresViewStore, migrate
+from consentry.adapters.sqlite_views import SQLiteViewStore
+from consentry.core.sealing import SealedValue
+from consentry.core.views import (
+    AccessRow,
+    AddAccess,
+    ConsentRow,
+    DropValues,
+    ErasureRow,
+    MarkApplied,
+    PutConsent,
+    PutErasure,
+    PutSubject,
+    PutValue,
+    ViewStore,
+)
+from tests.services import pg_dsn, scratch_schema
+from tests.support import T0
+
+
+def sealed(scope: str) -> SealedValue:
+    return SealedValue(scope, uuid.uuid4().hex, b"n" * 12, uuid.uuid4().bytes)
+
+
+class ViewStoreContract(ABC):
+    @abstractmethod
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[ViewStore]: ...
+
+    def test_changes_and_position_commit_together_and_read_back(self, store: ViewStore) -> None:
+        subject, event = uuid.uuid4(), uuid.uuid4()
+        value = sealed("purpose:support")
+        store.apply(
+            "views",
+            [
+                PutSubject(subject, "active", T0, 1),
+                PutValue(subject, "support", "email", value, event, T0),
+                PutConsent(subject, ConsentRow("support", "granted", "consent", T0, None), event),
+                AddAccess(
+                    subject,
+                    AccessRow(event, "alice", "agent", "support", ("email",), "profile", True, "", T0),
+                ),
+                MarkApplied(subject, 3),
+            ],
+            7,
+        )
+        assert store.position("views") == 7
+        assert store.values(subject) == {"support": {"email": value}}
+        assert store.values(subject, "marketing") == {}
+        assert store.consents(subject) == [ConsentRow("support", "granted", "consent", T0, None)]
+        assert [a.actor_id for a in store.accesses(subject)] == ["alice"]
+        assert store.subject_status(subject) == "active"
+        assert store.applied([subject, uuid.uuid4()]) == {subject: 3}
+
+    def test_replacing_dropping_and_erasing(self, store: ViewStore) -> None:
+        subject, event = uuid.uuid4(), uuid.uuid4()
+        store.apply(
+            "views",
+            [
+                PutValue(subject, "support", "email", sealed("purpose:support"), event, T0),
+                PutValue(subject, "marketing", "email", sealed("purpose:marketing"), event, T0),
+            ],
+            1,
+        )
+        newer = sealed("purpose:support")
+        store.apply("views", [PutValue(subject, "support", "email", newer, event, T0)], 2)
+        store.apply("views", [DropValues(subject, ("purpose:marketing",))], 3)
+        assert store.values(subject) == {"support": {"email": newer}}
+        erased = ErasureRow("erased", T0 + timedelta(seconds=1), event, b"cert", b"sig")
+        store.apply("views", [DropValues(subject, None), PutErasure(subject, erased)], 4)
+        assert store.values(subject) == {}
+        assert store.erasure(subject) == erased
+
+    def test_a_failed_page_changes_nothing(self, store: ViewStore) -> None:
+        subject, event = uuid.uuid4(), uuid.uuid4()
+        good = PutValue(subject, "support", "email", sealed("purpose:support"), event, T0)
+        bad = PutSubject(subject, None, T0, 1)  # type: ignore[arg-type]  # NOT NULL column
+        with pytest.raises(Exception):  # noqa: B017 - each driver raises its own type
+            store.apply("views", [good, bad], 9)
+        assert store.values(subject) == {}
+        assert store.position("views") == 0
+
+    def test_positions_by_prefix_and_reset(self, store: ViewStore) -> None:
+        store.apply_at([], {"kafka:0": 5, "kafka:1": 9, "other": 1})
+        assert store.positions("kafka:") == {"kafka:0": 5, "kafka:1": 9}
+        subject = uuid.uuid4()
+        store.apply("views", [MarkApplied(subject, 2)], 3)
+        store.reset("views")
+        assert store.positions("") == {}
+        assert store.applied([subject]) == {}
+        assert all(rows == [] for rows in store.dump().values())
+
+
+class TestSQLiteViewStore(ViewStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[ViewStore]:
+        store = SQLiteViewStore(tmp_path / "views.db")
+        yield store
+        store.close()
+
+
+class TestPostgresViewStore(ViewStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[ViewStore]:
+        with scratch_schema("views_test") as schema:
+            migrate(pg_dsn("owner"), schema)
+            store = PostgresViewStore(pg_dsn("owner"), schema)
+            yield store
+            store.close()
+
+
+def test_the_processors_role_writes_views_and_cannot_touch_the_keystore() -> None:
+    migrate(pg_dsn("owner"), "views")
+    store = PostgresViewStore(pg_dsn("processors"))
+    subject = uuid.uuid4()
+    store.apply("contract-check", [MarkApplied(subject, 1)], 1)
+    assert store.applied([subject]) == {subject: 1}
+    store.close()
+    with (
+        psycopg.connect(pg_dsn("processors")) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT 1 FROM keystore.data_keys LIMIT 1")

@@ -1,0 +1,48 @@
+"""Where the real Kafka broker and PostgreSQL cluster of this test run are (infra/with-services.sh).
+
+A missing service fails the test: distributed-mode tests are never skipped for want of a service.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from psycopg import sql
+
+
+def _env(name: str, service: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the tests through `make test` (it starts {service})")
+    return value
+
+
+def pg_dsn(role: str) -> str:
+    """The DSN of one of the cluster's roles: owner, ledger, processors, query, shredder."""
+    return _env(f"CONSENTRY_PG_DSN_{role.upper()}", "PostgreSQL")
+
+
+def pg_data_dir() -> str:
+    return _env("CONSENTRY_PG_DATA_DIR", "PostgreSQL")
+
+
+def kafka_bootstrap() -> str:
+    return _env("CONSENTRY_KAFKA_BOOTSTRAP", "Kafka")
+
+
+@contextmanager
+def scratch_schema(prefix: str) -> Iterator[str]:
+    """A fresh schema owned by the owner role, dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_dsn("owner"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(pg_dsn("owner"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
