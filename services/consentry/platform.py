@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -26,9 +26,11 @@ from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, SystemClock
 from consentry.core.intake import IntakeParser
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider
+from consentry.core.keystore import Keystore
 from consentry.core.policy import Policy, load_policy
 from consentry.core.problems import Problem
 from consentry.core.settings import Settings
+from consentry.core.views import ViewStore
 from consentry.intake.http import intake_router
 from consentry.ledger.application import Ledger, open_recorder
 from consentry.processors.runner import EmbeddedRunner
@@ -39,18 +41,33 @@ from consentry.shredder.service import Shredder
 log = logging.getLogger("consentry")
 
 
+class ViewsRuntime(Protocol):
+    """How a process keeps its read models current: in-process runner or remote workers."""
+
+    def refresh(self, subject_id: uuid.UUID | None = None) -> None:
+        """Returns once the views hold everything the ledger has (for the subject, if given)."""
+
+    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
+        """Empties the views and projects the whole log again; None-capable runtimes raise."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class Platform:
-    """Everything the embedded process runs, wired together."""
+    """Everything one process runs, wired together (embedded, or the distributed API service)."""
 
     settings: Settings
     policy: Policy
     provider: KeyProvider
-    keystore: SQLiteKeystore
+    keystore: Keystore
     ledger: Ledger
-    views: SQLiteViewStore
-    runner: EmbeddedRunner
+    views: ViewStore
+    runner: ViewsRuntime
     shredder: Shredder
+    embedded: bool = True
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None) -> Platform:
@@ -82,13 +99,20 @@ class Platform:
 
     def recover(self) -> None:
         """Finishes shredding a crash interrupted, then brings the views up to date."""
-        self.shredder.run_pending()
-        self.runner.catch_up()
+        if self.embedded:
+            self.shredder.run_pending()
+        self.runner.refresh()
 
     def erase(self, subject_id: uuid.UUID) -> dict[str, Any]:
-        """Shreds an erased subject now and answers with its certificate document."""
+        """Shreds an erased subject now and answers with its certificate document.
+
+        In distributed mode the shredder worker reacts to the request on `consentry.events`; the
+        answer then only confirms the request, and the certificate follows in the erasure register.
+        """
+        if not self.embedded:
+            return {"subject_id": str(subject_id), "status": "requested"}
         result = self.shredder.erase(subject_id)
-        self.runner.catch_up()
+        self.runner.refresh()
         document = self.certificate(subject_id)
         return {
             "subject_id": str(subject_id),
@@ -107,9 +131,13 @@ class Platform:
         )
 
     def after_write(self) -> None:
-        """Shreds what new withdrawals ask for, and projects new events (read-your-writes)."""
-        self.shredder.run_pending()
-        self.runner.catch_up()
+        """Shreds what new withdrawals ask for, and projects new events (read-your-writes).
+
+        Distributed mode leaves both to the shredder and processor workers.
+        """
+        if self.embedded:
+            self.shredder.run_pending()
+            self.runner.refresh()
 
     def close(self) -> None:
         self.runner.stop()
@@ -137,7 +165,7 @@ def create_app(platform: Platform) -> FastAPI:
             ledger, platform.views, platform.runner.refresh, platform.erase, platform.certificate
         )
     )
-    app.include_router(audit_router(ledger, platform.runner.rebuild))
+    app.include_router(audit_router(ledger, platform.runner.rebuild if platform.embedded else None))
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

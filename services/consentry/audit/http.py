@@ -17,10 +17,11 @@ from consentry.ledger.chain import verify_chain
 Auth = Annotated[str | None, Header(alias="Authorization")]
 
 
-def audit_router(ledger: Ledger, rebuild: Callable[[], int]) -> APIRouter:
+def audit_router(ledger: Ledger, rebuild: Callable[[], int] | None) -> APIRouter:
     """Endpoints for auditors and data-protection officers (permission `audit`).
 
-    `rebuild` empties every read model and projects the whole log again, answering how many events.
+    `rebuild` empties every read model and projects the whole log again, answering how many events;
+    None where the views belong to other processes (distributed mode: `consentry replay --kafka`).
     """
     router = APIRouter(tags=["audit"])
 
@@ -66,6 +67,12 @@ def audit_router(ledger: Ledger, rebuild: Callable[[], int]) -> APIRouter:
     @router.post("/v1/audit/replay", summary="Rebuild every read model from the log")
     def replay(authorization: Auth = None) -> dict[str, Any]:
         auditor(authorization)
+        if rebuild is None:
+            raise Problem(
+                409,
+                "replay-elsewhere",
+                "the processors worker owns the read models here: stop it and run consentry replay",
+            )
         started = time.perf_counter()
         events = rebuild()
         return {"events": events, "seconds": round(time.perf_counter() - started, 3)}

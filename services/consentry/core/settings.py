@@ -9,6 +9,11 @@
 | CONSENTRY_KEY_FILE | path of the local key file (created 0600 on first run) | DATA_DIR/keys.json |
 | CONSENTRY_HOST / CONSENTRY_PORT | where the HTTP API listens | 127.0.0.1 / 8000 |
 | CONSENTRY_MAX_BATCH | most records one intake request may carry | 1000 |
+| CONSENTRY_KAFKA_BOOTSTRAP | Kafka bootstrap servers (distributed mode) | unset |
+| CONSENTRY_PARTITIONS | partitions of the topics the platform creates | 6 |
+| CONSENTRY_PG_DSN | PostgreSQL DSN of the service's own role (ledger, keystore) | unset |
+| CONSENTRY_PG_VIEWS_DSN | PostgreSQL DSN for the read models (API: query role; processors) | unset |
+| CONSENTRY_PG_OWNER_DSN | PostgreSQL DSN of the owner role, for `consentry migrate` only | unset |
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_batch: int = Field(default=1000, ge=1, le=100_000)
+    kafka_bootstrap: str | None = None
+    partitions: int = Field(default=6, ge=1, le=1024)
+    pg_dsn: SecretStr | None = None
+    pg_views_dsn: SecretStr | None = None
+    pg_owner_dsn: SecretStr | None = None
 
     @property
     def key_path(self) -> Path:

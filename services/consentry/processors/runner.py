@@ -8,6 +8,7 @@ embedded platform (read-your-writes), and a background thread polls for anything
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 
 from consentry.core.avro import AvroCodec
@@ -36,8 +37,8 @@ class EmbeddedRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def refresh(self) -> None:
-        """Catches up, for callers that only need the views current."""
+    def refresh(self, subject_id: uuid.UUID | None = None) -> None:
+        """Catches up, for callers that only need the views current (every subject at once)."""
         self.catch_up()
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:

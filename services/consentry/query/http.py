@@ -29,7 +29,7 @@ Auth = Annotated[str | None, Header(alias="Authorization")]
 def query_router(
     ledger: Ledger,
     views: ViewStore,
-    catch_up: Callable[[], None],
+    catch_up: Callable[[uuid.UUID], None],
     on_erasure: Callable[[uuid.UUID], dict[str, Any]],
     certificate: Callable[[uuid.UUID], dict[str, Any] | None],
 ) -> APIRouter:
@@ -50,7 +50,7 @@ def query_router(
         state: SubjectState, who: Caller, role: str, purpose: str, reason: str, kind: str, status: int
     ) -> Problem:
         ledger.execute([DenyAccess(state.subject_id, Actor(who.actor_id, role), purpose, reason, kind)])
-        catch_up()
+        catch_up(state.subject_id)
         return Problem(status, reason.replace("_", "-"), f"access refused: {reason}")
 
     @router.get("/v1/subjects", summary="Find a subject by an external reference")
@@ -78,7 +78,7 @@ def query_router(
             raise refuse(state, who, role, purpose, "subject_erased", "profile", 410)
         if not _purpose_active(ledger, state, purpose):
             raise refuse(state, who, role, purpose, "no_consent", "profile", 403)
-        catch_up()
+        catch_up(state.subject_id)
         sealed = views.values(subject_id, purpose).get(purpose, {})
         outcome = ledger.execute(
             [
@@ -89,7 +89,7 @@ def query_router(
         )[0]
         if outcome.status != "accepted":
             raise Problem(410, "subject-erased", "the subject is erased")
-        catch_up()
+        catch_up(state.subject_id)
         return {
             "subject_id": str(subject_id),
             "purpose": purpose,
@@ -102,7 +102,7 @@ def query_router(
     def consents(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
         caller(authorization)
         state = known(subject_id)
-        catch_up()
+        catch_up(state.subject_id)
         return {
             "subject_id": str(subject_id),
             "erased": state.erasure_requested,
@@ -137,7 +137,7 @@ def query_router(
         role = who.any_role_with(ledger.policy, "export")
         if role is None:
             raise refuse(state, who, who.roles[0], "*", "role_not_allowed", "export", 403)
-        catch_up()
+        catch_up(state.subject_id)
         return reader.export(state, Actor(who.actor_id, role), catch_up)
 
     @router.post("/v1/subjects/{subject_id}/erasure", status_code=202, summary="Erase the subject")
@@ -149,7 +149,7 @@ def query_router(
             raise refuse(state, who, who.roles[0], "*", "role_not_allowed", "erasure", 403)
         ledger.execute([RequestErasure(subject_id, Actor(who.actor_id, role))])
         result = on_erasure(subject_id)
-        catch_up()
+        catch_up(state.subject_id)
         return result
 
     @router.get("/v1/subjects/{subject_id}/erasure", summary="The erasure certificate")

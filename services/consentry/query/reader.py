@@ -40,7 +40,7 @@ class Reader:
         return out
 
     def export(
-        self, state: SubjectState, actor: ev.Actor, catch_up: Callable[[], None]
+        self, state: SubjectState, actor: ev.Actor, catch_up: Callable[[uuid.UUID], None]
     ) -> dict[str, Any]:
         """Everything held about the subject: data per purpose, consent history, accesses."""
         subject_id = state.subject_id
@@ -63,7 +63,7 @@ class Reader:
             outcomes = self.ledger.execute(commands)
             if any(o.status != "accepted" for o in outcomes):
                 return base | {"erased": True, "data": {}}
-            catch_up()
+            catch_up(subject_id)
             base |= {
                 "data": {p: self.open_fields(subject_id, v) for p, v in sealed.items()},
                 "references": self._references(subject_id),
