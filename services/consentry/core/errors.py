@@ -26,6 +26,8 @@ class Reason(StrEnum):
     PRODUCER_NOT_ALLOWED = "producer_not_allowed"
     ROLE_NOT_ALLOWED = "role_not_allowed"
     CONFLICT = "conflict"
+    SEALED_ENVELOPE_INVALID = "sealed_envelope_invalid"
+    UNAUTHORIZED = "unauthorized"
 
 
 class ConsentryError(Exception):

@@ -2,6 +2,8 @@
 
 The key file holds versioned KEKs, the blind-index key and the certificate signing key. It is created
 on first run with mode 0600, or every secret is derived (HKDF) from `CONSENTRY_MASTER_KEY`.
+The intake transit key (HPKE, see `core.transit`) is derived with HKDF too: from the master key, or
+from the key file's signing seed under its own label, so existing key files need no new entry.
 Rotating the KEK (re-wrap, then retire the old version) makes stray copies of wrapped keys useless.
 """
 
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from consentry.core.errors import KeyProviderError
+from consentry.core.transit import IntakeKey
 
 KEYFILE_FORMAT: Final = "consentry.keyfile/1"
 _WRAP_LABEL: Final = b"consentry.wrap.v1"
@@ -69,6 +72,18 @@ class KeyProvider(ABC):
     @abstractmethod
     def signing_key(self) -> Ed25519PrivateKey:
         """The Ed25519 key that signs erasure certificates."""
+
+    @abstractmethod
+    def intake_key(self) -> IntakeKey:
+        """The HPKE private key producers seal Kafka intake records to."""
+
+    def intake_public_key(self) -> bytes:
+        """The raw intake public key (1216 bytes) producers seal to."""
+        return self.intake_key().public_bytes()
+
+    def intake_public_key_pem(self) -> str:
+        """The intake public key as PEM text to publish."""
+        return self.intake_key().public_pem()
 
     def wrap(self, secret: bytes, subject_id: uuid.UUID, scope: str, key_id: str) -> WrappedKey:
         """Wraps a data key under the active KEK."""
@@ -115,6 +130,7 @@ class LocalKeyFileProvider(KeyProvider):
         index_key: bytes,
         signing_seed: bytes,
         path: Path | None = None,
+        intake_seed: bytes | None = None,
     ) -> None:
         if active not in keks:
             raise KeyProviderError("key file: the active KEK version is missing")
@@ -125,6 +141,9 @@ class LocalKeyFileProvider(KeyProvider):
         self._signing = Ed25519PrivateKey.from_private_bytes(signing_seed)
         self._signing_seed = signing_seed
         self.path = path
+        # A key file keeps no separate intake seed: it is derived from the file's signing seed.
+        self._intake_seed = intake_seed or _derive(signing_seed, "intake transit")
+        self._intake: IntakeKey | None = None
 
     def __repr__(self) -> str:
         return f"LocalKeyFileProvider(path={self.path}, active={self._active})"
@@ -140,6 +159,7 @@ class LocalKeyFileProvider(KeyProvider):
             1,
             _derive(master, "blind index"),
             _derive(master, "certificate signing"),
+            intake_seed=_derive(master, "intake transit"),
         )
 
     @classmethod
@@ -204,3 +224,8 @@ class LocalKeyFileProvider(KeyProvider):
 
     def signing_key(self) -> Ed25519PrivateKey:
         return self._signing
+
+    def intake_key(self) -> IntakeKey:
+        if self._intake is None:
+            self._intake = IntakeKey.from_seed(self._intake_seed)
+        return self._intake
