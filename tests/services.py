@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,6 +34,18 @@ def pg_data_dir() -> str:
 
 def kafka_bootstrap() -> str:
     return _env("CONSENTRY_KAFKA_BOOTSTRAP", "Kafka")
+
+
+def kafka_data_dir() -> str:
+    return _env("CONSENTRY_KAFKA_DATA_DIR", "Kafka")
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @contextmanager

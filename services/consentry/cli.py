@@ -104,12 +104,24 @@ def demo(url: str) -> None:
 @cli.command()
 @data_dir_option
 @policy_option
-def replay(data_dir: Path | None, policy: Path | None) -> None:
+@click.option(
+    "--kafka",
+    is_flag=True,
+    help="Distributed mode: rebuild the PostgreSQL views from consentry.events offset 0 "
+    "(stop the processors worker first).",
+)
+def replay(data_dir: Path | None, policy: Path | None, kafka: bool) -> None:
     """Rebuild every read model from the ledger (stop `run` first)."""
     from rich.progress import Progress
 
     from consentry.platform import Platform
 
+    if kafka:
+        from consentry.cluster import replay_kafka
+
+        done = replay_kafka(_settings(data_dir, policy))
+        click.echo(f"replayed {done} events from consentry.events into the read models")
+        return
     platform = Platform.open(_settings(data_dir, policy))
     total = platform.ledger.recorder.max_notification_id() or 0
     with Progress(transient=False) as progress:
@@ -117,6 +129,79 @@ def replay(data_dir: Path | None, policy: Path | None) -> None:
         done = platform.runner.rebuild(lambda n: progress.update(task, completed=n))
     click.echo(f"replayed {done} events into the read models")
     platform.close()
+
+
+@cli.command()
+@policy_option
+def migrate(policy: Path | None) -> None:
+    """Distributed mode: create the ledger, keystore and view tables (CONSENTRY_PG_OWNER_DSN)."""
+    from consentry.cluster import migrate as migrate_tables
+    from consentry.cluster import owner_dsn, provider_of
+
+    try:
+        settings = _settings(None, policy)
+        migrate_tables(owner_dsn(settings), provider_of(settings))
+    except ConsentryError as exc:
+        _fail(str(exc))
+    click.echo("tables of the ledger, keystore and views are in place")
+
+
+@cli.command()
+@policy_option
+@click.option("--host", default=None, help="Listen address (env CONSENTRY_HOST), loopback by default.")
+@click.option("--port", type=int, default=None, help="Listen port (env CONSENTRY_PORT).")
+def serve(policy: Path | None, host: str | None, port: int | None) -> None:
+    """Distributed mode: the HTTP API (intake, query, audit) on PostgreSQL."""
+    import uvicorn
+
+    from consentry.cluster import open_api
+    from consentry.platform import create_app
+
+    try:
+        settings = _settings(None, policy, host=host, port=port)
+        platform = open_api(settings)
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"Consentry API (distributed) on http://{settings.host}:{settings.port}")
+    try:
+        uvicorn.run(
+            create_app(platform),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        platform.close()
+
+
+@cli.command()
+@policy_option
+def relay(policy: Path | None) -> None:
+    """Distributed mode: copy the ledger's log to consentry.events until SIGTERM."""
+    from consentry.cluster import run_relay
+
+    try:
+        run_relay(_settings(None, policy))
+    except ConsentryError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["processors", "shredder", "intake"]))
+@policy_option
+def worker(kind: str, policy: Path | None) -> None:
+    """Distributed mode: run one faust worker until SIGTERM."""
+    from consentry.workers import run_worker, worker_app
+
+    try:
+        settings = _settings(None, policy)
+        app = worker_app(kind, settings)
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    run_worker(app, settings)
 
 
 @cli.group()

@@ -208,4 +208,12 @@ def create_app(platform: Platform) -> FastAPI:
     def public_key() -> dict[str, str]:
         return {"algorithm": "Ed25519", "public_key": certificates.public_key_pem(platform.provider)}
 
+    @app.get("/v1/keys/intake-public-key", tags=["intake"])
+    def intake_public_key() -> dict[str, str]:
+        """The key producers seal Kafka intake envelopes to (HPKE, ML-KEM-768 + X25519)."""
+        return {
+            "suite": "MLKEM768_X25519/HKDF_SHA256/AES_256_GCM",
+            "public_key": platform.provider.intake_public_key_pem(),
+        }
+
     return app

@@ -1,4 +1,11 @@
-"""A real embedded Consentry process (uvicorn on a free loopback port, SQLite files) per test module."""
+"""A real embedded Consentry process (uvicorn on a free loopback port, SQLite files) per test module.
+
+`start_server(data_dir)` starts `python -m consentry.cli run` on its own data directory and waits for
+`/healthz`; `Server.stop()` ends it with SIGTERM; `running_server` does both around a with block. A
+test can stop a server, change its files and start another one on the same directory. The process's
+output goes to a log file next to (never inside) the data directory, so file scans of the data
+directory see only what the platform stores.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
 
 from tests.support import EXAMPLE_POLICY
+
+STARTUP_SECONDS = 30
+STOP_SECONDS = 10
 
 
 @dataclass
@@ -22,9 +34,22 @@ class Server:
     base: str
     data_dir: Path
     process: subprocess.Popen[bytes]
+    log: IO[bytes]
 
     def client(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    def stop(self) -> int:
+        """Ends the process with SIGTERM (SIGKILL if it does not exit); returns its exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_SECONDS)
+        self.log.close()
+        return self.process.returncode
 
 
 def _free_port() -> int:
@@ -34,11 +59,22 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("data")
+def log_path(data_dir: Path) -> Path:
+    """Where the server on data_dir writes its output: a sibling file of the data directory."""
+    return data_dir.with_name(f"{data_dir.name}.server.log")
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_server(data_dir: Path) -> Server:
+    """Starts the embedded platform on data_dir and returns once it answers /healthz."""
     port = _free_port()
-    log = (data_dir.parent / "server.log").open("wb")
+    log = log_path(data_dir).open("ab")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -56,18 +92,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stderr=subprocess.STDOUT,
         env=os.environ.copy(),
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("the embedded server did not answer /healthz within 30 s")
-    yield Server(base, data_dir, process)
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
+    server = Server(f"http://127.0.0.1:{port}", data_dir, process, log)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline and process.poll() is None:
+        if _answers(server.base):
+            return server
+        time.sleep(0.1)
+    server.stop()
+    output = log_path(data_dir).read_text(errors="replace")[-2000:]
+    pytest.fail(
+        f"the embedded server did not answer /healthz within {STARTUP_SECONDS} s "
+        f"(exit code {process.returncode}); its output:\n{output}"
+    )
+
+
+@contextmanager
+def running_server(data_dir: Path) -> Iterator[Server]:
+    """A server on data_dir for the duration of a with block."""
+    started = start_server(data_dir)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("data")) as running:
+        yield running

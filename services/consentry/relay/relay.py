@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 POSITION_HEADER: Final = "consentry-position"
 EVENTS_TOPIC: Final = "consentry.events"
@@ -122,12 +123,9 @@ async def last_relayed_position(bootstrap: str, topic: str) -> int:
         isolation_level="read_committed",
         enable_auto_commit=False,
     )
+    tps = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
     await consumer.start()
     try:
-        if topic not in await consumer.topics():
-            raise LookupError(f"topic {topic} does not exist; create the topics first")
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         best = 0
@@ -137,6 +135,20 @@ async def last_relayed_position(bootstrap: str, topic: str) -> int:
         return best
     finally:
         await consumer.stop()
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    """The topic's partition ids, from the cluster (a consumer only knows topics it subscribed to)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    found = [d for d in described if d.get("topic") == topic and not d.get("error_code")]
+    if not found:
+        raise LookupError(f"topic {topic} does not exist; create the topics first")
+    return sorted(int(p["partition"]) for p in found[0]["partitions"])
 
 
 async def _last_position(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> int | None:

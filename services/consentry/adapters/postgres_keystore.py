@@ -1,0 +1,375 @@
+"""The keystore in PostgreSQL, shared by the intake, query and shredder processes in distributed mode.
+
+Every operation that creates, destroys or tombstones keys of a subject runs in one transaction that
+first takes a transaction-scoped advisory lock on the subject, so "is the subject closed, is the
+scope shredded?" and the insert cannot interleave with another process's erasure. Keys are never
+cached: another process may destroy them at any moment. PostgreSQL has no secure delete, so deleted
+key bytes linger in page free space, the WAL and backups; docs/keystore-postgres.md says where and
+for how long, and how `vacuum` and KEK rotation (`rewrap`, then retiring the old KEK) bound that.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import errors, sql
+
+from consentry.core.clock import Clock
+from consentry.core.errors import KeyExists, KeystoreError
+from consentry.core.keys import KeyProvider, WrappedKey
+from consentry.core.keystore import KeyRow, Keystore, ShreddedKey, Tombstone
+from consentry.core.sealing import DataKey
+
+Row = tuple[Any, ...]
+
+# No statistics on `wrapped` and `blind`: ANALYZE would copy sampled values into pg_statistic, where
+# they stay even if the column is set to 0 later, so it is set in the transaction that creates it.
+# Autovacuum visits the key and reference tables once a single row is dead, not after 20 % of them.
+_TABLES = """
+CREATE TABLE IF NOT EXISTS {s}.data_keys (
+    key_id TEXT PRIMARY KEY, subject_id UUID NOT NULL, scope TEXT NOT NULL,
+    version INTEGER NOT NULL CHECK (version > 0), kek_version INTEGER NOT NULL,
+    wrapped BYTEA NOT NULL, created_at TIMESTAMPTZ NOT NULL, UNIQUE (subject_id, scope, version));
+CREATE TABLE IF NOT EXISTS {s}.tombstones (
+    subject_id UUID NOT NULL, scope TEXT NOT NULL, version INTEGER NOT NULL, key_id TEXT,
+    shredded_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (subject_id, scope, version));
+CREATE INDEX IF NOT EXISTS tombstones_by_key ON {s}.tombstones (key_id);
+CREATE TABLE IF NOT EXISTS {s}.references_index (blind BYTEA PRIMARY KEY, subject_id UUID NOT NULL);
+CREATE INDEX IF NOT EXISTS references_by_subject ON {s}.references_index (subject_id);
+ALTER TABLE {s}.data_keys ALTER COLUMN wrapped SET STATISTICS 0;
+ALTER TABLE {s}.references_index ALTER COLUMN blind SET STATISTICS 0;
+ALTER TABLE {s}.data_keys SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0);
+ALTER TABLE {s}.references_index
+    SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0);
+"""
+# Rows as (key_id, version, kek_version, wrapped, created_at, shredded_at), tombstones included.
+_LATEST = """
+SELECT key_id, version, kek_version, wrapped, created_at, NULL::timestamptz
+FROM {s}.data_keys WHERE subject_id = %(u)s AND scope = %(c)s
+UNION ALL SELECT key_id, version, NULL, NULL, NULL, shredded_at
+FROM {s}.tombstones WHERE subject_id = %(u)s AND scope = %(c)s ORDER BY 2 DESC LIMIT 1
+"""
+_BY_ID = """
+SELECT subject_id, scope, key_id, version, kek_version, wrapped, created_at, NULL::timestamptz
+FROM {s}.data_keys WHERE key_id = %(k)s
+UNION ALL SELECT subject_id, scope, key_id, version, NULL, NULL, NULL, shredded_at
+FROM {s}.tombstones WHERE key_id = %(k)s LIMIT 1
+"""
+# Scopes sort by bytes (COLLATE "C"), as in SQLite, whatever the database's locale.
+_VERSIONS = """
+SELECT scope COLLATE "C", key_id, version, kek_version, wrapped, created_at, NULL::timestamptz
+FROM {s}.data_keys WHERE subject_id = %(u)s AND (%(c)s::text IS NULL OR scope = %(c)s)
+UNION ALL SELECT scope COLLATE "C", key_id, version, NULL, NULL, NULL, shredded_at
+FROM {s}.tombstones WHERE subject_id = %(u)s AND (%(c)s::text IS NULL OR scope = %(c)s) ORDER BY 1, 3
+"""
+_INSERT_KEY = """
+INSERT INTO {s}.data_keys (key_id, subject_id, scope, version, kek_version, wrapped, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+_INSERT_TOMBSTONE = """
+INSERT INTO {s}.tombstones (subject_id, scope, version, key_id, shredded_at)
+VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+# One statement deletes the key rows and writes their tombstones: both or neither.
+_DESTROY = """
+WITH gone AS (
+    DELETE FROM {s}.data_keys WHERE subject_id = %(u)s
+    AND (%(c)s::text[] IS NULL OR scope = ANY(%(c)s::text[]))
+    AND (%(k)s::text[] IS NULL OR key_id = ANY(%(k)s::text[]))
+    RETURNING subject_id, scope, version, key_id)
+INSERT INTO {s}.tombstones (subject_id, scope, version, key_id, shredded_at)
+SELECT subject_id, scope, version, key_id, %(at)s FROM gone
+ON CONFLICT (subject_id, scope, version)
+DO UPDATE SET key_id = EXCLUDED.key_id, shredded_at = EXCLUDED.shredded_at
+RETURNING key_id, scope, version
+"""
+_TO_REWRAP = """
+SELECT key_id, subject_id, scope, kek_version, wrapped FROM {s}.data_keys
+WHERE kek_version <> %s AND key_id > %s ORDER BY key_id LIMIT %s
+"""
+# Matching the old bytes, so a key destroyed (or re-wrapped) meanwhile is left as it is.
+_REWRAP = "UPDATE {s}.data_keys SET kek_version = %s, wrapped = %s WHERE key_id = %s AND wrapped = %s"
+_DEAD_ROWS = """
+SELECT coalesce(sum(pg_stat_get_dead_tuples(c.oid)), 0) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname IN ('data_keys', 'references_index')
+"""
+
+
+def migrate(owner_dsn: str, schema: str = "keystore") -> None:
+    """Creates the schema (if absent), tables and indexes, idempotently; run as the owner role."""
+    try:
+        with psycopg.connect(owner_dsn, autocommit=True) as conn, conn.transaction():
+            # Two services starting at once must not both run CREATE TABLE IF NOT EXISTS.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{schema}:migrate",))
+            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
+            if (
+                conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+                is None
+            ):
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL(_TABLES).format(s=sql.Identifier(schema)))
+    except psycopg.Error as exc:
+        raise _translate(exc, f"cannot create the keystore tables in schema {schema}") from None
+
+
+class PostgresKeystore(Keystore):
+    """Keys in PostgreSQL; one connection per instance, used under the base class's lock."""
+
+    def __init__(
+        self,
+        dsn: str,
+        provider: KeyProvider,
+        clock: Clock | None = None,
+        *,
+        schema: str = "keystore",
+        create: bool = False,
+    ) -> None:
+        # cache_size=0: the base class keeps no key beyond the call that unwrapped it, because the
+        # shredder may destroy a key from another process at any time, unseen by this one.
+        super().__init__(provider, clock, cache_size=0)
+        if create:
+            migrate(dsn, schema)
+        self.schema = schema
+        self._dsn = dsn
+        self._in_transaction = False
+        self._closed = False
+        self._conn = self._connect()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._conn.close()
+
+    # -- what creates, destroys or tombstones keys runs in one transaction under the subject lock
+
+    def create(self, subject_id: uuid.UUID, scope: str, *, new_version: bool = False) -> DataKey:
+        with self._subject_transaction(subject_id):
+            return super().create(subject_id, scope, new_version=new_version)
+
+    def get_or_create(self, subject_id: uuid.UUID, scope: str) -> DataKey:
+        try:
+            return super().get_or_create(subject_id, scope)
+        except KeyExists:
+            # Another process created it between our read and our locked insert: use theirs.
+            return self.get(subject_id, scope)
+
+    def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None) -> list[ShreddedKey]:
+        with self._subject_transaction(subject_id):
+            return super().destroy(subject_id, scopes)
+
+    def destroy_keys(self, subject_id: uuid.UUID, key_ids: Iterable[str]) -> list[ShreddedKey]:
+        with self._subject_transaction(subject_id):
+            return super().destroy_keys(subject_id, key_ids)
+
+    def erase_subject(self, subject_id: uuid.UUID) -> list[ShreddedKey]:
+        with self._subject_transaction(subject_id):
+            return super().erase_subject(subject_id)
+
+    def tombstone(self, subject_id: uuid.UUID, scope: str) -> None:
+        with self._subject_transaction(subject_id):
+            super().tombstone(subject_id, scope)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def vacuum(self, *, full: bool = False) -> int:
+        """VACUUMs the key and reference tables (`full`: into new files); returns dead rows kept.
+
+        Dead rows are kept while an older snapshot may still see them: their bytes are still there.
+        Only the tables' owner may VACUUM them (PostgreSQL < 17); a CHECKPOINT (superuser or
+        pg_checkpoint) then writes the cleaned pages to disk.
+        """
+        skipped: list[str] = []
+
+        def on_notice(diagnostic: errors.Diagnostic) -> None:
+            # VACUUM skips a table the role does not own with a WARNING, not an error.
+            if diagnostic.severity_nonlocalized == "WARNING":
+                skipped.append(diagnostic.sqlstate or "")
+
+        statement = sql.SQL("VACUUM (FULL {f}) {s}.data_keys, {s}.references_index")
+        with self._lock:
+            conn = self._connection()
+            conn.add_notice_handler(on_notice)
+            try:
+                conn.execute(statement.format(f=sql.Literal(full), s=sql.Identifier(self.schema)))
+            except psycopg.Error as exc:
+                raise _translate(exc, "keystore VACUUM failed") from None
+            finally:
+                conn.remove_notice_handler(on_notice)
+            if skipped:
+                raise KeystoreError("only the owner of the keystore tables may VACUUM them")
+            return int(self._run(_DEAD_ROWS, (self.schema,))[0][0])
+
+    def rewrap(self, batch: int = 500) -> int:
+        """Re-wraps every key under the provider's active KEK, so older KEKs can be retired."""
+        active, after, count = self.provider.active_version, "", 0
+        while rows := self._run(_TO_REWRAP, (active, after, batch)):
+            with self._transaction():
+                for key_id, subject_id, scope, kek_version, blob in rows:
+                    secret = self.provider.unwrap(
+                        WrappedKey(kek_version, blob), subject_id, scope, key_id
+                    )
+                    new = self.provider.wrap(secret, subject_id, scope, key_id)
+                    count += self._execute(_REWRAP, (new.kek_version, new.blob, key_id, blob)).rowcount
+            after = rows[-1][0]
+        return count
+
+    # -- storage primitives ------------------------------------------------------------------
+
+    def _latest(self, subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:
+        rows = self._run(_LATEST, {"u": subject_id, "c": scope})
+        return _to_row(subject_id, scope, rows[0]) if rows else None
+
+    def _key_by_id(self, key_id: str) -> KeyRow | Tombstone | None:
+        rows = self._run(_BY_ID, {"k": key_id})
+        return _to_row(rows[0][0], rows[0][1], rows[0][2:]) if rows else None
+
+    def _versions(self, subject_id: uuid.UUID, scope: str | None) -> list[KeyRow | Tombstone]:
+        rows = self._run(_VERSIONS, {"u": subject_id, "c": scope})
+        return [_to_row(subject_id, row[0], row[1:]) for row in rows]
+
+    def _insert_key(self, row: KeyRow) -> None:
+        # A unique violation on (subject_id, scope, version) comes back from `_run` as KeyExists.
+        self._run(
+            _INSERT_KEY,
+            (
+                row.key_id,
+                row.subject_id,
+                row.scope,
+                row.version,
+                row.wrapped.kek_version,
+                row.wrapped.blob,
+                row.created_at,
+            ),
+        )
+
+    def _insert_tombstone(self, tombstone: Tombstone) -> None:
+        t = tombstone
+        self._run(_INSERT_TOMBSTONE, (t.subject_id, t.scope, t.version, t.key_id, t.shredded_at))
+
+    def _destroy(
+        self, subject_id: uuid.UUID, scopes: Sequence[str] | None, at: datetime
+    ) -> list[ShreddedKey]:
+        wanted = None if scopes is None else list(scopes)
+        rows = self._run(_DESTROY, {"u": subject_id, "c": wanted, "k": None, "at": at})
+        return [ShreddedKey(key_id, scope, version) for key_id, scope, version in rows]
+
+    def _destroy_keys(
+        self, subject_id: uuid.UUID, key_ids: Sequence[str], at: datetime
+    ) -> list[ShreddedKey]:
+        rows = self._run(_DESTROY, {"u": subject_id, "c": None, "k": list(key_ids), "at": at})
+        return [ShreddedKey(key_id, scope, version) for key_id, scope, version in rows]
+
+    def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
+        self._run(
+            "INSERT INTO {s}.references_index VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (blind, subject_id),
+        )
+        found = self._get_reference(blind)
+        if found is None:
+            raise KeystoreError("reference vanished while being linked")
+        return found
+
+    def _get_reference(self, blind: bytes) -> uuid.UUID | None:
+        rows = self._run("SELECT subject_id FROM {s}.references_index WHERE blind = %s", (blind,))
+        return rows[0][0] if rows else None
+
+    def _drop_references(self, subject_id: uuid.UUID) -> int:
+        return self._execute(
+            "DELETE FROM {s}.references_index WHERE subject_id = %s", (subject_id,)
+        ).rowcount
+
+    # -- connection, transactions, locks -----------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Row]:
+        try:
+            conn = psycopg.connect(self._dsn, autocommit=True, application_name="consentry-keystore")
+            # READ COMMITTED: each statement after the advisory lock sees what the previous holder
+            # committed (REPEATABLE READ would keep the snapshot taken before the lock was granted).
+            conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+            conn.execute("SET TIME ZONE 'UTC'")
+        except psycopg.Error as exc:
+            raise _translate(exc, "cannot connect to the keystore database") from None
+        return conn
+
+    def _connection(self) -> psycopg.Connection[Row]:
+        """The connection, reopened if the server dropped it (never inside a transaction)."""
+        if self._closed:
+            raise KeystoreError("the keystore is closed")
+        if (self._conn.closed or self._conn.broken) and not self._in_transaction:
+            self._conn = self._connect()
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction on the connection; nested calls join the open one."""
+        with self._lock:
+            if self._in_transaction:
+                yield
+                return
+            try:
+                with self._connection().transaction():
+                    self._in_transaction = True
+                    yield
+            except psycopg.Error as exc:
+                raise _translate(exc, "keystore transaction failed") from None
+            finally:
+                self._in_transaction = False
+
+    @contextmanager
+    def _subject_transaction(self, subject_id: uuid.UUID) -> Iterator[None]:
+        """One transaction that first takes the subject's advisory lock; nested calls join it."""
+        with self._lock:
+            outermost = not self._in_transaction
+            with self._transaction():
+                if outermost:
+                    self._lock_subject(subject_id)
+                yield
+
+    def _lock_subject(self, subject_id: uuid.UUID) -> None:
+        """Waits for the subject's advisory lock, which the transaction holds until it ends."""
+        # Keyed on schema and subject, so other advisory locks on subject ids never collide with ours.
+        self._run(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.schema}:{subject_id}",)
+        )
+
+    def _run(
+        self, text: LiteralString, params: Sequence[object] | Mapping[str, object] = ()
+    ) -> list[Row]:
+        """The rows of one statement ({s} is the schema), in the open transaction or on its own."""
+        cursor = self._execute(text, params)
+        return cursor.fetchall() if cursor.description else []
+
+    def _execute(
+        self, text: LiteralString, params: Sequence[object] | Mapping[str, object]
+    ) -> psycopg.Cursor[Row]:
+        with self._lock:
+            try:
+                statement = sql.SQL(text).format(s=sql.Identifier(self.schema))
+                return self._connection().execute(statement, params)
+            except psycopg.Error as exc:
+                # `from None`: psycopg's message may quote a failing row, wrapped key bytes included.
+                raise _translate(exc, "keystore query failed") from None
+
+
+def _translate(exc: psycopg.Error, doing: str) -> KeystoreError:
+    """A KeystoreError naming the failure class only: server messages may quote row values."""
+    if isinstance(exc, errors.UniqueViolation):
+        return KeyExists("key version taken")
+    if isinstance(exc, errors.InsufficientPrivilege):
+        return KeystoreError(f"{doing}: permission denied (the role lacks a grant on the keystore)")
+    return KeystoreError(f"{doing}: {type(exc).__name__} (SQLSTATE {exc.sqlstate or 'none'})")
+
+
+def _to_row(subject_id: uuid.UUID, scope: str, row: Row) -> KeyRow | Tombstone:
+    key_id, version, kek_version, wrapped, created_at, shredded_at = row
+    if shredded_at is not None:
+        return Tombstone(subject_id, scope, version, key_id, shredded_at)
+    return KeyRow(
+        key_id, subject_id, scope, version, WrappedKey(kek_version, bytes(wrapped)), created_at
+    )

@@ -1,0 +1,159 @@
+"""faust workers of the distributed mode: processors and shredder on `consentry.events`.
+
+Both consume the relay's topic with at-least-once delivery. The processors skip redelivered events
+by each subject's sequence watermark, stored with the view changes and the partition offsets in one
+PostgreSQL transaction; the shredder's work is idempotent (a repeated request finds its certificate
+already recorded). Both stop cleanly on SIGTERM (stop them before the broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final, cast
+
+import faust
+
+from consentry.adapters.postgres_views import PostgresViewStore
+from consentry.cluster import (
+    DLQ_TOPIC,
+    INTAKE_TOPIC,
+    VIEWS_SCHEMA,
+    dsn_of,
+    ensure_topics,
+    open_ledger,
+    project_batch,
+    provider_of,
+)
+from consentry.core import events as ev
+from consentry.core.avro import AvroCodec
+from consentry.core.errors import SettingsError
+from consentry.core.intake import IntakeParser
+from consentry.core.settings import Settings
+from consentry.core.transit import IntakeOpener
+from consentry.intake.gate import DeadLetter, IntakeGate
+from consentry.relay.relay import EVENTS_TOPIC
+from consentry.shredder.service import Shredder
+
+KINDS: Final = ("processors", "shredder", "intake")
+log = logging.getLogger("consentry.workers")
+
+
+def _app(kind: str, settings: Settings) -> faust.App:
+    bootstrap = settings.kafka_bootstrap or ""
+    return faust.App(
+        f"consentry-{kind}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_partitions=settings.partitions,
+        broker_commit_every=100,
+        broker_commit_interval=0.5,
+    )
+
+
+def processors_app(settings: Settings, views_dsn: str) -> faust.App:
+    """Projects `consentry.events` into the PostgreSQL read models (keyless)."""
+    app = _app("processors", settings)
+    topic = app.topic(EVENTS_TOPIC, key_serializer="raw", value_serializer="raw")
+    codec = AvroCodec(settings.schema_dir)
+    views = PostgresViewStore(views_dsn, VIEWS_SCHEMA)
+
+    @app.agent(topic)
+    async def project(stream: faust.StreamT[Any]) -> None:
+        # take_events is on every concrete Stream, not on the StreamT interface.
+        batches = cast("faust.Stream[Any]", stream).take_events(500, within=0.05)
+        async for batch in batches:
+            records = [
+                (e.message.partition, e.message.offset, e.value)
+                for e in batch
+                if isinstance(e.value, bytes)
+            ]
+            await asyncio.to_thread(project_batch, codec, views, records)
+
+    return app
+
+
+def shredder_app(settings: Settings, dsn: str) -> faust.App:
+    """Destroys keys on erasure requests and withdrawals; certificates go back into the ledger."""
+    app = _app("shredder", settings)
+    topic = app.topic(EVENTS_TOPIC, key_serializer="raw", value_serializer="raw")
+    ledger = open_ledger(settings, provider_of(settings), dsn)
+    shredder = Shredder(ledger, ledger.clock)
+
+    # A crash between key destruction and certificate is finished before consuming anything new.
+    finished = shredder.run_pending()
+    log.info("shredder finished %d interrupted requests", len(finished))
+
+    @app.agent(topic)
+    async def shred(stream: faust.StreamT[Any]) -> None:
+        async for value in stream:
+            if not isinstance(value, bytes):
+                continue
+            event = ledger.mapper.decode(value)
+            if isinstance(event, ev.ErasureRequested | ev.ConsentWithdrawn):
+                await asyncio.to_thread(shredder.handle, event)
+
+    return app
+
+
+def intake_app(settings: Settings, dsn: str) -> faust.App:
+    """Opens sealed envelopes from `consentry.intake`, decides them; refusals go to the DLQ."""
+    app = _app("intake", settings)
+    topic = app.topic(INTAKE_TOPIC, key_serializer="raw", value_serializer="raw")
+    dlq = app.topic(DLQ_TOPIC, key_serializer="raw", value_serializer="raw")
+    provider = provider_of(settings)
+    ledger = open_ledger(settings, provider, dsn)
+    opener = IntakeOpener(provider.intake_key(), max_records=settings.max_batch)
+    gate = IntakeGate(opener, IntakeParser(ledger.codec, ledger.clock.now), lambda: ledger.policy)
+
+    def decide(envelope: bytes) -> list[DeadLetter]:
+        admitted = gate.admit(envelope)
+        if isinstance(admitted, DeadLetter):
+            return [admitted]
+        outcomes = ledger.submit(admitted.producer, admitted.records)
+        # Records refused before the ledger come back as rejected outcomes too: one letter each.
+        return [
+            DeadLetter(o.reason, o.detail, index)
+            for index, o in enumerate(outcomes)
+            if o.status == "rejected" and o.reason is not None
+        ]
+
+    @app.agent(topic)
+    async def intake(stream: faust.StreamT[Any]) -> None:
+        async for envelope in stream:
+            if not isinstance(envelope, bytes):
+                continue
+            for letter in await asyncio.to_thread(decide, envelope):
+                headers = {"consentry-reason": str(letter.reason).encode()}
+                if letter.record_index is not None:
+                    headers["consentry-record"] = str(letter.record_index).encode()
+                # The envelope stays sealed in the DLQ; the reason and detail hold no personal data.
+                await dlq.send(value=envelope, headers=headers)
+
+    return app
+
+
+def worker_app(kind: str, settings: Settings) -> faust.App:
+    """The faust app of one worker kind, with the PostgreSQL role it runs as."""
+    if not settings.kafka_bootstrap:
+        raise SettingsError("CONSENTRY_KAFKA_BOOTSTRAP is required in distributed mode")
+    if kind == "processors":
+        return processors_app(settings, dsn_of(settings, "pg_views_dsn"))
+    if kind == "shredder":
+        return shredder_app(settings, dsn_of(settings, "pg_dsn"))
+    if kind == "intake":
+        return intake_app(settings, dsn_of(settings, "pg_dsn"))
+    raise SettingsError(f"unknown worker kind {kind}")
+
+
+def run_worker(app: faust.App, settings: Settings) -> None:
+    """Creates the topics if needed, then runs the faust worker until SIGTERM/SIGINT."""
+    asyncio.run(ensure_topics(settings.kafka_bootstrap or "", settings.partitions))
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,109 @@
+"""The distributed stack as real processes: API, relay and faust workers on Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from consentry.cluster import migrate
+from consentry.core.keys import LocalKeyFileProvider
+from tests.services import free_port, kafka_bootstrap, pg_dsn
+from tests.support import EXAMPLE_POLICY, master_key
+
+
+@dataclass
+class Stack:
+    """The running services of one test module."""
+
+    base: str
+    logs: Path
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def start(self, name: str, *args: str, **env: str) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "consentry.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env | env,
+        )
+
+    def stop(self, name: str) -> int:
+        """SIGTERM and wait: every service must stop cleanly while the broker is up."""
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"{name} ignored SIGTERM for 30 s")
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "consentry.cli", *args],
+            env=self.env | env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.log")))
+
+
+def processors_env() -> dict[str, str]:
+    return {"CONSENTRY_PG_VIEWS_DSN": pg_dsn("processors")}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("stack")
+    key = master_key()
+    migrate(pg_dsn("owner"), LocalKeyFileProvider.from_master_key(key))
+    port = free_port()
+    env = os.environ.copy() | {
+        "CONSENTRY_MASTER_KEY": key,
+        "CONSENTRY_POLICY": str(EXAMPLE_POLICY),
+        "CONSENTRY_KAFKA_BOOTSTRAP": kafka_bootstrap(),
+        "CONSENTRY_PARTITIONS": "3",
+    }
+    stack = Stack(f"http://127.0.0.1:{port}", logs, env)
+    stack.start(
+        "api",
+        "serve",
+        "--port",
+        str(port),
+        CONSENTRY_PG_DSN=pg_dsn("ledger"),
+        CONSENTRY_PG_VIEWS_DSN=pg_dsn("query"),
+    )
+    stack.start("relay", "relay", CONSENTRY_PG_DSN=pg_dsn("processors"))
+    stack.start("processors", "worker", "processors", **processors_env())
+    stack.start("shredder", "worker", "shredder", CONSENTRY_PG_DSN=pg_dsn("shredder"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{stack.base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        pytest.fail("the distributed API did not answer within 60 s:\n" + stack.log_text()[-3000:])
+    yield stack
+    for name in ("processors", "shredder", "relay", "api"):
+        if name in stack.processes:
+            stack.stop(name)
