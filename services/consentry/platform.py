@@ -24,6 +24,7 @@ from consentry.adapters.sqlite_views import SQLiteViewStore
 from consentry.audit.http import audit_router
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, SystemClock
+from consentry.core.errors import ConflictError
 from consentry.core.intake import IntakeParser
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider
 from consentry.core.keystore import Keystore
@@ -181,6 +182,13 @@ def create_app(platform: Platform) -> FastAPI:
         return JSONResponse(
             exc.body(request.url.path), status_code=exc.status, media_type="application/problem+json"
         )
+
+    @app.exception_handler(ConflictError)
+    async def conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        body = Problem(409, "conflict", "the subject kept changing under the request; retry").body(
+            request.url.path
+        )
+        return JSONResponse(body, status_code=409, media_type="application/problem+json")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,6 +15,7 @@ start-up to finish what a crash interrupted.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,8 @@ from consentry.ledger.application import Ledger, chain_hash
 from consentry.ledger.commands import RecordShredding
 from consentry.ledger.subject import SubjectState
 from consentry.shredder import certificates
+
+log = logging.getLogger("consentry.shredder")
 
 Kind = Literal["erasure", "withdrawal"]
 E = TypeVar("E", bound=ev.LedgerEvent)
@@ -131,7 +134,12 @@ class Shredder:
         withdrawals: dict[tuple[uuid.UUID, str], tuple[int, str]] = {}
         erased: set[uuid.UUID] = set()
         for position, state in self.ledger.notifications():
-            event = self.ledger.mapper.decode(state)
+            try:
+                event = self.ledger.mapper.decode(state)
+            except ConsentryError:
+                # A damaged stored event is for `audit verify` to report; it cannot ask for shredding.
+                log.warning("log position %d does not decode; skipped by the shredder", position)
+                continue
             subject_id = event.meta.subject_id
             match event:
                 case ev.ErasureRequested():
