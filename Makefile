@@ -9,7 +9,7 @@ PORT ?= 8000
 DATA_DIR ?= var/data
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install run test test-unit test-contract test-integration test-e2e lint fmt bench clean
+.PHONY: help install run up down test test-unit test-contract test-integration test-e2e lint fmt bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,6 +24,12 @@ install: $(STAMP) ## create the virtualenv and install Consentry with its dev to
 
 run: $(STAMP) ## start the embedded platform (SQLite, one process) with the example policy
 	$(BIN)/consentry run --data-dir $(DATA_DIR) --policy examples/policy.yaml --host $(HOST) --port $(PORT)
+
+up: $(STAMP) ## the distributed topology as local processes: Kafka, PostgreSQL, API, relay, workers
+	@bash infra/stack/up.sh
+
+down: ## stop what `make up` started (services first, then Kafka and PostgreSQL)
+	@bash infra/stack/down.sh
 
 test: $(STAMP) ## start what the tests need, run every test, stop what was started
 	@bash infra/with-services.sh $(BIN)/pytest -q tests
