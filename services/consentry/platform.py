@@ -7,10 +7,11 @@ index), `views.db` (read models) and `keys.json` (the KEK file, 0600, unless a m
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, Response
@@ -69,6 +70,8 @@ class Platform:
     runner: ViewsRuntime
     shredder: Shredder
     embedded: bool = True
+    _shredded_to: int = field(default=0, init=False, repr=False)
+    _shred_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None) -> Platform:
@@ -101,7 +104,9 @@ class Platform:
     def recover(self) -> None:
         """Finishes shredding a crash interrupted, then brings the views up to date."""
         if self.embedded:
-            self.shredder.run_pending()
+            with self._shred_lock:
+                self.shredder.run_pending()
+                self._shredded_to = self.ledger.recorder.max_notification_id() or 0
         self.runner.refresh()
 
     def erase(self, subject_id: uuid.UUID) -> dict[str, Any]:
@@ -137,7 +142,8 @@ class Platform:
         Distributed mode leaves both to the shredder and processor workers.
         """
         if self.embedded:
-            self.shredder.run_pending()
+            with self._shred_lock:
+                self._shredded_to = self.shredder.follow(self._shredded_to)
             self.runner.refresh()
 
     def close(self) -> None:

@@ -128,6 +128,22 @@ class Shredder:
                 return self.withdraw(event.meta.subject_id, event.purpose)
         return None
 
+    def follow(self, after: int) -> int:
+        """Handles the requests logged after a position, as a runner would; answers the new position.
+
+        The embedded platform calls this after every write instead of scanning the whole log.
+        """
+        position = after
+        for position, state in self.ledger.notifications(after):
+            try:
+                event = self.ledger.mapper.decode(state)
+            except ConsentryError:
+                log.warning("log position %d does not decode; skipped by the shredder", position)
+                continue
+            if isinstance(event, ev.ErasureRequested | ev.ConsentWithdrawn):
+                self.handle(event)
+        return position
+
     def pending(self) -> list[tuple[uuid.UUID, Kind, str | None]]:
         """Requests in the log whose shredding is not recorded yet, in log order (a full scan)."""
         erasures: dict[uuid.UUID, int] = {}
