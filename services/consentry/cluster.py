@@ -274,6 +274,7 @@ def replay_kafka(settings: Settings) -> int:
 def run_relay(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """The relay service: the ledger's log to `consentry.events` until SIGTERM/SIGINT."""
     bootstrap = _require(settings.kafka_bootstrap, "KAFKA_BOOTSTRAP")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _, recorder = open_recorder(recorder_env(dsn_of(settings, "pg_dsn"), create=False))
 
     async def main() -> None:

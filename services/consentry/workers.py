@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Awaitable
 from typing import Any, Final, cast
 
 import faust
@@ -54,6 +56,9 @@ def _app(kind: str, settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         broker_commit_every=100,
         broker_commit_interval=0.5,
+        # A killed worker's partitions move on after 10 s rather than faust's default minute.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
     )
 
 
@@ -74,9 +79,27 @@ def processors_app(settings: Settings, views_dsn: str) -> faust.App:
                 for e in batch
                 if isinstance(e.value, bytes)
             ]
-            await asyncio.to_thread(project_batch, codec, views, records)
+            await _finish(asyncio.to_thread(project_batch, codec, views, records))
 
     return app
+
+
+async def _finish(work: Awaitable[object]) -> None:
+    """Runs a view transaction to its end even when the worker is being stopped.
+
+    faust acks a batch once the agent leaves it, also on cancellation, and commits acked offsets on
+    shutdown; so a batch must be in the views before the agent lets go of it. A batch that fails
+    to apply ends the process at once, before anything is acked: the restart reads it again.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+    except Exception:
+        log.exception("a batch could not be applied to the views; stopping without acking it")
+        os._exit(70)
 
 
 def shredder_app(settings: Settings, dsn: str) -> faust.App:

@@ -52,6 +52,12 @@ class Stack:
             process.wait()
             pytest.fail(f"{name} ignored SIGTERM for 30 s")
 
+    def kill(self, name: str) -> None:
+        """SIGKILL: a crash at whatever point the process has reached."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait(timeout=30)
+
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "consentry.cli", *args],
@@ -104,6 +110,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     else:
         pytest.fail("the distributed API did not answer within 60 s:\n" + stack.log_text()[-3000:])
     yield stack
-    for name in ("processors", "shredder", "relay", "api"):
-        if name in stack.processes:
-            stack.stop(name)
+    # Workers first (a faust worker must stop while the broker is up), then the relay and the API.
+    order = ("intake", "processors", "shredder", "relay", "api")
+    for name in sorted(stack.processes, key=lambda n: order.index(n) if n in order else -1):
+        stack.stop(name)

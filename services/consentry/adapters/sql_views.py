@@ -278,10 +278,13 @@ class SqlViewStore(ViewStore):
 
     def dump(self) -> dict[str, list[tuple[object, ...]]]:
         return {
-            table: [
-                tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
-                for r in self._rows(f"SELECT * FROM {table} ORDER BY 1, 2")  # noqa: S608
-            ]
+            table: sorted(
+                (
+                    tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
+                    for r in self._rows(f"SELECT * FROM {table}")  # noqa: S608
+                ),
+                key=repr,
+            )
             for table in VIEW_TABLES
         }
 

@@ -21,6 +21,7 @@ from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 POSITION_HEADER: Final = "consentry-position"
 EVENTS_TOPIC: Final = "consentry.events"
@@ -108,22 +109,46 @@ class Relay:
         self.position = entries[-1].position
         return len(entries)
 
-    async def run(self, stop: asyncio.Event, idle: float = 0.05) -> None:
-        """Pumps until `stop` is set, sleeping `idle` seconds whenever the log is drained."""
+    async def run(self, stop: asyncio.Event, idle: float = 0.05, backoff: float = 1.0) -> None:
+        """Pumps until `stop` is set, sleeping `idle` seconds whenever the log is drained.
+
+        A failed page (broker gone, transaction fenced or timed out) is never skipped: the relay
+        reconnects and resumes from what the topic holds, so the page is produced again.
+        """
         while not stop.is_set():
-            if await self.pump() == 0:
+            try:
+                relayed = await self.pump()
+            except (KafkaError, OSError) as exc:
+                log.warning("relay page failed (%s); reconnecting", type(exc).__name__)
+                await self._restart(stop, backoff)
+                continue
+            if relayed == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), idle)
+
+    async def _restart(self, stop: asyncio.Event, backoff: float) -> None:
+        with contextlib.suppress(KafkaError, OSError):
+            await self.stop()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            try:
+                await self.start()
+                return
+            except (KafkaError, OSError, LookupError) as exc:
+                log.warning("relay cannot reconnect yet (%s)", type(exc).__name__)
+                with contextlib.suppress(KafkaError, OSError):
+                    await self.stop()
 
 
 async def last_relayed_position(bootstrap: str, topic: str) -> int:
     """The highest log position among the last committed records of the topic's partitions."""
+    tps = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         isolation_level="read_committed",
         enable_auto_commit=False,
     )
-    tps = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
     await consumer.start()
     try:
         consumer.assign(tps)
