@@ -144,8 +144,15 @@ def open_ledger(settings: Settings, provider: KeyProvider, dsn: str) -> Ledger:
     policy = load_policy(settings.policy)
     clock = SystemClock()
     keystore = PostgresKeystore(dsn, provider, clock, schema=KEYSTORE_SCHEMA)
-    _, recorder = open_recorder(recorder_env(dsn, create=False))
-    return Ledger(recorder, AvroCodec(settings.schema_dir), keystore, lambda: policy, clock)
+    factory, recorder = open_recorder(recorder_env(dsn, create=False))
+    return Ledger(
+        recorder,
+        AvroCodec(settings.schema_dir),
+        keystore,
+        lambda: policy,
+        clock,
+        on_close=factory.close,
+    )
 
 
 def log_reader(recorder: ApplicationRecorder) -> Callable[[int, int], Sequence[LogEntry]]:

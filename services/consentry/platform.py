@@ -10,7 +10,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,7 +87,7 @@ class Platform:
             else LocalKeyFileProvider.open(settings.key_path)
         )
         keystore = SQLiteKeystore(data / "keystore.db", provider, the_clock)
-        _, recorder = open_recorder(
+        factory, recorder = open_recorder(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(data / "events.db"),
@@ -94,7 +95,7 @@ class Platform:
             }
         )
         codec = AvroCodec(settings.schema_dir)
-        ledger = Ledger(recorder, codec, keystore, lambda: policy, the_clock)
+        ledger = Ledger(recorder, codec, keystore, lambda: policy, the_clock, on_close=factory.close)
         views = SQLiteViewStore(data / "views.db")
         runner = EmbeddedRunner(ledger.notifications, codec, views)
         return cls(
@@ -147,17 +148,28 @@ class Platform:
             self.runner.refresh()
 
     def close(self) -> None:
+        """Stops the runner and closes every store; safe to call twice."""
         self.runner.stop()
         self.views.close()
         self.keystore.close()
+        self.ledger.close()
 
 
 def create_app(platform: Platform) -> FastAPI:
     """The HTTP API of the embedded platform."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # uvicorn re-raises SIGTERM once it has shut down, so this is the last code that runs:
+        # the stores close here (SQLite checkpoints and removes its write-ahead logs).
+        platform.close()
+
     app = FastAPI(
         title="Consentry",
         version=__version__,
         description="Consent-first customer data: every read is an event, erasure destroys keys.",
+        lifespan=lifespan,
     )
     registry = CollectorRegistry()
     requests = Counter(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -13,6 +14,7 @@ import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
 from consentry.adapters.postgres_views import PostgresViewStore
+from consentry.client import Producer, consent_grant, data_update
 from consentry.shredder.certificates import verify_document
 from tests.distributed.conftest import Stack, processors_env
 from tests.integration.test_avro_interop import apache_read
@@ -228,3 +230,64 @@ def _settled() -> dict[str, list[tuple[object, ...]]] | None:
     views = _views()
     applied = {bytes(subject): int(sequence) for subject, sequence in views["applied"]}  # type: ignore[call-overload]
     return views if applied == ledger else None
+
+
+def test_sealed_records_over_kafka_reach_the_ledger_and_refusals_reach_the_dlq(stack: Stack) -> None:
+    ref_value, email = canary("kref"), canary("kmail") + "@example.com"
+    ref = f"shop:{ref_value}"
+    with stack.client(SHOP) as anyone:
+        public_key = anyone.get("/v1/keys/intake-public-key").json()["public_key"]
+
+    async def send() -> None:
+        async with Producer(
+            "demo-shop-token", kafka_bootstrap=kafka_bootstrap(), intake_public_key=public_key
+        ) as shop:
+            await shop.send_kafka(
+                [
+                    consent_grant(ref, "support", "web", "n-1"),
+                    data_update(ref, "support", {"email": email}),
+                ]
+            )
+        async with Producer(
+            "forged-token", kafka_bootstrap=kafka_bootstrap(), intake_public_key=public_key
+        ) as forged:
+            await forged.send_kafka([consent_grant("shop:" + canary("forged"), "support", "web", "n-1")])
+
+    asyncio.run(send())
+    stack.start("intake", "worker", "intake", CONSENTRY_PG_DSN=pg_dsn("ledger"))
+    with stack.client(SUPPORT) as support:
+        subject = eventually(
+            lambda: _found(support.get("/v1/subjects", params={"ref": ref})), "the Kafka-fed subject"
+        )
+        profile = eventually(
+            lambda: _fields(
+                support.get(f"/v1/subjects/{subject}/profile", params={"purpose": "support"})
+            ),
+            "the Kafka-fed profile",
+            timeout=60,
+        )
+    assert profile == {"email": email}
+    letters = eventually(lambda: _dlq() or None, "a dead letter")
+    assert [reason for reason, _ in letters] == [b"unauthorized"]
+    assert all(ref_value.encode() not in value and email.encode() not in value for _, value in letters)
+    assert stack.stop("intake") == 0
+    for root in (kafka_data_dir(), pg_data_dir()):
+        assert scan(Path(root), [ref_value, email]) == {}
+
+
+def _found(answer: Any) -> str | None:
+    return str(answer.json()["subject_id"]) if answer.status_code == 200 else None
+
+
+def _dlq() -> list[tuple[bytes, bytes]]:
+    consumer = KafkaConsumer(
+        "consentry.intake.dlq",
+        bootstrap_servers=kafka_bootstrap(),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+    )
+    try:
+        return [(dict(m.headers)["consentry-reason"], m.value) for m in consumer]
+    finally:
+        consumer.close()

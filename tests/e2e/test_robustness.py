@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.e2e.api import DPO, PROBLEM_JSON, SHOP, SUPPORT, send_accepted
-from tests.e2e.conftest import Server, running_server
+from tests.e2e.conftest import Server, running_server, start_server
 from tests.e2e.test_audit_tamper import flip_stored_byte, middle
 from tests.support import canary, fake_email, record
 
@@ -76,3 +76,11 @@ def test_one_undecodable_event_does_not_fail_intake_for_other_subjects(tmp_path:
             other = record("consent.grant", f"shop:{canary('ref')}", purpose="support")
             answer = shop.post("/v1/events", json={"events": [other]})
     assert answer.status_code == 200, answer.text  # fails: 500, though the grant was stored
+
+
+def test_sigterm_closes_the_stores_so_no_write_ahead_log_is_left(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir)
+    send_accepted(server, record("consent.grant", "shop:" + canary("ref"), purpose="support"))
+    server.stop()
+    assert sorted(p.name for p in data_dir.glob("*-wal") if p.stat().st_size) == []

@@ -68,7 +68,9 @@ class Ledger:
         policy: Callable[[], Policy],
         clock: Clock,
         ids: Callable[[], uuid.UUID] = new_id,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
+        self._on_close = on_close
         self.recorder = recorder
         self.codec = codec
         self.keystore = keystore
@@ -76,6 +78,11 @@ class Ledger:
         self._policy = policy
         self.clock = clock
         self.ids = ids
+
+    def close(self) -> None:
+        """Closes the event store's connections (the keystore is closed by its owner)."""
+        if self._on_close is not None:
+            self._on_close()
 
     @property
     def policy(self) -> Policy:

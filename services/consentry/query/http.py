@@ -90,12 +90,20 @@ def query_router(
         if outcome.status != "accepted":
             raise Problem(410, "subject-erased", "the subject is erased")
         catch_up(state.subject_id)
+        fields = reader.open_fields(subject_id, sealed)
+        if None in fields.values():
+            # A key went between the access event and the opening: an erasure or withdrawal won.
+            fresh = ledger.load(subject_id)
+            if fresh.erasure_requested:
+                raise Problem(410, "subject-erased", "the subject was erased during the read")
+            if not _purpose_active(ledger, fresh, purpose):
+                raise Problem(403, "no-consent", "consent was withdrawn during the read")
         return {
             "subject_id": str(subject_id),
             "purpose": purpose,
             "access_event_id": str(outcome.event_id),
             "policy_version": ledger.policy.version,
-            "fields": reader.open_fields(subject_id, sealed),
+            "fields": fields,
         }
 
     @router.get("/v1/subjects/{subject_id}/consents", summary="Consent state per purpose")
