@@ -11,6 +11,7 @@ Every step checks what the platform answered; the first surprise stops the demo 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,6 +133,8 @@ class Demo:
             self.tokens.marketing, self._at(subject, "profile"), 403, purpose="marketing"
         )
         self.say(f"  marketing profile read: 403 {refused['type']}")
+        self._wait_for_shredding(subject, "withdrawal")
+        self.say("  the marketing key is destroyed; a signed withdrawal certificate is in the ledger")
 
     def _export(self, subject: str) -> None:
         self._step("The DPO answers the customer's access request (DSAR export)")
@@ -145,16 +148,45 @@ class Demo:
     def _erase(self, subject: str) -> dict[str, Any]:
         self._step("The customer asks to be forgotten: every key of the subject is destroyed")
         erased = self._call("POST", self.tokens.dpo, self._at(subject, "erasure"), 202)
-        self.say(f"  {erased['key_ids_destroyed']} keys destroyed")
+        if "key_ids_destroyed" in erased:
+            self.say(f"  {erased['key_ids_destroyed']} keys destroyed")
+        else:
+            self.say("  erasure requested; the shredder worker destroys the keys (distributed mode)")
         gone = self._get(self.tokens.support, self._at(subject, "profile"), 410, purpose="support")
         self.say(f"  support profile read now: 410 {gone['type']}")
-        document: dict[str, Any] = self._get(self.tokens.dpo, self._at(subject, "erasure"), 200)
-        return document
+        return self._certificate(subject)
+
+    def _wait_for_shredding(self, subject: str, reason: str, wait: float = 30.0) -> None:
+        """Returns once the subject's timeline shows keys shredded for the reason."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            events = self._get(self.tokens.dpo, self._at(subject, "timeline"), 200)["events"]
+            if any(e["type"] == "KeysShredded" and e.get("reason") == reason for e in events):
+                return
+            time.sleep(0.2)
+        raise DemoFailed(f"no {reason} certificate after {wait:.0f} s")
+
+    def _certificate(self, subject: str, wait: float = 30.0) -> dict[str, Any]:
+        """The erasure certificate, once the shredder has recorded it (at once when embedded)."""
+        deadline = time.monotonic() + wait
+        while True:
+            answer = self.http.get(
+                self._at(subject, "erasure"), headers={"Authorization": f"Bearer {self.tokens.dpo}"}
+            )
+            if answer.status_code != 404 or time.monotonic() > deadline:
+                return self._expect(answer, 200, "GET the erasure certificate")
+            time.sleep(0.2)
 
     def _replay(self, subject: str) -> None:
         self._step("Replay: every read model is rebuilt from the immutable log")
-        replay = self._call("POST", self.tokens.dpo, "/v1/audit/replay", 200)
-        self.say(f"  {replay['events']} events replayed in {replay['seconds']:.2f} s")
+        answer = self.http.post(
+            "/v1/audit/replay", headers={"Authorization": f"Bearer {self.tokens.dpo}"}
+        )
+        if answer.status_code == 409:
+            self.say("  the processors worker owns the views here: `consentry replay --kafka` does it")
+        else:
+            replay = self._expect(answer, 200, "POST /v1/audit/replay")
+            self.say(f"  {replay['events']} events replayed in {replay['seconds']:.2f} s")
         export = self._get(self.tokens.dpo, self._at(subject, "export"), 200)
         self._check(export["erased"] is True and export["data"] == {}, "replayed views show data")
         timeline = self._get(self.tokens.dpo, self._at(subject, "timeline"), 200)

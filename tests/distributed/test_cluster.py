@@ -291,3 +291,9 @@ def _dlq() -> list[tuple[bytes, bytes]]:
         return [(dict(m.headers)["consentry-reason"], m.value) for m in consumer]
     finally:
         consumer.close()
+
+
+def test_the_demo_plays_against_the_distributed_stack(stack: Stack) -> None:
+    played = stack.run("demo", "--url", stack.base)
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert "withdrawal certificate" in played.stdout and "VALID:" in played.stdout
