@@ -17,7 +17,8 @@ import unicodedata
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -80,9 +81,33 @@ class Keystore(ABC):
         self._cache_by_id: dict[str, DataKey] = {}
         self._cache_size = cache_size
         self._lock = threading.RLock()
+        self._batch_keys: list[str] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Makes the keys created and references linked inside one durable write.
+
+        The ledger creates a batch's keys here and appends its events only after this returns, so
+        no event is ever stored sealed under a key that is not durable yet. On an exception nothing
+        of the batch is kept, and no key of it stays in the cache.
+        """
+        with self._lock:
+            if self._batch_keys is not None:
+                yield
+                return
+            self._batch_keys = []
+            try:
+                with self._transaction():
+                    yield
+            except BaseException:
+                created = set(self._batch_keys)
+                self._forget(lambda k: k.key_id in created)
+                raise
+            finally:
+                self._batch_keys = None
 
     # -- data keys ---------------------------------------------------------------------------
 
@@ -108,6 +133,8 @@ class Keystore(ABC):
                 self.clock.now(),
             )
             self._insert_key(row)
+            if self._batch_keys is not None:
+                self._batch_keys.append(key_id)
             key = DataKey.build(key_id, subject_id, scope, version, secret)
             self._remember(key)
             return key
@@ -259,6 +286,10 @@ class Keystore(ABC):
         """Releases the adapter's resources."""
 
     # -- storage primitives --------------------------------------------------------------------
+
+    def _transaction(self) -> AbstractContextManager[None]:
+        """One durable transaction around a batch; adapters that commit per statement override it."""
+        return nullcontext()
 
     @abstractmethod
     def _latest(self, subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:

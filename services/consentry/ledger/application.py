@@ -162,8 +162,7 @@ class Ledger:
             if decision.events and slot.base_version == 0:
                 slot.blind = blind
             outcomes.append(decision.outcome)
-        self._link_new_subjects(pending)
-        return self._append(pending, outcomes)
+        return self._append(pending, outcomes, link=True)
 
     def _execute_once(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
         ctx = self._context(None)
@@ -199,15 +198,21 @@ class Ledger:
                 if winner != subject_id:
                     raise ConflictError("another writer created the subject first")
 
-    def _append(self, pending: dict[uuid.UUID, _Pending], outcomes: list[Outcome]) -> list[Outcome]:
+    def _append(
+        self, pending: dict[uuid.UUID, _Pending], outcomes: list[Outcome], *, link: bool = False
+    ) -> list[Outcome]:
         stored: list[StoredEvent] = []
         refused: set[uuid.UUID] = set()
-        for subject_id, slot in pending.items():
-            try:
-                stored.extend(self._chain(slot))
-            except ScopeShredded:
-                # The shredder closed the subject after it was loaded: nothing of it is written.
-                refused.add(subject_id)
+        # References and keys first, durable in one write; then the events that use them.
+        with self.keystore.batch():
+            if link:
+                self._link_new_subjects(pending)
+            for subject_id, slot in pending.items():
+                try:
+                    stored.extend(self._chain(slot))
+                except ScopeShredded:
+                    # The shredder closed the subject after it was loaded: nothing of it is written.
+                    refused.add(subject_id)
         if stored:
             try:
                 self.recorder.insert_events(stored)
