@@ -71,6 +71,40 @@ class KeystoreContract(ABC):
         assert same_key(forget_cache(keystore).get(subject, MARKETING), created)
         assert same_key(forget_cache(keystore).get_by_id(created.key_id), created)
 
+    def test_a_batch_makes_its_keys_and_references_durable_together(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        ref = keystore.blind_index("shop", "batch-ok")
+        with keystore.batch():
+            created = [keystore.create(subject, scope) for scope in (MARKETING, CONSENT_SCOPE)]
+            assert keystore.link_reference(ref, subject) == subject
+            with keystore.batch():  # nested batches join the outer one
+                identity = keystore.get_or_create(subject, IDENTITY_SCOPE)
+        fresh = forget_cache(keystore)
+        for key in [*created, identity]:
+            assert same_key(fresh.get_by_id(key.key_id), key)
+        assert fresh.find_reference(ref) == subject
+
+    def test_a_failed_batch_keeps_no_key_and_no_reference(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        ref = keystore.blind_index("shop", "batch-failed")
+        created: list[DataKey] = []
+
+        def failing_batch() -> None:
+            with keystore.batch():
+                created.append(keystore.create(subject, MARKETING))
+                keystore.link_reference(ref, subject)
+                raise RuntimeError("the batch's events could not be decided")
+
+        with pytest.raises(RuntimeError):
+            failing_batch()
+        # Not even the cache remembers it: nothing may be sealed under a key that was never stored.
+        with pytest.raises(KeyNotFound):
+            keystore.get_by_id(created[0].key_id)
+        with pytest.raises(KeyNotFound):
+            keystore.get(subject, MARKETING)
+        assert keystore.find_reference(ref) is None
+        assert keystore.create(subject, MARKETING).version == 1
+
     def test_get_or_create_creates_once_and_then_returns_the_same_key(self, keystore: Keystore) -> None:
         subject = uuid.uuid4()
         first = keystore.get_or_create(subject, CONSENT_SCOPE)

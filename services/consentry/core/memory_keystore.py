@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 from consentry.core.clock import Clock
@@ -19,6 +20,15 @@ class InMemoryKeystore(Keystore):
         super().__init__(provider, clock)
         self._rows: dict[tuple[uuid.UUID, str, int], KeyRow | Tombstone] = {}
         self._refs: dict[bytes, uuid.UUID] = {}
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        rows, refs = dict(self._rows), dict(self._refs)
+        try:
+            yield
+        except BaseException:
+            self._rows, self._refs = rows, refs
+            raise
 
     def _latest(self, subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:
         rows = [r for (s, sc, _), r in self._rows.items() if s == subject_id and sc == scope]
