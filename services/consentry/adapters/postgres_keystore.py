@@ -2,7 +2,8 @@
 
 Every operation that creates, destroys or tombstones keys of a subject runs in one transaction that
 first takes a transaction-scoped advisory lock on the subject, so "is the subject closed, is the
-scope shredded?" and the insert cannot interleave with another process's erasure. Keys are never
+scope shredded?" and the insert cannot interleave with another process's erasure; a `batch` is one
+transaction that keeps the lock of every subject it touched until it commits. Keys are never
 cached: another process may destroy them at any moment. PostgreSQL has no secure delete, so deleted
 key bytes linger in page free space, the WAL and backups; docs/keystore-postgres.md says where and
 for how long, and how `vacuum` and KEK rotation (`rewrap`, then retiring the old KEK) bound that.
@@ -108,10 +109,8 @@ def migrate(owner_dsn: str, schema: str = "keystore") -> None:
             # Two services starting at once must not both run CREATE TABLE IF NOT EXISTS.
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{schema}:migrate",))
             # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
-            if (
-                conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
-                is None
-            ):
+            exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+            if exists is None:
                 conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
             conn.execute(sql.SQL(_TABLES).format(s=sql.Identifier(schema)))
     except psycopg.Error as exc:
@@ -138,6 +137,7 @@ class PostgresKeystore(Keystore):
         self.schema = schema
         self._dsn = dsn
         self._in_transaction = False
+        self._locked: set[uuid.UUID] = set()  # subjects whose lock the open transaction holds
         self._closed = False
         self._conn = self._connect()
 
@@ -178,11 +178,11 @@ class PostgresKeystore(Keystore):
     # -- maintenance -------------------------------------------------------------------------
 
     def vacuum(self, *, full: bool = False) -> int:
-        """VACUUMs the key and reference tables (`full`: into new files); returns dead rows kept.
+        """VACUUMs the key and reference tables (`full`: into new files); returns the dead rows kept.
 
-        Dead rows are kept while an older snapshot may still see them: their bytes are still there.
-        Only the tables' owner may VACUUM them (PostgreSQL < 17); a CHECKPOINT (superuser or
-        pg_checkpoint) then writes the cleaned pages to disk.
+        VACUUM keeps dead rows (and their bytes) that an older snapshot may still see: call again
+        later while this is above 0. Only the tables' owner may VACUUM them (PostgreSQL < 17); a
+        CHECKPOINT (superuser or pg_checkpoint) then writes the cleaned pages to the data files.
         """
         skipped: list[str] = []
 
@@ -191,12 +191,18 @@ class PostgresKeystore(Keystore):
             if diagnostic.severity_nonlocalized == "WARNING":
                 skipped.append(diagnostic.sqlstate or "")
 
-        statement = sql.SQL("VACUUM (FULL {f}) {s}.data_keys, {s}.references_index")
+        tables = sql.SQL("{s}.data_keys, {s}.references_index").format(s=sql.Identifier(self.schema))
+        # Our own deletes' counts go to the statistics first, so VACUUM's count of the dead rows it
+        # kept is not raised by them afterwards. VACUUM FULL counts nothing: a plain one follows.
+        statements: list[sql.SQL | sql.Composed] = [sql.SQL("SELECT pg_stat_force_next_flush()")]
+        statements += [sql.SQL("VACUUM (FULL) {}").format(tables)] if full else []
+        statements.append(sql.SQL("VACUUM {}").format(tables))
         with self._lock:
             conn = self._connection()
             conn.add_notice_handler(on_notice)
             try:
-                conn.execute(statement.format(f=sql.Literal(full), s=sql.Identifier(self.schema)))
+                for statement in statements:
+                    conn.execute(statement)
             except psycopg.Error as exc:
                 raise _translate(exc, "keystore VACUUM failed") from None
             finally:
@@ -255,14 +261,18 @@ class PostgresKeystore(Keystore):
     def _destroy(
         self, subject_id: uuid.UUID, scopes: Sequence[str] | None, at: datetime
     ) -> list[ShreddedKey]:
-        wanted = None if scopes is None else list(scopes)
-        rows = self._run(_DESTROY, {"u": subject_id, "c": wanted, "k": None, "at": at})
-        return [ShreddedKey(key_id, scope, version) for key_id, scope, version in rows]
+        return self._destroy_where(subject_id, at, None if scopes is None else list(scopes), None)
 
     def _destroy_keys(
         self, subject_id: uuid.UUID, key_ids: Sequence[str], at: datetime
     ) -> list[ShreddedKey]:
-        rows = self._run(_DESTROY, {"u": subject_id, "c": None, "k": list(key_ids), "at": at})
+        return self._destroy_where(subject_id, at, None, list(key_ids))
+
+    def _destroy_where(
+        self, subject_id: uuid.UUID, at: datetime, scopes: list[str] | None, key_ids: list[str] | None
+    ) -> list[ShreddedKey]:
+        """Deletes the subject's rows (narrowed by scope or key id) and tombstones them."""
+        rows = self._run(_DESTROY, {"u": subject_id, "c": scopes, "k": key_ids, "at": at})
         return [ShreddedKey(key_id, scope, version) for key_id, scope, version in rows]
 
     def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
@@ -307,7 +317,7 @@ class PostgresKeystore(Keystore):
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """One transaction on the connection; nested calls join the open one."""
+        """One transaction on the connection (also the base class's `batch`); nested calls join it."""
         with self._lock:
             if self._in_transaction:
                 yield
@@ -320,16 +330,16 @@ class PostgresKeystore(Keystore):
                 raise _translate(exc, "keystore transaction failed") from None
             finally:
                 self._in_transaction = False
+                self._locked.clear()
 
     @contextmanager
     def _subject_transaction(self, subject_id: uuid.UUID) -> Iterator[None]:
-        """One transaction that first takes the subject's advisory lock; nested calls join it."""
-        with self._lock:
-            outermost = not self._in_transaction
-            with self._transaction():
-                if outermost:
-                    self._lock_subject(subject_id)
-                yield
+        """The open transaction (a batch, say) or a new one, holding the subject's advisory lock."""
+        with self._lock, self._transaction():
+            if subject_id not in self._locked:
+                self._lock_subject(subject_id)
+                self._locked.add(subject_id)
+            yield
 
     def _lock_subject(self, subject_id: uuid.UUID) -> None:
         """Waits for the subject's advisory lock, which the transaction holds until it ends."""

@@ -143,6 +143,12 @@ class AvroCodec:
             ) from exc
         return buffer.getvalue()
 
+    def writer_of(self, data: bytes) -> Contract | None:
+        """The contract single-object bytes were written with, from the header alone (no decoding)."""
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            return None
+        return self._by_fingerprint.get(data[2:HEADER_LEN])
+
     def decode(self, data: bytes) -> tuple[Contract, dict[str, Any]]:
         """Decodes single-object bytes into the writer's contract and the record."""
         if len(data) < HEADER_LEN or data[:2] != MAGIC:

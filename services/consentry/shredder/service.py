@@ -34,6 +34,8 @@ from consentry.shredder import certificates
 
 log = logging.getLogger("consentry.shredder")
 
+_REQUESTS = frozenset({ev.ErasureRequested.avro_name, ev.ConsentWithdrawn.avro_name})
+
 Kind = Literal["erasure", "withdrawal"]
 E = TypeVar("E", bound=ev.LedgerEvent)
 
@@ -134,7 +136,11 @@ class Shredder:
         The embedded platform calls this after every write instead of scanning the whole log.
         """
         position = after
+        codec = self.ledger.codec
         for position, state in self.ledger.notifications(after):
+            writer = codec.writer_of(state)
+            if writer is not None and writer.name not in _REQUESTS:
+                continue  # only requests matter here, and the header says what an event is
             try:
                 event = self.ledger.mapper.decode(state)
             except ConsentryError:
