@@ -95,9 +95,17 @@ class Platform:
             }
         )
         codec = AvroCodec(settings.schema_dir)
-        ledger = Ledger(recorder, codec, keystore, lambda: policy, the_clock, on_close=factory.close)
+        ledger = Ledger(
+            recorder,
+            codec,
+            keystore,
+            lambda: policy,
+            the_clock,
+            on_close=factory.close,
+            sole_writer=True,
+        )
         views = SQLiteViewStore(data / "views.db")
-        runner = EmbeddedRunner(ledger.notifications, codec, views)
+        runner = EmbeddedRunner(ledger.notifications, codec, views, recent=ledger.recent)
         return cls(
             settings, policy, provider, keystore, ledger, views, runner, Shredder(ledger, the_clock)
         )

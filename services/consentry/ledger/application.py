@@ -8,8 +8,10 @@ the insert conflict (unique subject/version), and the whole batch is decided aga
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -33,6 +35,8 @@ from consentry.ledger.mapper import SealingMapper
 from consentry.ledger.subject import Context, Decision, Outcome, SubjectState, decide, decide_staff
 
 MAX_ATTEMPTS: Final = 8
+STATE_CACHE: Final = 100_000
+RECENT_EVENTS: Final = 20_000
 
 
 def chain_hash(state: bytes) -> bytes:
@@ -55,6 +59,7 @@ class _Pending:
     events: list[LedgerEvent] = field(default_factory=list)
     blind: bytes | None = None
     renew: set[uuid.UUID] = field(default_factory=set)
+    sealed: list[LedgerEvent] = field(default_factory=list)
 
 
 class Ledger:
@@ -70,6 +75,7 @@ class Ledger:
         ids: Callable[[], uuid.UUID] = new_id,
         on_close: Callable[[], None] | None = None,
         mapper: SealingMapper | None = None,
+        sole_writer: bool = False,
     ) -> None:
         self._on_close = on_close
         self.recorder = recorder
@@ -77,6 +83,17 @@ class Ledger:
         self.keystore = keystore
         # Benchmarks swap in their baselines' mappers here; the platform always seals.
         self.mapper = mapper or SealingMapper(codec, keystore)
+        # With `sole_writer` (the embedded platform: one process writes the ledger), subject states
+        # after this process's own writes are remembered instead of folded from the store for
+        # every batch. Where several processes write, a remembered state could be behind, and
+        # some decisions (a repeated withdrawal, say) write nothing that would conflict: so only a
+        # sole writer remembers. A conflict still drops the states of the batch.
+        self._sole_writer = sole_writer
+        self._states: OrderedDict[uuid.UUID, SubjectState] = OrderedDict()
+        # The sealed events of recent appends by log position, so the embedded runner projects
+        # them without decoding the bytes it just wrote.
+        self._recent: OrderedDict[int, LedgerEvent] = OrderedDict()
+        self._memo = threading.Lock()
         self._policy = policy
         self.clock = clock
         self.ids = ids
@@ -99,12 +116,22 @@ class Ledger:
         return self._with_retries(lambda: self._execute_once(commands))
 
     def load(self, subject_id: uuid.UUID) -> SubjectState:
-        """The subject's state folded from its stored events."""
+        """The subject's state folded from its stored events (always from the store)."""
         state = SubjectState(subject_id)
         for stored in self.recorder.select_events(subject_id):
             state.apply(self.mapper.decode(stored.state))
             state.head = chain_hash(stored.state)
         return state
+
+    def recent(self, after: int) -> list[tuple[int, LedgerEvent]]:
+        """The sealed events appended here right after a log position, as long as they run on."""
+        found = []
+        with self._memo:
+            position = after + 1
+            while (event := self._recent.get(position)) is not None:
+                found.append((position, event))
+                position += 1
+        return found
 
     def stored_events(self, subject_id: uuid.UUID) -> Sequence[StoredEvent]:
         """The subject's stored events, in order."""
@@ -155,10 +182,11 @@ class Ledger:
                 continue
             blind = self.keystore.blind_index(record.namespace, record.ref_value)
             subject_id = by_blind.get(blind) or self.keystore.find_reference(blind)
+            new = subject_id is None
             if subject_id is None:
                 subject_id = self.ids()
             by_blind[blind] = subject_id
-            slot = self._pending(pending, subject_id)
+            slot = self._pending(pending, subject_id, new=new)
             decision = decide(slot.state, record, ctx)
             self._absorb(slot, decision)
             if decision.events and slot.base_version == 0:
@@ -177,12 +205,41 @@ class Ledger:
             outcomes.append(decision.outcome)
         return self._append(pending, outcomes)
 
-    def _pending(self, pending: dict[uuid.UUID, _Pending], subject_id: uuid.UUID) -> _Pending:
+    def _pending(
+        self, pending: dict[uuid.UUID, _Pending], subject_id: uuid.UUID, *, new: bool = False
+    ) -> _Pending:
         slot = pending.get(subject_id)
         if slot is None:
-            state = self.load(subject_id)
+            state = SubjectState(subject_id) if new else self._state(subject_id)
             slot = pending[subject_id] = _Pending(state, state.version)
         return slot
+
+    def _state(self, subject_id: uuid.UUID) -> SubjectState:
+        """A copy of the remembered state, or the state folded from the store."""
+        with self._memo:
+            cached = self._states.get(subject_id)
+            if cached is not None:
+                self._states.move_to_end(subject_id)
+                return cached.clone()
+        return self.load(subject_id)
+
+    def _remember(self, slots: Sequence[_Pending], positions: Sequence[int] | None) -> None:
+        with self._memo:
+            for slot in slots if self._sole_writer else ():
+                self._states[slot.state.subject_id] = slot.state.clone()
+                self._states.move_to_end(slot.state.subject_id)
+            while len(self._states) > STATE_CACHE:
+                self._states.popitem(last=False)
+            if positions:
+                sealed = [e for slot in slots for e in slot.sealed]
+                self._recent.update(zip(positions, sealed, strict=True))
+                while len(self._recent) > RECENT_EVENTS:
+                    self._recent.popitem(last=False)
+
+    def _forget(self, subject_ids: Iterable[uuid.UUID]) -> None:
+        with self._memo:
+            for subject_id in subject_ids:
+                self._states.pop(subject_id, None)
 
     @staticmethod
     def _absorb(slot: _Pending, decision: Decision) -> None:
@@ -215,11 +272,16 @@ class Ledger:
                 except ScopeShredded:
                     # The shredder closed the subject after it was loaded: nothing of it is written.
                     refused.add(subject_id)
+        written = [slot for subject_id, slot in pending.items() if subject_id not in refused]
+        self._forget(refused)
         if stored:
             try:
-                self.recorder.insert_events(stored)
+                positions = self.recorder.insert_events(stored)
             except IntegrityError as exc:
+                # Somebody else wrote to one of these subjects: fold them from the store next time.
+                self._forget(pending)
                 raise ConflictError("a subject changed while the batch was decided") from exc
+            self._remember(written, positions)
         if not refused:
             return outcomes
         return [
@@ -239,7 +301,9 @@ class Ledger:
                 self.keystore.create(
                     slot.state.subject_id, purpose_scope(event.purpose), new_version=True
                 )
-            stored_event = self.mapper.to_stored_event(with_prev_hash(event, head))
+            sealed, stored_event = self.mapper.seal_event(with_prev_hash(event, head))
             head = chain_hash(stored_event.state)
+            slot.sealed.append(sealed)
             out.append(stored_event)
+        slot.state.head = head
         return out

@@ -40,15 +40,19 @@ class SealingMapper(Mapper[UUID]):
         self.keystore = keystore
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
-        event = cast(LedgerEvent, domain_event)
+        return self.seal_event(cast(LedgerEvent, domain_event))[1]
+
+    def seal_event(self, event: LedgerEvent) -> tuple[LedgerEvent, StoredEvent]:
+        """The event with its personal values sealed, and its stored form (Avro bytes)."""
         contract = self.codec.contract(event.avro_name)
         sealed = self._transform(event, contract, self._seal_value)
-        return StoredEvent(
+        stored = StoredEvent(
             originator_id=event.meta.subject_id,
             originator_version=event.meta.sequence,
             topic=contract.name,
             state=self.codec.encode(contract.name, event_to_record(sealed)),
         )
+        return sealed, stored
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         return self.decode(stored_event.state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -55,6 +55,19 @@ class SubjectState:
     @property
     def exists(self) -> bool:
         return self.version > 0
+
+    def clone(self) -> SubjectState:
+        """An independent copy: decisions fold into it without touching the original."""
+        return SubjectState(
+            self.subject_id,
+            self.version,
+            self.head,
+            {purpose: replace(status) for purpose, status in self.purposes.items()},
+            self.erasure_requested,
+            self.erased,
+            dict(self.seen),
+            set(self.shredded_causes),
+        )
 
     def apply(self, event: LedgerEvent) -> None:
         """Folds one event into the state (the aggregate's evolve step)."""

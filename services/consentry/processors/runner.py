@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from consentry.core.avro import AvroCodec
-from consentry.core.events import event_from_record
+from consentry.core.events import LedgerEvent, event_from_record
 from consentry.core.views import ViewStore
 from consentry.processors.projector import project_new
 
@@ -28,11 +28,13 @@ class EmbeddedRunner:
         codec: AvroCodec,
         store: ViewStore,
         page: int = 500,
+        recent: Callable[[int], Sequence[tuple[int, LedgerEvent]]] | None = None,
     ) -> None:
         self._log = log
         self._codec = codec
         self.store = store
         self._page = page
+        self._recent = recent
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -45,25 +47,34 @@ class EmbeddedRunner:
         """Applies everything after the recorded position; returns how many events."""
         with self._lock:
             done = 0
-            page: list[tuple[int, bytes]] = []
-            for entry in self._log(self.store.position(RUNNER_NAME)):
-                page.append(entry)
-                if len(page) >= self._page:
-                    done += self._apply(page)
-                    page = []
+            position = self.store.position(RUNNER_NAME)
+            # Events this process just appended come as objects: nothing to decode.
+            fresh = self._recent(position) if self._recent is not None else []
+            for start in range(0, len(fresh), self._page):
+                page = fresh[start : start + self._page]
+                done += self._apply([e for _, e in page], page[-1][0])
+                position = page[-1][0]
+            batch: list[tuple[int, bytes]] = []
+            for entry in self._log(position):
+                batch.append(entry)
+                if len(batch) >= self._page:
+                    done += self._apply(self._decode(batch), batch[-1][0])
+                    batch = []
                     if progress:
                         progress(done)
-            if page:
-                done += self._apply(page)
-                if progress:
-                    progress(done)
+            if batch:
+                done += self._apply(self._decode(batch), batch[-1][0])
+            if progress and done:
+                progress(done)
             return done
 
-    def _apply(self, page: list[tuple[int, bytes]]) -> int:
-        events = [event_from_record(*self._codec.decode(state)) for _, state in page]
+    def _decode(self, batch: list[tuple[int, bytes]]) -> list[LedgerEvent]:
+        return [event_from_record(*self._codec.decode(state)) for _, state in batch]
+
+    def _apply(self, events: list[LedgerEvent], position: int) -> int:
         applied = self.store.applied(sorted({e.meta.subject_id for e in events}))
-        self.store.apply(RUNNER_NAME, project_new(events, applied), page[-1][0])
-        return len(page)
+        self.store.apply(RUNNER_NAME, project_new(events, applied), position)
+        return len(events)
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Empties the views and projects the whole log again; readers that catch up wait for it."""
