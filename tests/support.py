@@ -59,7 +59,7 @@ class StepClock(Clock):
         return self.current
 
 
-def sqlite_ledger(data_dir: Path, clock: Clock | None = None) -> Ledger:
+def sqlite_ledger(data_dir: Path, clock: Clock | None = None, *, sole_writer: bool = False) -> Ledger:
     """A ledger on SQLite files under data_dir (events.db and keystore.db), like embedded mode."""
     data_dir.mkdir(parents=True, exist_ok=True)
     provider = LocalKeyFileProvider.open(data_dir / "keys.json")
@@ -73,7 +73,7 @@ def sqlite_ledger(data_dir: Path, clock: Clock | None = None) -> Ledger:
         }
     )
     the_policy = policy()
-    return Ledger(recorder, codec(), keystore, lambda: the_policy, the_clock)
+    return Ledger(recorder, codec(), keystore, lambda: the_policy, the_clock, sole_writer=sole_writer)
 
 
 def parser(clock: Clock | None = None) -> IntakeParser:

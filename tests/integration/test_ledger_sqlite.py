@@ -297,3 +297,34 @@ def test_a_re_consent_in_the_same_batch_as_the_withdrawal_keeps_earlier_data_und
     updates = [e for e in ledger.history(subject, reveal=True) if isinstance(e, DataUpdated)]
     assert [u.fields["email"] for u in updates] == [ERASED, Personal(new_email)]
     assert second.version == 2
+
+
+def test_a_remembered_state_another_writer_moved_on_from_is_folded_again(tmp_path: Path) -> None:
+    """A sole-writer ledger remembers states; if another writer appends anyway, nothing is lost."""
+    mine = sqlite_ledger(tmp_path, sole_writer=True)
+    other = sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    submit_one(mine, record("consent.grant", ref, purpose="support"))
+    submit_one(other, record("consent.withdrawal", ref, purpose="support"))
+    # `mine` still remembers the grant; its update conflicts with the withdrawal, then is refused.
+    update = submit_one(mine, record("data.update", ref, purpose="support", fields={"email": canary()}))
+    assert (update.status, update.reason) == ("rejected", Reason.NO_CONSENT)
+    subject = update.subject_id
+    assert subject is not None
+    assert mine.load(subject).purposes["support"].status == "withdrawn"
+    assert verify_chain(mine.codec, mine.notifications()).ok
+
+
+def test_the_runner_projects_remembered_events_exactly_as_decoded_ones(tmp_path: Path) -> None:
+    ledger = sqlite_ledger(tmp_path, sole_writer=True)
+    ref = "shop:" + canary("ref")
+    submit_one(ledger, record("consent.grant", ref, purpose="support"))
+    submit_one(ledger, record("data.update", ref, purpose="support", fields={"email": canary()}))
+    remembered = [event for _, event in ledger.recent(0)]
+    decoded = [ledger.mapper.decode(state) for _, state in ledger.notifications()]
+    assert remembered == decoded
+
+
+def submit_one(ledger: Ledger, item: dict[str, object]) -> Outcome:
+    parsed = parser().from_json(item)
+    return ledger.submit("shop", [parsed])[0]
