@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -180,32 +180,63 @@ for _name, _cls in EVENT_TYPES.items():
     _cls.avro_name = _name
 
 E = TypeVar("E", bound=LedgerEvent)
+T = TypeVar("T")
 
 
 def with_prev_hash(event: E, prev_hash: bytes) -> E:
     """The same event linked to its predecessor's hash."""
-    return replace(event, meta=replace(event.meta, prev_hash=prev_hash))
+    return evolve(event, meta=evolve(event.meta, prev_hash=prev_hash))
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, looked up once per class (`dataclasses.fields` is slow)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def evolve(obj: T, **changes: Any) -> T:
+    """`dataclasses.replace` for our frozen dataclasses, without its per-call introspection."""
+    cls = type(obj)
+    return cls(**{name: changes.get(name, getattr(obj, name)) for name in field_names(cls)})
 
 
 def event_to_record(event: LedgerEvent) -> dict[str, Any]:
     """The Avro record of an event whose personal values are already sealed."""
-    return {f.name: _to_avro(getattr(event, f.name)) for f in fields(event)}
+    return {name: _to_avro(getattr(event, name)) for name in field_names(type(event))}
+
+
+_PLAIN: Final = frozenset({str, int, bool, bytes, float, type(None), datetime, uuid.UUID})
 
 
 def _to_avro(value: object) -> object:
-    if isinstance(value, SealedValue):
-        return value.to_record()
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is SealedValue:
+        return value.to_record()  # type: ignore[attr-defined]
+    if kind is EventMeta:
+        meta: Any = value
+        actor = meta.actor
+        return {
+            name: getattr(meta, name) if name != "actor" else _actor(actor)
+            for name in field_names(EventMeta)
+        }
     if isinstance(value, Personal | Erased):
         raise SchemaError("personal values must be sealed before encoding")
-    if isinstance(value, EventMeta):
-        return {f.name: _to_avro(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Actor):
-        return {"actor_id": value.actor_id, "role": value.role}
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, Mapping):
         return {k: _to_avro(v) for k, v in value.items()}
     return value
+
+
+def _actor(actor: Actor | None) -> dict[str, str] | None:
+    return None if actor is None else {"actor_id": actor.actor_id, "role": actor.role}
 
 
 def event_from_record(contract: Contract, record: Mapping[str, Any]) -> LedgerEvent:
@@ -214,16 +245,17 @@ def event_from_record(contract: Contract, record: Mapping[str, Any]) -> LedgerEv
     if cls is None:
         raise SchemaError(f"{contract.name} is not a ledger event")
     values: dict[str, Any] = {}
-    for f in fields(cls):
-        raw = record[f.name]
-        if f.name == "meta":
+    pii = contract.pii
+    for name in field_names(cls):
+        raw = record[name]
+        if name == "meta":
             values["meta"] = _meta_from_record(raw)
-        elif f.name in contract.pii:
-            values[f.name] = _sealed_from_avro(raw, f.name in contract.pii_maps)
-        elif isinstance(raw, list):
-            values[f.name] = tuple(raw)
+        elif name in pii:
+            values[name] = _sealed_from_avro(raw, name in contract.pii_maps)
+        elif type(raw) is list:
+            values[name] = tuple(raw)
         else:
-            values[f.name] = raw
+            values[name] = raw
     return cls(**values)
 
 

@@ -82,6 +82,8 @@ class Keystore(ABC):
         self._cache_size = cache_size
         self._lock = threading.RLock()
         self._batch_keys: list[str] | None = None
+        # Ids minted here for new subjects: no key of theirs can exist but the cached ones.
+        self._fresh: dict[uuid.UUID, None] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -108,6 +110,9 @@ class Keystore(ABC):
                 raise
             finally:
                 self._batch_keys = None
+                # A fresh mark holds only while nobody else can know the id: until the batch that
+                # links its reference is written.
+                self._fresh.clear()
 
     # -- data keys ---------------------------------------------------------------------------
 
@@ -121,49 +126,67 @@ class Keystore(ABC):
                 if isinstance(latest, Tombstone):
                     raise ScopeShredded("the scope was shredded; ask for a new version explicitly")
                 raise KeyExists("an active key exists for the scope")
-            version = 1 if latest is None else latest.version + 1
-            key_id = uuid.uuid4().hex
-            secret = os.urandom(32)
-            row = KeyRow(
-                key_id,
-                subject_id,
-                scope,
-                version,
-                self.provider.wrap(secret, subject_id, scope, key_id),
-                self.clock.now(),
-            )
-            self._insert_key(row)
-            if self._batch_keys is not None:
-                self._batch_keys.append(key_id)
-            key = DataKey.build(key_id, subject_id, scope, version, secret)
-            self._remember(key)
-            return key
+            return self._create(subject_id, scope, 1 if latest is None else latest.version + 1)
 
     def get(self, subject_id: uuid.UUID, scope: str) -> DataKey:
         """The newest key of the scope; KeyNotFound or ScopeShredded if there is none."""
         with self._lock:
-            cached = self._cache.get((subject_id, scope))
-            if cached is not None:
-                self._cache.move_to_end((subject_id, scope))
-                return cached
-            latest = self._latest(subject_id, scope)
-            if latest is None and self._subject_closed(subject_id):
-                raise ScopeShredded("the subject is erased")
-            if latest is None:
+            found = self._find(subject_id, scope)
+            if found is None:
                 raise KeyNotFound("no key for the scope")
-            if isinstance(latest, Tombstone):
-                raise ScopeShredded("the scope was shredded")
-            key = self._unwrap(latest)
-            self._remember(key)
-            return key
+            return found
 
     def get_or_create(self, subject_id: uuid.UUID, scope: str) -> DataKey:
         """The scope's key, created on first use; never recreated after a shred."""
         with self._lock:
-            try:
-                return self.get(subject_id, scope)
-            except KeyNotFound:
-                return self.create(subject_id, scope)
+            found = self._find(subject_id, scope)
+            return found if found is not None else self._create(subject_id, scope, 1)
+
+    def fresh_subject(self, subject_id: uuid.UUID) -> None:
+        """Notes an id the caller has just minted: it has no keys and no tombstones to look up.
+
+        The note lasts until the end of the current batch (outside a batch it is ignored).
+        """
+        with self._lock:
+            if self._batch_keys is not None:
+                self._fresh[subject_id] = None
+
+    def _find(self, subject_id: uuid.UUID, scope: str) -> DataKey | None:
+        """The newest key of the scope, None if it never had one; ScopeShredded if it is closed."""
+        cached = self._cache.get((subject_id, scope))
+        if cached is not None:
+            self._cache.move_to_end((subject_id, scope))
+            return cached
+        if subject_id in self._fresh:
+            return None
+        latest = self._latest(subject_id, scope)
+        if isinstance(latest, Tombstone):
+            raise ScopeShredded("the scope was shredded")
+        if latest is None:
+            if self._subject_closed(subject_id):
+                raise ScopeShredded("the subject is erased")
+            return None
+        key = self._unwrap(latest)
+        self._remember(key)
+        return key
+
+    def _create(self, subject_id: uuid.UUID, scope: str, version: int) -> DataKey:
+        key_id = uuid.uuid4().hex
+        secret = os.urandom(32)
+        row = KeyRow(
+            key_id,
+            subject_id,
+            scope,
+            version,
+            self.provider.wrap(secret, subject_id, scope, key_id),
+            self.clock.now(),
+        )
+        self._insert_key(row)
+        if self._batch_keys is not None:
+            self._batch_keys.append(key_id)
+        key = DataKey.build(key_id, subject_id, scope, version, secret)
+        self._remember(key)
+        return key
 
     def get_by_id(self, key_id: str) -> DataKey:
         """The key with that id; ScopeShredded if destroyed, KeyNotFound if never known."""
@@ -183,6 +206,7 @@ class Keystore(ABC):
     def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None) -> list[ShreddedKey]:
         """Deletes the key bytes of the scopes (every scope if None), leaving tombstones."""
         with self._lock:
+            self._fresh.pop(subject_id, None)
             wanted = None if scopes is None else sorted(set(scopes))
             self._forget(lambda k: k.subject_id == subject_id and (wanted is None or k.scope in wanted))
             return self._destroy(subject_id, wanted, self.clock.now())
@@ -193,6 +217,7 @@ class Keystore(ABC):
             wanted = sorted(set(key_ids))
             if not wanted:
                 return []
+            self._fresh.pop(subject_id, None)
             self._forget(lambda k: k.subject_id == subject_id and k.key_id in wanted)
             return self._destroy_keys(subject_id, wanted, self.clock.now())
 
@@ -218,6 +243,7 @@ class Keystore(ABC):
     def tombstone(self, subject_id: uuid.UUID, scope: str) -> None:
         """Closes a scope that has no active key, so it can never be created silently."""
         with self._lock:
+            self._fresh.pop(subject_id, None)
             latest = self._latest(subject_id, scope)
             if isinstance(latest, Tombstone):
                 return

@@ -7,6 +7,7 @@ field unnoticed, and processors can copy sealed values into read models without 
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import uuid
@@ -103,6 +104,7 @@ class DataKey:
         return cls(key_id, subject_id, scope, version, secret, AESGCM(secret))
 
 
+@functools.lru_cache(maxsize=65_536)
 def seal_aad(subject_id: uuid.UUID, scope: str, field_name: str, key_id: str) -> bytes:
     """The associated data binding a sealed value to its subject, scope, field and key."""
     parts = (_AAD_LABEL, subject_id.bytes, scope.encode(), field_name.encode(), key_id.encode())

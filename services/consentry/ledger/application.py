@@ -60,6 +60,7 @@ class _Pending:
     blind: bytes | None = None
     renew: set[uuid.UUID] = field(default_factory=set)
     sealed: list[LedgerEvent] = field(default_factory=list)
+    new: bool = False
 
 
 class Ledger:
@@ -211,7 +212,7 @@ class Ledger:
         slot = pending.get(subject_id)
         if slot is None:
             state = SubjectState(subject_id) if new else self._state(subject_id)
-            slot = pending[subject_id] = _Pending(state, state.version)
+            slot = pending[subject_id] = _Pending(state, state.version, new=new)
         return slot
 
     def _state(self, subject_id: uuid.UUID) -> SubjectState:
@@ -264,6 +265,9 @@ class Ledger:
         refused: set[uuid.UUID] = set()
         # References and keys first, durable in one write; then the events that use them.
         with self.keystore.batch():
+            for subject_id, slot in pending.items():
+                if slot.new:
+                    self.keystore.fresh_subject(subject_id)
             if link:
                 self._link_new_subjects(pending)
             for subject_id, slot in pending.items():

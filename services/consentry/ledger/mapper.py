@@ -9,7 +9,6 @@ marking values whose key was shredded as ERASED instead of raising, so history a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, cast
 from uuid import UUID
 
@@ -17,7 +16,7 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 
 from consentry.core.avro import AvroCodec, Contract
 from consentry.core.errors import KeyNotFound, ScopeShredded, SealError
-from consentry.core.events import LedgerEvent, event_from_record, event_to_record
+from consentry.core.events import LedgerEvent, event_from_record, event_to_record, evolve
 from consentry.core.keystore import Keystore
 from consentry.core.sealing import (
     CONSENT_SCOPE,
@@ -77,7 +76,7 @@ class SealingMapper(Mapper[UUID]):
                 updates[name] = {k: change(event, scope, k, v) for k, v in value.items()}
             else:
                 updates[name] = change(event, scope, name, value)
-        return replace(event, **updates) if updates else event
+        return evolve(event, **updates) if updates else event
 
     def _seal_value(self, event: LedgerEvent, scope: str, field_name: str, value: object) -> object:
         if isinstance(value, Personal):
