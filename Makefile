@@ -37,8 +37,8 @@ test: $(STAMP) ## start what the tests need, run every test, stop what was start
 test-unit: $(STAMP) ## unit tests only (no files, no services)
 	$(BIN)/pytest -q tests/unit
 
-test-contract: $(STAMP) ## the port contract suites (fakes and real adapters)
-	$(BIN)/pytest -q tests/contract
+test-contract: $(STAMP) ## the port contract suites (fakes and real adapters; PostgreSQL started)
+	@CONSENTRY_SERVICES=postgres bash infra/with-services.sh $(BIN)/pytest -q tests/contract
 
 test-integration: $(STAMP) ## integration tests on real SQLite files (and Kafka/PostgreSQL when started)
 	@bash infra/with-services.sh $(BIN)/pytest -q tests/integration
@@ -56,8 +56,8 @@ fmt: $(STAMP) ## format and auto-fix
 	$(BIN)/ruff format services tests bench
 	$(BIN)/ruff check --fix services tests bench
 
-bench: $(STAMP) ## run the benchmarks against their baselines
-	$(BIN)/python -m bench
+bench: $(STAMP) ## every benchmark and its baselines, Kafka + PostgreSQL started for it (BENCH_ARGS="--quick")
+	@CONSENTRY_RUN_DIR=$(CURDIR)/var/bench-run bash infra/with-services.sh $(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## remove the virtualenv, caches and local data
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -84,6 +84,7 @@ class Keystore(ABC):
         self._batch_keys: list[str] | None = None
         # Ids minted here for new subjects: no key of theirs can exist but the cached ones.
         self._fresh: dict[uuid.UUID, None] = {}
+        self._batch_created: dict[tuple[uuid.UUID, str], DataKey] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -113,6 +114,7 @@ class Keystore(ABC):
                 # A fresh mark holds only while nobody else can know the id: until the batch that
                 # links its reference is written.
                 self._fresh.clear()
+                self._batch_created.clear()
 
     # -- data keys ---------------------------------------------------------------------------
 
@@ -158,7 +160,8 @@ class Keystore(ABC):
             self._cache.move_to_end((subject_id, scope))
             return cached
         if subject_id in self._fresh:
-            return None
+            # Minted in this batch: its only keys are the ones this batch created.
+            return self._batch_created.get((subject_id, scope))
         latest = self._latest(subject_id, scope)
         if isinstance(latest, Tombstone):
             raise ScopeShredded("the scope was shredded")
@@ -182,9 +185,10 @@ class Keystore(ABC):
             self.clock.now(),
         )
         self._insert_key(row)
+        key = DataKey.build(key_id, subject_id, scope, version, secret)
         if self._batch_keys is not None:
             self._batch_keys.append(key_id)
-        key = DataKey.build(key_id, subject_id, scope, version, secret)
+            self._batch_created[(subject_id, scope)] = key
         self._remember(key)
         return key
 
