@@ -6,16 +6,37 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from consentry.core.errors import ConsentryError
 from consentry.core.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from consentry.platform import Platform
+
 
 def _settings(data_dir: Path | None, policy: Path | None, **extra: Any) -> Settings:
     return load_settings(data_dir=data_dir, policy=policy, **extra)
+
+
+def _serve(platform: Platform, settings: Settings) -> None:
+    """Serves the platform's HTTP API until SIGTERM/SIGINT, then closes its stores."""
+    import uvicorn
+
+    from consentry.platform import create_app
+
+    try:
+        uvicorn.run(
+            create_app(platform),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        platform.close()
 
 
 def _fail(message: str) -> None:
@@ -49,9 +70,7 @@ def cli() -> None:
 @click.option("--port", type=int, default=None, help="Listen port (env CONSENTRY_PORT).")
 def run(data_dir: Path | None, policy: Path | None, host: str | None, port: int | None) -> None:
     """Run the embedded platform (SQLite, one process) and its HTTP API."""
-    import uvicorn
-
-    from consentry.platform import Platform, create_app
+    from consentry.platform import Platform
 
     try:
         settings = _settings(data_dir, policy, host=host, port=port)
@@ -67,16 +86,7 @@ def run(data_dir: Path | None, policy: Path | None, host: str | None, port: int 
         f"(version {platform.policy.version})"
     )
     click.echo(f"  API   {base}/v1/...\n  docs  {base}/docs\n  health {base}/healthz")
-    try:
-        uvicorn.run(
-            create_app(platform),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-        )
-    finally:
-        platform.close()
+    _serve(platform, settings)
 
 
 @cli.command()
@@ -152,10 +162,7 @@ def migrate(policy: Path | None) -> None:
 @click.option("--port", type=int, default=None, help="Listen port (env CONSENTRY_PORT).")
 def serve(policy: Path | None, host: str | None, port: int | None) -> None:
     """Distributed mode: the HTTP API (intake, query, audit) on PostgreSQL."""
-    import uvicorn
-
     from consentry.cluster import open_api
-    from consentry.platform import create_app
 
     try:
         settings = _settings(None, policy, host=host, port=port)
@@ -164,16 +171,7 @@ def serve(policy: Path | None, host: str | None, port: int | None) -> None:
         _fail(str(exc))
         return
     click.echo(f"Consentry API (distributed) on http://{settings.host}:{settings.port}")
-    try:
-        uvicorn.run(
-            create_app(platform),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-        )
-    finally:
-        platform.close()
+    _serve(platform, settings)
 
 
 @cli.command()
