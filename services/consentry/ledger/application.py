@@ -8,10 +8,13 @@ the insert conflict (unique subject/version), and the whole batch is decided aga
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -90,6 +93,9 @@ class Ledger:
         # some decisions (a repeated withdrawal, say) write nothing that would conflict: so only a
         # sole writer remembers. A conflict still drops the states of the batch.
         self._sole_writer = sole_writer
+        self._write_lock: AbstractContextManager[object] = (
+            threading.Lock() if sole_writer else nullcontext()
+        )
         self._states: OrderedDict[uuid.UUID, SubjectState] = OrderedDict()
         # The sealed events of recent appends by log position, so the embedded runner projects
         # them without decoding the bytes it just wrote.
@@ -160,11 +166,16 @@ class Ledger:
     # -- one attempt -----------------------------------------------------------------------------
 
     def _with_retries(self, attempt: Callable[[], list[Outcome]]) -> list[Outcome]:
-        for _ in range(MAX_ATTEMPTS):
+        for tries in range(MAX_ATTEMPTS):
             try:
-                return attempt()
+                # A sole writer decides and appends one batch at a time: its threads never conflict
+                # (SQLite takes one writer at a time anyway). Other writers still can.
+                with self._write_lock:
+                    return attempt()
             except ConflictError:
-                continue
+                # Writers that collided back off for a random, growing while (at most ~0.25 s),
+                # so they stop colliding in lock step.
+                time.sleep(random.uniform(0, 0.002 * 2**tries))
         raise ConflictError("the subjects kept changing under this batch")
 
     def _context(self, producer: str | None) -> Context:

@@ -135,9 +135,14 @@ class Shredder:
 
         The embedded platform calls this after every write instead of scanning the whole log.
         """
-        position = after
+        # Events this process just appended come as objects; the log is read for the rest.
+        fresh = self.ledger.recent(after)
+        for _, event in fresh:
+            if isinstance(event, ev.ErasureRequested | ev.ConsentWithdrawn):
+                self.handle(event)
+        start = position = fresh[-1][0] if fresh else after
         codec = self.ledger.codec
-        for position, state in self.ledger.notifications(after):
+        for position, state in self.ledger.notifications(start):
             writer = codec.writer_of(state)
             if writer is not None and writer.name not in _REQUESTS:
                 continue  # only requests matter here, and the header says what an event is
