@@ -38,6 +38,9 @@ GRANT CONNECT ON DATABASE consentry
   TO consentry_owner, consentry_ledger, consentry_processors, consentry_query, consentry_shredder;
 -- The owner runs migrations, and the contract tests give each test a scratch schema of its own.
 GRANT CREATE ON DATABASE consentry TO consentry_owner;
+-- The owner vacuums the keystore after a shred batch and forces a checkpoint so no page image of a
+-- destroyed key lingers in the heap files (docs/keystore-postgres.md).
+GRANT pg_checkpoint TO consentry_owner;
 
 \connect consentry
 
