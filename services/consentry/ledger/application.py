@@ -123,7 +123,12 @@ class Ledger:
         return self._with_retries(lambda: self._execute_once(commands))
 
     def load(self, subject_id: uuid.UUID) -> SubjectState:
-        """The subject's state folded from its stored events (always from the store)."""
+        """The subject's state: remembered by a sole writer, otherwise folded from the store."""
+        if self._sole_writer:
+            return self._state(subject_id)
+        return self._fold(subject_id)
+
+    def _fold(self, subject_id: uuid.UUID) -> SubjectState:
         state = SubjectState(subject_id)
         for stored in self.recorder.select_events(subject_id):
             state.apply(self.mapper.decode(stored.state))
@@ -227,13 +232,17 @@ class Ledger:
         return slot
 
     def _state(self, subject_id: uuid.UUID) -> SubjectState:
-        """A copy of the remembered state, or the state folded from the store."""
+        """A copy of the remembered state, or the state folded from the store (then remembered)."""
         with self._memo:
             cached = self._states.get(subject_id)
             if cached is not None:
                 self._states.move_to_end(subject_id)
                 return cached.clone()
-        return self.load(subject_id)
+        state = self._fold(subject_id)
+        if self._sole_writer and state.exists:
+            with self._memo:
+                self._states.setdefault(subject_id, state.clone())
+        return state
 
     def _remember(self, slots: Sequence[_Pending], positions: Sequence[int] | None) -> None:
         with self._memo:
