@@ -1,0 +1,79 @@
+"""What every benchmark of one run shares: the options, the temporary root and the logs built so far."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from bench.pipeline import IngestStats, LogStore, Variant
+
+FULL_SIZES: Final = (10_000, 100_000, 1_000_000)
+QUICK_SIZES: Final = (500, 2_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How much each benchmark does; `quick` shrinks everything for the smoke test."""
+
+    sizes: tuple[int, ...] = FULL_SIZES
+    quick: bool = False
+    background_subjects: int = 2_000
+    erasures: int = 200
+    query_subjects: int = 2_000
+    query_seconds: float = 10.0
+    clients: tuple[int, ...] = (1, 8, 32)
+    distributed_events: int = 10_000
+    distributed_erasures: int = 50
+
+    @classmethod
+    def make(cls, *, quick: bool, sizes: tuple[int, ...] | None) -> Options:
+        """The full run's options, or the quick ones; explicit sizes win either way."""
+        if not quick:
+            return cls(sizes=sizes or FULL_SIZES)
+        return cls(
+            sizes=sizes or QUICK_SIZES,
+            quick=True,
+            background_subjects=50,
+            erasures=5,
+            query_subjects=30,
+            query_seconds=1.0,
+            distributed_events=1_000,
+            distributed_erasures=3,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayStats:
+    """One rebuild of every read model from a log, measured in a child process."""
+
+    size: int
+    events: int
+    seconds: float
+    rss_open_kib: int
+    rss_peak_kib: int
+    views_match: bool
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds
+
+
+@dataclass
+class RunContext:
+    """One run of the suite: options, a temporary root deleted at the end, and shared measurements."""
+
+    options: Options
+    root: Path
+    logs: LogStore = field(init=False)
+    ingests: dict[int, dict[Variant, IngestStats]] = field(default_factory=dict)
+    replays: dict[int, ReplayStats] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.logs = LogStore(self.root)
+
+    def scratch(self, name: str) -> Path:
+        """A fresh directory under the temporary root."""
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=False)
+        return path

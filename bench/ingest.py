@@ -1,0 +1,88 @@
+"""Benchmark 1, embedded: ingest throughput of the full write path against two baselines, same run.
+
+Each size ingests one workload three times, batch by batch in turn: sealed (the platform as
+`Platform.open` builds it), plaintext (sealing disabled) and aes_cipher (plaintext plus
+eventsourcing's single-key AESCipher over the whole stored state). The sealed run's data directory
+is the log the replay benchmark reuses; the baselines' directories are deleted at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from typing import Any, Final
+
+from bench.context import RunContext
+from bench.figures import BenchResult, Figure, Target
+from bench.pipeline import VARIANTS, IngestStats, Variant, ingest, say
+from bench.workload import BATCH, subjects_for
+
+NAME: Final = "ingest"
+THROUGHPUT: Final = Target(">=", 20_000, goal=50_000)
+OVERHEAD: Final = Target("<=", 20.0)
+METHOD: Final = (
+    "In process, real SQLite files in a temporary directory. Per batch of "
+    f"{BATCH} records: JSON text decoded, each record parsed by IntakeParser.from_json, "
+    "Ledger.submit, then Platform.after_write() (shredder follow + views catch-up); only that is "
+    "timed. Mix per subject: first a consent grant, then 60% data updates of 3-8 fields, 25% "
+    "access.report records, 15% grants for more purposes; about 10 events per subject. The three "
+    "variants run interleaved batch by batch (rotating who goes first). events/s counts ledger "
+    "events appended (log positions); sealing overhead = plaintext rate / sealed rate - 1."
+)
+
+
+def measure(ctx: RunContext, size: int) -> dict[Variant, IngestStats]:
+    """The three variants at one size (once per run); the sealed directory becomes that size's log."""
+    if size in ctx.ingests:
+        return ctx.ingests[size]
+    keep = not ctx.logs.has(size)
+    dirs = {
+        v: ctx.logs.path(size) if v == "sealed" and keep else ctx.root / f"{v}-{size}" for v in VARIANTS
+    }
+    say(f"ingest: {size:,} events over {subjects_for(size):,} subjects, three variants interleaved")
+    try:
+        stats = ingest(size, dirs)
+    finally:
+        # The baselines stored (fake) personal data in the clear: gone as soon as they are measured.
+        for variant, path in dirs.items():
+            if variant != "sealed" or not keep:
+                shutil.rmtree(path, ignore_errors=True)
+    if keep:
+        ctx.logs.adopt(size, stats["sealed"])
+    ctx.ingests[size] = stats
+    return stats
+
+
+def run(ctx: RunContext) -> BenchResult:
+    """Ingest figures and ratios at every size of the run."""
+    result = BenchResult(NAME, "Ingest throughput, embedded, with baselines", METHOD)
+    for size in ctx.options.sizes:
+        stats = measure(ctx, size)
+        sealed, plain, aes = stats["sealed"], stats["plaintext"], stats["aes_cipher"]
+        result.add(
+            Figure("sealed.events_per_s", sealed.events_per_s, "events/s", size, THROUGHPUT),
+            Figure("plaintext.events_per_s", plain.events_per_s, "events/s", size),
+            Figure("aes_cipher.events_per_s", aes.events_per_s, "events/s", size),
+            Figure("sealed_to_plaintext", sealed.events_per_s / plain.events_per_s, "ratio", size),
+            Figure("sealed_to_aes_cipher", sealed.events_per_s / aes.events_per_s, "ratio", size),
+            Figure(
+                "sealing_overhead",
+                (plain.events_per_s / sealed.events_per_s - 1) * 100,
+                "%",
+                size,
+                OVERHEAD,
+                "against the plaintext baseline",
+            ),
+        )
+        result.details[str(size)] = {
+            "subjects": subjects_for(size),
+            **{variant: _detail(s) for variant, s in stats.items()},
+        }
+    return result
+
+
+def _detail(stats: IngestStats) -> dict[str, Any]:
+    body = asdict(stats)
+    body["events_per_s"] = stats.events_per_s
+    body["us_per_event"] = {k: v / stats.events * 1e6 for k, v in stats.stages.items()}
+    return body

@@ -1,0 +1,130 @@
+"""Benchmark 4: replay rate and peak memory of rebuilding every read model from a sealed log.
+
+The rebuild runs in a child process (`python -m bench.replay DATA_DIR`), as `consentry replay`
+does it: `Platform.open` on the data directory, then `runner.rebuild()` (views emptied, the whole
+log projected again). The child reports the rebuild's duration and its peak resident set size
+(VmHWM, the kernel's high-water mark of the child's own address space, in KiB), once after opening
+the platform and once after the rebuild, and whether every view table holds as many rows as the
+live views had before the rebuild. Memory is flat in history size if the peak barely grows with the log.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from dataclasses import asdict
+from pathlib import Path
+from typing import Final
+
+from bench.context import ReplayStats, RunContext
+from bench.figures import BenchError, BenchResult, Figure, Target
+from bench.pipeline import open_variant, say
+from consentry.adapters.sql_views import VIEW_TABLES
+
+NAME: Final = "replay"
+RATE: Final = Target(">=", 50_000)
+FLAT: Final = Target("<=", 1.25)
+METHOD: Final = (
+    "Child process per size: Platform.open on the sealed log the ingest benchmark built, then "
+    "EmbeddedRunner.rebuild() (views emptied, every event projected again; pages of 500). "
+    "events/s = events projected / rebuild seconds. Memory = VmHWM of the child (peak RSS of its "
+    "own address space; ru_maxrss would include the forking parent's). Flat = peak RSS at the "
+    "largest size / peak RSS at the smallest size; views_match = every view table has the row "
+    "count the live views had before the rebuild."
+)
+
+
+def measure(ctx: RunContext, size: int) -> ReplayStats:
+    """Rebuilds the views of that size's log in a child process (once per run)."""
+    if size not in ctx.replays:
+        log = ctx.logs.get(size)
+        say(f"replay: rebuilding the read models of {size:,} events")
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.replay", str(log.data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"the replay child failed ({done.returncode}): {done.stderr[-2000:]}")
+        answer = json.loads(done.stdout)
+        ctx.replays[size] = ReplayStats(size=size, **answer)
+    return ctx.replays[size]
+
+
+def run(ctx: RunContext) -> BenchResult:
+    """Replay rate and peak memory at every size; flatness across the sizes."""
+    result = BenchResult(NAME, "Replay: rebuild every read model from the log", METHOD)
+    replays = [measure(ctx, size) for size in ctx.options.sizes]
+    for stats in replays:
+        note = "" if stats.views_match else "row counts differ from the live views"
+        if stats.size < 1_000_000:
+            note = "; ".join(filter(None, [note, "the target is set for logs of 1M+ events"]))
+        result.add(
+            Figure("events_per_s", stats.events_per_s, "events/s", stats.size, RATE, note),
+            Figure("peak_rss", stats.rss_peak_kib / 1024, "MiB", stats.size),
+            Figure(
+                "rebuild_rss_growth", (stats.rss_peak_kib - stats.rss_open_kib) / 1024, "MiB", stats.size
+            ),
+        )
+        result.details[str(stats.size)] = asdict(stats) | {"events_per_s": stats.events_per_s}
+        if not stats.views_match:
+            raise BenchError(f"the rebuilt views of {stats.size:,} events differ from the live ones")
+    smallest, largest = replays[0], replays[-1]
+    result.add(
+        Figure(
+            "peak_rss_largest_to_smallest",
+            largest.rss_peak_kib / smallest.rss_peak_kib,
+            "ratio",
+            largest.size,
+            FLAT,
+            f"{largest.size:,} vs {smallest.size:,} events",
+        )
+    )
+    return result
+
+
+def _counts(data_dir: Path) -> dict[str, int]:
+    with closing(sqlite3.connect(data_dir / "views.db")) as views:
+        return {t: int(views.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in VIEW_TABLES}  # noqa: S608 - fixed table names
+
+
+def _max_rss_kib() -> int:
+    """The process's peak RSS in KiB: VmHWM, the high-water mark of its own address space.
+
+    Not ru_maxrss: Linux carries that over exec from the forked parent, so a child of a large
+    benchmark process would report the parent's size.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise BenchError("no VmHWM in /proc/self/status (the replay benchmark needs Linux)")
+
+
+def child(data_dir: Path) -> dict[str, object]:
+    """The child's work: open, rebuild, report (JSON on stdout)."""
+    before = _counts(data_dir)
+    platform = open_variant(data_dir)
+    try:
+        rss_open = _max_rss_kib()
+        started = time.perf_counter()
+        events = platform.runner.rebuild()
+        seconds = time.perf_counter() - started
+        rss_peak = _max_rss_kib()
+    finally:
+        platform.close()
+    return {
+        "events": events,
+        "seconds": seconds,
+        "rss_open_kib": rss_open,
+        "rss_peak_kib": rss_peak,
+        "views_match": _counts(data_dir) == before,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(child(Path(sys.argv[1]))))

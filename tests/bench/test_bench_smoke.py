@@ -1,0 +1,85 @@
+"""The benchmark harness runs end to end at tiny sizes, so it cannot rot (no timing is asserted).
+
+`python -m bench --quick` runs the embedded benchmarks in a real child process, as `make bench`
+would, into a temporary results directory. Every benchmark must report numeric figures, every
+target of issue 5 must be there, and the run must leave nothing behind in its temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED = ("ingest", "replay", "scaling", "erasure", "query")
+TARGETED = {
+    ("ingest", "sealed.events_per_s"),
+    ("ingest", "sealing_overhead"),
+    ("replay", "events_per_s"),
+    ("replay", "peak_rss_largest_to_smallest"),
+    ("erasure", "keys_destroyed.p99"),
+    ("erasure", "views_purged.p99"),
+    ("erasure", "gone_410.p99"),
+    ("query", "clients_8.p99"),
+}
+
+
+@dataclass(frozen=True)
+class QuickRun:
+    """One `python -m bench --quick` run: its results, where it wrote them, its temporary dir."""
+
+    results: dict[str, Any]
+    out: Path
+    scratch: Path
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    out, scratch = tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("tmp")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", *EMBEDDED, "--out", str(out)],
+        cwd=ROOT,
+        env=os.environ | {"TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return QuickRun(json.loads((out / "latest.json").read_text()), out, scratch)
+
+
+def test_a_quick_run_reports_numeric_figures_for_every_embedded_benchmark(quick: QuickRun) -> None:
+    results = quick.results
+    assert results["summary"]["errors"] == []
+    for name in EMBEDDED:
+        benchmark = results["benchmarks"][name]
+        assert benchmark["status"] == "ok", (name, benchmark.get("error"))
+        assert benchmark["figures"], name
+        for figure in benchmark["figures"]:
+            assert isinstance(figure["value"], int | float), figure
+            assert math.isfinite(figure["value"]), figure
+            assert figure["status"] in ("pass", "miss", "info"), figure
+    targeted = {(f["benchmark"], f["name"]) for f in results["figures"] if "target" in f}
+    assert targeted >= TARGETED
+    sizes = {f["size"] for f in results["benchmarks"]["ingest"]["figures"]}
+    assert len(sizes) >= 2, "the scaling curve needs at least two sizes"
+
+
+def test_a_quick_run_writes_both_reports_and_leaves_no_data_behind(quick: QuickRun) -> None:
+    report = (quick.out / "latest.md").read_text()
+    assert report.startswith("# Consentry benchmarks")
+    assert "## Targets (issue 5)" in report and "## Scaling curve" in report
+    assert sorted(p.name for p in quick.out.iterdir()) == ["latest.json", "latest.md"]
+    # The data directories (the baselines hold fake personal data in the clear) are gone.
+    assert list(quick.scratch.iterdir()) == []
+    for path in quick.out.iterdir():
+        assert "example.com" not in path.read_text(), path.name
