@@ -37,7 +37,7 @@ from consentry.adapters.postgres_views import PostgresViewStore
 from consentry.adapters.postgres_views import migrate as migrate_views
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import SystemClock
-from consentry.core.errors import SettingsError
+from consentry.core.errors import ConsentryError, SettingsError
 from consentry.core.events import event_from_record
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider
 from consentry.core.policy import load_policy
@@ -56,6 +56,10 @@ KEYSTORE_SCHEMA: Final = "keystore"
 VIEWS_SCHEMA: Final = "views"
 
 log = logging.getLogger("consentry.cluster")
+
+
+class ReplayElsewhere(ConsentryError):
+    """The read models belong to the processors worker: rebuild them with `consentry replay --kafka`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +189,7 @@ class RemoteViews:
             time.sleep(0.01)
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
-        raise NotImplementedError("the processors worker owns the views: consentry replay --kafka")
+        raise ReplayElsewhere("the processors worker owns the views: consentry replay --kafka")
 
     def start(self) -> None:
         """Nothing runs in this process."""
