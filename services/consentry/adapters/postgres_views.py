@@ -50,6 +50,7 @@ class PostgresViewStore(SqlViewStore):
     """The read models on one connection (guarded by a lock) with `search_path` set to the schema."""
 
     placeholder = "%s"
+    driver_errors = (psycopg.Error,)
 
     def __init__(self, dsn: str, schema: str = "views") -> None:
         try:

@@ -66,6 +66,8 @@ class SqlViewStore(ViewStore):
     """The shared statements; subclasses open transactions and cursors."""
 
     placeholder = "?"
+    # The database driver's own error types, reported as ViewStoreError.
+    driver_errors: tuple[type[Exception], ...] = ()
 
     @abstractmethod
     def _transaction(self) -> AbstractContextManager[Cursor]:
@@ -104,9 +106,7 @@ class SqlViewStore(ViewStore):
                     ),
                     list(positions.items()),
                 )
-        except ConsentryError:
-            raise
-        except Exception as exc:
+        except self.driver_errors as exc:
             raise ViewStoreError(f"read models could not be updated: {type(exc).__name__}") from exc
 
     def applied(self, subject_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:

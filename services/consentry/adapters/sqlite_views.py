@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS erasures (
 class SQLiteViewStore(SqlViewStore):
     """The embedded platform's read models; ciphertext and pseudonymous metadata only."""
 
+    driver_errors = (sqlite3.Error,)
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
