@@ -7,6 +7,7 @@ placeholder style; statements here are written with `?` and rewritten for `%s` d
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from abc import abstractmethod
@@ -97,8 +98,10 @@ class SqlViewStore(ViewStore):
     def apply_at(self, changes: Sequence[Change], positions: Mapping[str, int]) -> None:
         try:
             with self._transaction() as cur:
-                for change in changes:
-                    self._apply_one(cur, change)
+                # Consecutive changes of one statement go to the database together, in order.
+                statements = (self._statement(change) for change in changes)
+                for sql, runs in itertools.groupby(statements, key=lambda st: st[0]):
+                    cur.executemany(sql, [row for _, rows in runs for row in rows])
                 cur.executemany(
                     self._sql(
                         "INSERT INTO positions VALUES (?, ?) "
@@ -120,11 +123,12 @@ class SqlViewStore(ViewStore):
             found.update((_uuid(s), int(n)) for s, n in rows)
         return found
 
-    def _apply_one(self, cur: Cursor, change: Change) -> None:
+    def _statement(self, change: Change) -> tuple[str, list[Sequence[object]]]:
+        """The statement a change runs and its parameter rows (several for a bulk delete)."""
         sql = self._sql
         match change:
             case PutValue(sealed=s):
-                cur.execute(
+                return _one(
                     sql(
                         "INSERT INTO profile_values VALUES (?,?,?,?,?,?,?,?,?) "
                         "ON CONFLICT (subject_id, purpose, field) DO UPDATE SET scope=excluded.scope, "
@@ -144,16 +148,16 @@ class SqlViewStore(ViewStore):
                     ),
                 )
             case DropValues(scopes=None):
-                cur.execute(
+                return _one(
                     sql("DELETE FROM profile_values WHERE subject_id=?"), (change.subject_id.bytes,)
                 )
             case DropValues(scopes=scopes):
-                cur.executemany(
+                return (
                     sql("DELETE FROM profile_values WHERE subject_id=? AND scope=?"),
                     [(change.subject_id.bytes, scope) for scope in scopes or ()],
                 )
             case PutConsent(subject_id=subject_id, consent=c):
-                cur.execute(
+                return _one(
                     sql(
                         "INSERT INTO consents VALUES (?,?,?,?,?,?,?) ON CONFLICT (subject_id, purpose) "
                         "DO UPDATE SET status=excluded.status, lawful_basis=excluded.lawful_basis, "
@@ -171,7 +175,7 @@ class SqlViewStore(ViewStore):
                     ),
                 )
             case AddAccess(subject_id=subject_id, access=a):
-                cur.execute(
+                return _one(
                     sql("INSERT INTO accesses VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"),
                     (
                         a.event_id.bytes,
@@ -187,7 +191,7 @@ class SqlViewStore(ViewStore):
                     ),
                 )
             case PutSubject():
-                cur.execute(
+                return _one(
                     sql(
                         "INSERT INTO subjects VALUES (?,?,?,?) ON CONFLICT (subject_id) DO UPDATE SET "
                         "status=excluded.status, at=excluded.at, version=excluded.version"
@@ -195,7 +199,7 @@ class SqlViewStore(ViewStore):
                     (change.subject_id.bytes, change.status, ts(change.at), change.version),
                 )
             case PutErasure(subject_id=subject_id, erasure=e):
-                cur.execute(
+                return _one(
                     sql(
                         "INSERT INTO erasures VALUES (?,?,?,?,?,?) ON CONFLICT (subject_id) DO UPDATE "
                         "SET status=excluded.status, at=excluded.at, event_id=excluded.event_id, "
@@ -204,13 +208,14 @@ class SqlViewStore(ViewStore):
                     (subject_id.bytes, e.status, ts(e.at), e.event_id.bytes, e.certificate, e.signature),
                 )
             case MarkApplied():
-                cur.execute(
+                return _one(
                     sql(
                         "INSERT INTO applied VALUES (?,?) ON CONFLICT (subject_id) "
                         "DO UPDATE SET sequence=excluded.sequence"
                     ),
                     (change.subject_id.bytes, change.sequence),
                 )
+        raise ViewStoreError(f"unknown view change {type(change).__name__}")
 
     def reset(self, name: str) -> None:
         with self._transaction() as cur:
@@ -287,6 +292,10 @@ class SqlViewStore(ViewStore):
             )
             for table in VIEW_TABLES
         }
+
+
+def _one(sql: str, params: Sequence[object]) -> tuple[str, list[Sequence[object]]]:
+    return sql, [params]
 
 
 def _chunks(items: list[uuid.UUID], size: int) -> Iterator[list[uuid.UUID]]:
