@@ -177,10 +177,10 @@ class RemoteViews:
         self.views = views
         self.timeout = timeout
 
-    def refresh(self, subject_id: uuid.UUID | None = None) -> None:
+    def refresh(self, subject_id: uuid.UUID | None = None, version: int | None = None) -> None:
         if subject_id is None:
             return
-        wanted = self.ledger.load(subject_id).version
+        wanted = version if version is not None else self.ledger.load(subject_id).version
         deadline = time.monotonic() + self.timeout
         while self.views.applied([subject_id]).get(subject_id, 0) < wanted:
             if time.monotonic() > deadline:

@@ -47,8 +47,9 @@ log = logging.getLogger("consentry")
 class ViewsRuntime(Protocol):
     """How a process keeps its read models current: in-process runner or remote workers."""
 
-    def refresh(self, subject_id: uuid.UUID | None = None) -> None:
-        """Returns once the views hold everything the ledger has (for the subject, if given)."""
+    def refresh(self, subject_id: uuid.UUID | None = None, version: int | None = None) -> None:
+        """Returns once the views hold everything the ledger has (for the subject, if given;
+        with `version`, the subject's events up to that sequence)."""
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Empties the views and projects the whole log again; None-capable runtimes raise."""

@@ -19,6 +19,7 @@ import fastavro
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
+from consentry.core.avro_compiled import Reader, Unsupported, Writer, compile_schema
 from consentry.core.errors import Reason, Rejected, SchemaError
 
 MAGIC = b"\xc3\x01"
@@ -39,6 +40,9 @@ class Contract:
     pii: Mapping[str, str | None]
     pii_maps: frozenset[str]
     intake_type: str | None
+    # Compiled body writer and reader (see avro_compiled); None where fastavro does the work.
+    write: Writer | None = field(default=None, repr=False, compare=False)
+    read: Reader | None = field(default=None, repr=False, compare=False)
 
     @property
     def short_name(self) -> str:
@@ -84,6 +88,12 @@ class AvroCodec:
         if not isinstance(parsed, dict) or parsed.get("type") != "record":
             raise SchemaError(f"{path.name}: each schema file must hold one record")
         canonical = to_parsing_canonical_form(expanded)
+        write: Writer | None
+        read: Reader | None
+        try:
+            write, read = compile_schema(expanded)
+        except Unsupported:
+            write = read = None
         contract = Contract(
             name=parsed["name"],
             kind=kind,
@@ -100,6 +110,8 @@ class AvroCodec:
                 if f.get("pii") and isinstance(f["type"], dict) and f["type"].get("type") == "map"
             ),
             intake_type=raw.get("intake_type"),
+            write=write,
+            read=read,
         )
         previous = self._by_name.get(contract.name)
         if previous is not None and previous.version >= contract.version:
@@ -131,17 +143,22 @@ class AvroCodec:
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Single-object encoding of a record with the newest schema of that name."""
         contract = self.contract(name)
-        buffer = io.BytesIO()
-        buffer.write(MAGIC)
-        buffer.write(contract.fingerprint)
         try:
+            if contract.write is not None:
+                out = bytearray(MAGIC)
+                out += contract.fingerprint
+                contract.write(out, record)
+                return bytes(out)
+            buffer = io.BytesIO()
+            buffer.write(MAGIC)
+            buffer.write(contract.fingerprint)
             fastavro.schemaless_writer(buffer, contract.parsed, record, strict_allow_default=True)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            return buffer.getvalue()
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
             raise Rejected(
                 Reason.INVALID_VALUE,
                 f"record does not match {contract.short_name}: {_safe_error(exc)}",
             ) from exc
-        return buffer.getvalue()
 
     def writer_of(self, data: bytes) -> Contract | None:
         """The contract single-object bytes were written with, from the header alone (no decoding)."""
@@ -151,16 +168,21 @@ class AvroCodec:
 
     def decode(self, data: bytes) -> tuple[Contract, dict[str, Any]]:
         """Decodes single-object bytes into the writer's contract and the record."""
+        data = bytes(data)  # a no-op for bytes; bytearray and memoryview become bytes
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
             raise Rejected(Reason.MALFORMED_AVRO, "not Avro single-object encoding")
         contract = self._by_fingerprint.get(data[2:HEADER_LEN])
         if contract is None:
             raise Rejected(Reason.UNKNOWN_SCHEMA, "schema fingerprint is not one of ours")
         reader = self._by_name[contract.name]
-        buffer = io.BytesIO(data)
-        buffer.seek(HEADER_LEN)
         try:
-            record = fastavro.schemaless_reader(buffer, contract.parsed, reader.parsed)
+            if reader is contract and contract.read is not None:
+                record, end = contract.read(data, HEADER_LEN)
+            else:
+                buffer = io.BytesIO(data)
+                buffer.seek(HEADER_LEN)
+                record = fastavro.schemaless_reader(buffer, contract.parsed, reader.parsed)
+                end = buffer.tell()
         except (
             EOFError,
             ValueError,
@@ -174,7 +196,7 @@ class AvroCodec:
             raise Rejected(
                 Reason.MALFORMED_AVRO, f"body does not decode as {contract.short_name}"
             ) from exc
-        if buffer.tell() != len(data):
+        if end != len(data):
             raise Rejected(Reason.MALFORMED_AVRO, "trailing bytes after the record")
         if not isinstance(record, dict):
             raise Rejected(Reason.MALFORMED_AVRO, "body is not a record")

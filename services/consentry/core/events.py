@@ -179,6 +179,10 @@ EVENT_TYPES: Final[dict[str, type[LedgerEvent]]] = {
 for _name, _cls in EVENT_TYPES.items():
     _cls.avro_name = _name
 
+# Events that only record who saw or received what: they add to the access log and change no other
+# read model, so a read of a subject's data need not wait for the views to take them in.
+ACCESS_RECORDS: Final = (DataAccessed, AccessDenied, DataShared)
+
 E = TypeVar("E", bound=LedgerEvent)
 T = TypeVar("T")
 

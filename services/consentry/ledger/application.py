@@ -34,6 +34,7 @@ from consentry.core.keystore import Keystore
 from consentry.core.policy import Policy
 from consentry.core.sealing import purpose_scope
 from consentry.ledger.commands import StaffCommand
+from consentry.ledger.group import GroupCommit
 from consentry.ledger.mapper import SealingMapper
 from consentry.ledger.subject import Context, Decision, Outcome, SubjectState, decide, decide_staff
 
@@ -97,6 +98,9 @@ class Ledger:
             threading.Lock() if sole_writer else nullcontext()
         )
         self._states: OrderedDict[uuid.UUID, SubjectState] = OrderedDict()
+        self._group: GroupCommit[StaffCommand, Outcome] = GroupCommit(
+            lambda commands: self._with_retries(lambda: self._execute_once(commands))
+        )
         # The sealed events of recent appends by log position, so the embedded runner projects
         # them without decoding the bytes it just wrote.
         self._recent: OrderedDict[int, LedgerEvent] = OrderedDict()
@@ -119,8 +123,12 @@ class Ledger:
         return self._with_retries(lambda: self._submit_once(producer, records))
 
     def execute(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
-        """Decides and appends staff or platform commands; one outcome per command."""
-        return self._with_retries(lambda: self._execute_once(commands))
+        """Decides and appends staff or platform commands; one outcome per command.
+
+        Callers at the same time are grouped into one batch (group commit): concurrent reads
+        share one transaction for their access events instead of queueing for one each.
+        """
+        return self._group(commands)
 
     def load(self, subject_id: uuid.UUID) -> SubjectState:
         """The subject's state: remembered by a sole writer, otherwise folded from the store."""

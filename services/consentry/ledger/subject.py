@@ -51,6 +51,9 @@ class SubjectState:
     erased: bool = False
     seen: dict[bytes, uuid.UUID] = field(default_factory=dict)
     shredded_causes: set[str] = field(default_factory=set)
+    # The sequence of the subject's last event that changes more than the access log: views that
+    # have applied it hold the subject's current data, consents and erasure status.
+    data_version: int = 0
 
     @property
     def exists(self) -> bool:
@@ -67,11 +70,14 @@ class SubjectState:
             self.erased,
             dict(self.seen),
             set(self.shredded_causes),
+            self.data_version,
         )
 
     def apply(self, event: LedgerEvent) -> None:
         """Folds one event into the state (the aggregate's evolve step)."""
         self.version = event.meta.sequence
+        if not isinstance(event, ev.ACCESS_RECORDS):
+            self.data_version = event.meta.sequence
         if event.meta.idempotency is not None:
             self.seen.setdefault(event.meta.idempotency, event.meta.event_id)
         match event:

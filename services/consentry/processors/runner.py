@@ -39,8 +39,18 @@ class EmbeddedRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def refresh(self, subject_id: uuid.UUID | None = None) -> None:
-        """Catches up, for callers that only need the views current (every subject at once)."""
+    def refresh(self, subject_id: uuid.UUID | None = None, version: int | None = None) -> None:
+        """Returns once the views are current: for everything, or up to a subject's `version`.
+
+        A reader that needs a subject's events only up to `version` does not wait for the rest of
+        the log (the access events of other reads, say): the background thread takes those in.
+        """
+        if (
+            subject_id is not None
+            and version is not None
+            and self.store.applied([subject_id]).get(subject_id, 0) >= version
+        ):
+            return
         self.catch_up()
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Header, Query
 
@@ -26,10 +26,16 @@ from consentry.query.reader import Reader
 Auth = Annotated[str | None, Header(alias="Authorization")]
 
 
+class CatchUp(Protocol):
+    """Returns once the views hold the subject's events (up to `version`, if given)."""
+
+    def __call__(self, subject_id: uuid.UUID, version: int | None = None) -> None: ...
+
+
 def query_router(
     ledger: Ledger,
     views: ViewStore,
-    catch_up: Callable[[uuid.UUID], None],
+    catch_up: CatchUp,
     on_erasure: Callable[[uuid.UUID], dict[str, Any]],
     certificate: Callable[[uuid.UUID], dict[str, Any] | None],
 ) -> APIRouter:
@@ -78,7 +84,8 @@ def query_router(
             raise refuse(state, who, role, purpose, "subject_erased", "profile", 410)
         if not _purpose_active(ledger, state, purpose):
             raise refuse(state, who, role, purpose, "no_consent", "profile", 403)
-        catch_up(state.subject_id)
+        # The answer needs the subject's data in the views, not other reads' access events.
+        catch_up(state.subject_id, state.data_version)
         sealed = views.values(subject_id, purpose).get(purpose, {})
         outcome = ledger.execute(
             [
