@@ -12,7 +12,8 @@ Both exist only to be measured against: they drop guarantees the platform must k
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from uuid import UUID
 
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.persistence import StoredEvent
@@ -32,10 +33,15 @@ LogReader = Callable[[int], Iterator[tuple[int, bytes]]]
 class PlaintextMapper(SealingMapper):
     """Stores personal values unencrypted (baseline: sealing disabled)."""
 
-    def _seal_value(self, event: LedgerEvent, scope: str, field_name: str, value: object) -> object:
-        if isinstance(value, Personal):
-            return SealedValue(scope, PLAINTEXT_KEY_ID, b"", value.reveal().encode("utf-8"))
-        return value
+    def _seal_values(
+        self, subject_id: UUID, scope: str, values: Mapping[str, object]
+    ) -> dict[str, object]:
+        return {
+            name: SealedValue(scope, PLAINTEXT_KEY_ID, b"", value.reveal().encode("utf-8"))
+            if isinstance(value, Personal)
+            else value
+            for name, value in values.items()
+        }
 
     def log_reader(self, log: LogReader) -> LogReader:
         """The notification log as the projectors must see it (here: unchanged)."""
@@ -49,8 +55,10 @@ class WholeStateCipherMapper(PlaintextMapper):
         super().__init__(codec, keystore)
         self.whole_state = AESCipher(Environment(env={AESCipher.CIPHER_KEY: AESCipher.create_key(32)}))
 
-    def seal_event(self, event: LedgerEvent) -> tuple[LedgerEvent, StoredEvent]:
-        sealed, plain = super().seal_event(event)
+    def seal_event(
+        self, event: LedgerEvent, prev_hash: bytes | None = None
+    ) -> tuple[LedgerEvent, StoredEvent]:
+        sealed, plain = super().seal_event(event, prev_hash)
         stored = StoredEvent(
             originator_id=plain.originator_id,
             originator_version=plain.originator_version,

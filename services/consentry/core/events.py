@@ -183,13 +183,7 @@ for _name, _cls in EVENT_TYPES.items():
 # read model, so a read of a subject's data need not wait for the views to take them in.
 ACCESS_RECORDS: Final = (DataAccessed, AccessDenied, DataShared)
 
-E = TypeVar("E", bound=LedgerEvent)
 T = TypeVar("T")
-
-
-def with_prev_hash(event: E, prev_hash: bytes) -> E:
-    """The same event linked to its predecessor's hash."""
-    return evolve(event, meta=evolve(event.meta, prev_hash=prev_hash))
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

@@ -11,6 +11,7 @@ import functools
 import os
 import struct
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -113,11 +114,21 @@ def seal_aad(subject_id: uuid.UUID, scope: str, field_name: str, key_id: str) ->
 
 def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
     """Seals one value of `field_name` under `key`."""
-    nonce = os.urandom(NONCE_LEN)
-    aad = seal_aad(key.subject_id, key.scope, field_name, key.key_id)
-    return SealedValue(
-        key.scope, key.key_id, nonce, key.cipher.encrypt(nonce, plaintext.encode("utf-8"), aad)
-    )
+    return seal_many(key, {field_name: plaintext})[field_name]
+
+
+def seal_many(key: DataKey, plaintexts: Mapping[str, str]) -> dict[str, SealedValue]:
+    """Seals several fields' values under one key (one draw of random bytes for all nonces)."""
+    nonces = os.urandom(NONCE_LEN * len(plaintexts))
+    encrypt, scope, key_id, subject_id = key.cipher.encrypt, key.scope, key.key_id, key.subject_id
+    sealed = {}
+    for index, (field_name, plaintext) in enumerate(plaintexts.items()):
+        nonce = nonces[index * NONCE_LEN : (index + 1) * NONCE_LEN]
+        aad = seal_aad(subject_id, scope, field_name, key_id)
+        sealed[field_name] = SealedValue(
+            scope, key_id, nonce, encrypt(nonce, plaintext.encode("utf-8"), aad)
+        )
+    return sealed
 
 
 def open_sealed(key: DataKey, field_name: str, sealed: SealedValue) -> str:

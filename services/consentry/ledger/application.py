@@ -29,7 +29,7 @@ from consentry.core import intake as rec
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, new_id
 from consentry.core.errors import ConflictError, Reason, Rejected, ScopeShredded
-from consentry.core.events import ConsentGranted, LedgerEvent, with_prev_hash
+from consentry.core.events import ConsentGranted, LedgerEvent
 from consentry.core.keystore import Keystore
 from consentry.core.policy import Policy
 from consentry.core.sealing import purpose_scope
@@ -333,7 +333,7 @@ class Ledger:
                 self.keystore.create(
                     slot.state.subject_id, purpose_scope(event.purpose), new_version=True
                 )
-            sealed, stored_event = self.mapper.seal_event(with_prev_hash(event, head))
+            sealed, stored_event = self.mapper.seal_event(event, head)
             head = chain_hash(stored_event.state)
             slot.sealed.append(sealed)
             out.append(stored_event)

@@ -26,7 +26,7 @@ from consentry.core.sealing import (
     SealedValue,
     open_sealed,
     purpose_scope,
-    seal,
+    seal_many,
 )
 
 
@@ -41,10 +41,26 @@ class SealingMapper(Mapper[UUID]):
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         return self.seal_event(cast(LedgerEvent, domain_event))[1]
 
-    def seal_event(self, event: LedgerEvent) -> tuple[LedgerEvent, StoredEvent]:
-        """The event with its personal values sealed, and its stored form (Avro bytes)."""
+    def seal_event(
+        self, event: LedgerEvent, prev_hash: bytes | None = None
+    ) -> tuple[LedgerEvent, StoredEvent]:
+        """The event with its personal values sealed (and linked to `prev_hash`, if given), and
+        its stored form (Avro bytes)."""
         contract = self.codec.contract(event.avro_name)
-        sealed = self._transform(event, contract, self._seal_value)
+        updates: dict[str, Any] = {}
+        if prev_hash is not None:
+            updates["meta"] = evolve(event.meta, prev_hash=prev_hash)
+        subject_id = event.meta.subject_id
+        for name, scope_kind in contract.pii.items():
+            value = getattr(event, name)
+            if value is None:
+                continue
+            scope = _scope(event, scope_kind)
+            if isinstance(value, Mapping):
+                updates[name] = self._seal_values(subject_id, scope, value)
+            else:
+                updates[name] = self._seal_values(subject_id, scope, {name: value})[name]
+        sealed = evolve(event, **updates) if updates else event
         stored = StoredEvent(
             originator_id=event.meta.subject_id,
             originator_version=event.meta.sequence,
@@ -78,11 +94,15 @@ class SealingMapper(Mapper[UUID]):
                 updates[name] = change(event, scope, name, value)
         return evolve(event, **updates) if updates else event
 
-    def _seal_value(self, event: LedgerEvent, scope: str, field_name: str, value: object) -> object:
-        if isinstance(value, Personal):
-            key = self.keystore.get_or_create(event.meta.subject_id, scope)
-            return seal(key, field_name, value.reveal())
-        return value
+    def _seal_values(
+        self, subject_id: UUID, scope: str, values: Mapping[str, object]
+    ) -> dict[str, object]:
+        """The personal values of one scope sealed together: one key lookup, one nonce draw."""
+        personal = {name: v.reveal() for name, v in values.items() if isinstance(v, Personal)}
+        if not personal:
+            return dict(values)
+        key = self.keystore.get_or_create(subject_id, scope)
+        return dict(values) | seal_many(key, personal)
 
     def _open_value(self, event: LedgerEvent, scope: str, field_name: str, value: object) -> object:
         if not isinstance(value, SealedValue):
