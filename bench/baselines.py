@@ -13,7 +13,6 @@ Both exist only to be measured against: they drop guarantees the platform must k
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from uuid import UUID
 
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.persistence import StoredEvent
@@ -34,7 +33,7 @@ class PlaintextMapper(SealingMapper):
     """Stores personal values unencrypted (baseline: sealing disabled)."""
 
     def _seal_values(
-        self, subject_id: UUID, scope: str, values: Mapping[str, object]
+        self, event: LedgerEvent, scope: str, values: Mapping[str, object]
     ) -> dict[str, object]:
         return {
             name: SealedValue(scope, PLAINTEXT_KEY_ID, b"", value.reveal().encode("utf-8"))

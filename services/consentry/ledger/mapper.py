@@ -8,7 +8,7 @@ marking values whose key was shredded as ERASED instead of raising, so history a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 from uuid import UUID
 
@@ -29,6 +29,9 @@ from consentry.core.sealing import (
     seal_many,
 )
 
+# How the mapper changes one scope's personal values of an event (sealing or opening them).
+Change = Callable[[LedgerEvent, str, Mapping[str, object]], dict[str, object]]
+
 
 class SealingMapper(Mapper[UUID]):
     """Seals personal fields per (subject, scope) and encodes events with Avro."""
@@ -47,19 +50,9 @@ class SealingMapper(Mapper[UUID]):
         """The event with its personal values sealed (and linked to `prev_hash`, if given), and
         its stored form (Avro bytes)."""
         contract = self.codec.contract(event.avro_name)
-        updates: dict[str, Any] = {}
+        updates = self._personal_fields(event, contract, self._seal_values)
         if prev_hash is not None:
             updates["meta"] = evolve(event.meta, prev_hash=prev_hash)
-        subject_id = event.meta.subject_id
-        for name, scope_kind in contract.pii.items():
-            value = getattr(event, name)
-            if value is None:
-                continue
-            scope = _scope(event, scope_kind)
-            if isinstance(value, Mapping):
-                updates[name] = self._seal_values(subject_id, scope, value)
-            else:
-                updates[name] = self._seal_values(subject_id, scope, {name: value})[name]
         sealed = evolve(event, **updates) if updates else event
         stored = StoredEvent(
             originator_id=event.meta.subject_id,
@@ -79,9 +72,13 @@ class SealingMapper(Mapper[UUID]):
 
     def reveal(self, event: LedgerEvent) -> LedgerEvent:
         """The event with its sealed values opened, or ERASED where the key was shredded."""
-        return self._transform(event, self.codec.contract(event.avro_name), self._open_value)
+        contract = self.codec.contract(event.avro_name)
+        updates = self._personal_fields(event, contract, self._open_values)
+        return evolve(event, **updates) if updates else event
 
-    def _transform(self, event: LedgerEvent, contract: Contract, change: Any) -> LedgerEvent:
+    @staticmethod
+    def _personal_fields(event: LedgerEvent, contract: Contract, change: Change) -> dict[str, Any]:
+        """The event's personal fields changed scope by scope (a map's values all at once)."""
         updates: dict[str, Any] = {}
         for name, scope_kind in contract.pii.items():
             value = getattr(event, name)
@@ -89,20 +86,25 @@ class SealingMapper(Mapper[UUID]):
                 continue
             scope = _scope(event, scope_kind)
             if isinstance(value, Mapping):
-                updates[name] = {k: change(event, scope, k, v) for k, v in value.items()}
+                updates[name] = change(event, scope, value)
             else:
-                updates[name] = change(event, scope, name, value)
-        return evolve(event, **updates) if updates else event
+                updates[name] = change(event, scope, {name: value})[name]
+        return updates
 
     def _seal_values(
-        self, subject_id: UUID, scope: str, values: Mapping[str, object]
+        self, event: LedgerEvent, scope: str, values: Mapping[str, object]
     ) -> dict[str, object]:
         """The personal values of one scope sealed together: one key lookup, one nonce draw."""
         personal = {name: v.reveal() for name, v in values.items() if isinstance(v, Personal)}
         if not personal:
             return dict(values)
-        key = self.keystore.get_or_create(subject_id, scope)
+        key = self.keystore.get_or_create(event.meta.subject_id, scope)
         return dict(values) | seal_many(key, personal)
+
+    def _open_values(
+        self, event: LedgerEvent, scope: str, values: Mapping[str, object]
+    ) -> dict[str, object]:
+        return {name: self._open_value(event, scope, name, value) for name, value in values.items()}
 
     def _open_value(self, event: LedgerEvent, scope: str, field_name: str, value: object) -> object:
         if not isinstance(value, SealedValue):
