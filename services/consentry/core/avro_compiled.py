@@ -1,14 +1,16 @@
-"""Avro bodies of our schemas, written and read by functions built once per schema.
+"""Avro bodies of our schemas, written and read by Python functions generated once per schema.
 
 fastavro interprets the schema for every record; for the ledger's events that is ~50 µs each way,
-more than sealing every field of the event. These functions do the same work with the dispatch
-done in advance (one closure per schema node). They cover what `schemas/` uses — null, boolean,
-long, string, bytes, records, arrays, maps, unions of null and one type, and the `uuid` and
-`timestamp-micros` logical types — and produce exactly fastavro's bytes and records (a property
-test compares them). A schema with anything else gets no compiled codec, and fastavro serves it.
+more than sealing every field of the event. Here each schema becomes the source of one writer and
+one reader function with every nested record, union and primitive inlined, compiled at start-up.
+They cover what `schemas/` uses — null, boolean, long, string, bytes, records, arrays, maps,
+unions of null and one type, and the `uuid` and `timestamp-micros` logical types — and produce
+exactly fastavro's bytes and records (a property test compares them on every schema). A schema
+with anything else gets no compiled codec, and fastavro serves it.
 
-Reading is strict: a length or union index out of range, bad UTF-8, an overlong varint or a
-truncated body raises `ValueError` (or `IndexError`/`UnicodeDecodeError`), never a partial record.
+Reading is strict: a length or union index out of range, bad UTF-8, an overlong varint, a block
+count beyond the data or a truncated body raises (ValueError, IndexError, UnicodeDecodeError),
+never a partial record. The generated source names no value: it is built from the schema alone.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ Reader = Callable[[bytes, int], tuple[Any, int]]
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND: Final = timedelta(microseconds=1)
 MAX_VARINT_BYTES: Final = 10
+SMALL: Final = 4096
 
 
 class Unsupported(Exception):
     """The schema uses something these codecs do not cover."""
 
 
-def _zigzag_bytes(value: int) -> bytes:
+def zigzag_bytes(value: int) -> bytes:
+    """The zig-zag varint of a long."""
     n = (value << 1) ^ (value >> 63)
     out = bytearray()
     while n > 0x7F:
@@ -40,14 +44,11 @@ def _zigzag_bytes(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL: Final = [_zigzag_bytes(n) for n in range(4096)]
+_SMALL: Final = [zigzag_bytes(n) for n in range(SMALL)]
 
 
 def write_long(out: bytearray, value: int) -> None:
-    if 0 <= value < 4096:
-        out += _SMALL[value]
-    else:
-        out += _zigzag_bytes(value)
+    out += _SMALL[value] if 0 <= value < SMALL else zigzag_bytes(value)
 
 
 def read_long(data: bytes, pos: int) -> tuple[int, int]:
@@ -65,167 +66,6 @@ def read_long(data: bytes, pos: int) -> tuple[int, int]:
     return (n >> 1) ^ -(n & 1), pos
 
 
-def _write_null(out: bytearray, value: Any) -> None:
-    if value is not None:
-        raise TypeError("null expected")
-
-
-def _read_null(data: bytes, pos: int) -> tuple[None, int]:
-    return None, pos
-
-
-def _write_boolean(out: bytearray, value: Any) -> None:
-    out.append(1 if value else 0)
-
-
-def _read_boolean(data: bytes, pos: int) -> tuple[bool, int]:
-    byte = data[pos]
-    if byte > 1:
-        raise ValueError("boolean byte out of range")
-    return byte == 1, pos + 1
-
-
-def _write_string(out: bytearray, value: Any) -> None:
-    raw = value.encode()
-    write_long(out, len(raw))
-    out += raw
-
-
-def _read_span(data: bytes, pos: int) -> tuple[int, int]:
-    size, pos = read_long(data, pos)
-    end = pos + size
-    if size < 0 or end > len(data):
-        raise ValueError("length out of range")
-    return pos, end
-
-
-def _read_string(data: bytes, pos: int) -> tuple[str, int]:
-    start, end = _read_span(data, pos)
-    return data[start:end].decode(), end
-
-
-def _write_bytes(out: bytearray, value: Any) -> None:
-    write_long(out, len(value))
-    out += value
-
-
-def _read_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
-    start, end = _read_span(data, pos)
-    return data[start:end], end
-
-
-def _write_uuid(out: bytearray, value: Any) -> None:
-    _write_string(out, str(value) if isinstance(value, uuid.UUID) else value)
-
-
-def _read_uuid(data: bytes, pos: int) -> tuple[uuid.UUID, int]:
-    text, pos = _read_string(data, pos)
-    return uuid.UUID(text), pos
-
-
-def _write_timestamp_micros(out: bytearray, value: Any) -> None:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise TypeError("timestamps must be timezone-aware")
-        value = (value - EPOCH) // ONE_MICROSECOND
-    write_long(out, value)
-
-
-def _read_timestamp_micros(data: bytes, pos: int) -> tuple[datetime, int]:
-    micros, pos = read_long(data, pos)
-    return EPOCH + timedelta(0, 0, micros), pos
-
-
-_PRIMITIVES: Final[dict[str, tuple[Writer, Reader]]] = {
-    "null": (_write_null, _read_null),
-    "boolean": (_write_boolean, _read_boolean),
-    "long": (write_long, read_long),
-    "string": (_write_string, _read_string),
-    "bytes": (_write_bytes, _read_bytes),
-}
-_LOGICAL: Final[dict[tuple[str, str], tuple[Writer, Reader]]] = {
-    ("string", "uuid"): (_write_uuid, _read_uuid),
-    ("long", "timestamp-micros"): (_write_timestamp_micros, _read_timestamp_micros),
-}
-
-
-def compile_schema(schema: Any) -> tuple[Writer, Reader]:
-    """The writer and reader of a fully expanded schema; Unsupported if it uses anything else."""
-    if isinstance(schema, str):
-        if schema not in _PRIMITIVES:
-            raise Unsupported(schema)
-        return _PRIMITIVES[schema]
-    if isinstance(schema, list):
-        return _union(schema)
-    if not isinstance(schema, Mapping):
-        raise Unsupported(type(schema).__name__)
-    kind = schema.get("type")
-    logical = schema.get("logicalType")
-    if logical is not None:
-        pair = _LOGICAL.get((str(kind), str(logical)))
-        if pair is None:
-            raise Unsupported(f"{kind}/{logical}")
-        return pair
-    if kind == "record":
-        return _record(schema["fields"])
-    if kind == "map":
-        return _map(*compile_schema(schema["values"]))
-    if kind == "array":
-        if schema["items"] == "null":
-            raise Unsupported("arrays of null")
-        return _array(*compile_schema(schema["items"]))
-    return compile_schema(kind)
-
-
-def _union(branches: list[Any]) -> tuple[Writer, Reader]:
-    if len(branches) != 2 or "null" not in branches or branches[0] == branches[1]:
-        raise Unsupported("only unions of null and one other type")
-    null_index = branches.index("null")
-    other_index = 1 - null_index
-    write_other, read_other = compile_schema(branches[other_index])
-    null_tag, other_tag = _SMALL[null_index], _SMALL[other_index]
-
-    def write(out: bytearray, value: Any) -> None:
-        if value is None:
-            out += null_tag
-        else:
-            out += other_tag
-            write_other(out, value)
-
-    def read(data: bytes, pos: int) -> tuple[Any, int]:
-        index, pos = read_long(data, pos)
-        if index == other_index:
-            return read_other(data, pos)
-        if index == null_index:
-            return None, pos
-        raise ValueError("union branch out of range")
-
-    return write, read
-
-
-def _record(fields: list[Mapping[str, Any]]) -> tuple[Writer, Reader]:
-    compiled = [
-        (f["name"], "default" in f, f.get("default"), *compile_schema(f["type"])) for f in fields
-    ]
-    writers = [(name, has_default, default, w) for name, has_default, default, w, _ in compiled]
-    readers = [(name, r) for name, _, _, _, r in compiled]
-
-    def write(out: bytearray, record: Any) -> None:
-        for name, has_default, default, write_field in writers:
-            if has_default:
-                write_field(out, record.get(name, default))
-            else:
-                write_field(out, record[name])
-
-    def read(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
-        record: dict[str, Any] = {}
-        for name, read_field in readers:
-            record[name], pos = read_field(data, pos)
-        return record, pos
-
-    return write, read
-
-
 def _blocks(data: bytes, pos: int) -> tuple[int, int]:
     """The item count of the next block (its byte size, if given, is skipped).
 
@@ -241,44 +81,224 @@ def _blocks(data: bytes, pos: int) -> tuple[int, int]:
     return count, pos
 
 
-def _map(write_value: Writer, read_value: Reader) -> tuple[Writer, Reader]:
-    def write(out: bytearray, value: Any) -> None:
-        if value:
-            write_long(out, len(value))
-            for key, item in value.items():
-                _write_string(out, key)
-                write_value(out, item)
-        out.append(0)
-
-    def read(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
-        result: dict[str, Any] = {}
-        count, pos = _blocks(data, pos)
-        while count:
-            for _ in range(count):
-                key, pos = _read_string(data, pos)
-                result[key], pos = read_value(data, pos)
-            count, pos = _blocks(data, pos)
-        return result, pos
-
-    return write, read
+def _timestamp_micros(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise TypeError("timestamps must be timezone-aware")
+        return (value - EPOCH) // ONE_MICROSECOND
+    return value
 
 
-def _array(write_item: Writer, read_item: Reader) -> tuple[Writer, Reader]:
-    def write(out: bytearray, value: Any) -> None:
-        if value:
-            write_long(out, len(value))
-            for item in value:
-                write_item(out, item)
-        out.append(0)
+def _null(value: Any) -> None:
+    if value is not None:
+        raise TypeError("null expected")
 
-    def read(data: bytes, pos: int) -> tuple[list[Any], int]:
-        result: list[Any] = []
-        count, pos = _blocks(data, pos)
-        while count:
-            for _ in range(count):
-                item, pos = read_item(data, pos)
-                result.append(item)
-            count, pos = _blocks(data, pos)
-        return result, pos
 
-    return write, read
+def _bad(what: str) -> ValueError:
+    return ValueError(what)
+
+
+_NAMESPACE: Final[dict[str, Any]] = {
+    "_SMALL": _SMALL,
+    "_zigzag": zigzag_bytes,
+    "_long": read_long,
+    "_blocks": _blocks,
+    "_ts": _timestamp_micros,
+    "_null": _null,
+    "_bad": _bad,
+    "_UUID": uuid.UUID,
+    "_uuid_type": uuid.UUID,
+    "_EPOCH": EPOCH,
+    "_td": timedelta,
+}
+
+
+class _Source:
+    """Lines of generated code and fresh variable names."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.count = 0
+        self.constants: dict[str, Any] = {}
+
+    def name(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def constant(self, value: Any) -> str:
+        name = self.name("_c")
+        self.constants[name] = value
+        return name
+
+    def add(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+
+def _kind(schema: Any) -> tuple[str, Any]:
+    """(kind, schema) with logical types as kinds of their own; Unsupported for anything else."""
+    if isinstance(schema, str):
+        if schema not in ("null", "boolean", "long", "string", "bytes"):
+            raise Unsupported(schema)
+        return schema, schema
+    if isinstance(schema, list):
+        if len(schema) != 2 or "null" not in schema or schema[0] == schema[1]:
+            raise Unsupported("only unions of null and one other type")
+        return "union", schema
+    if not isinstance(schema, Mapping):
+        raise Unsupported(type(schema).__name__)
+    kind, logical = schema.get("type"), schema.get("logicalType")
+    if logical is not None:
+        if (kind, logical) == ("string", "uuid"):
+            return "uuid", schema
+        if (kind, logical) == ("long", "timestamp-micros"):
+            return "timestamp", schema
+        raise Unsupported(f"{kind}/{logical}")
+    if kind in ("record", "map", "array"):
+        if kind == "array" and schema["items"] == "null":
+            raise Unsupported("arrays of null")
+        return str(kind), schema
+    return _kind(kind)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def _write_long(src: _Source, depth: int, value: str) -> None:
+    src.add(depth, f"out += _SMALL[{value}] if 0 <= {value} < {SMALL} else _zigzag({value})")
+
+
+def _write(src: _Source, schema: Any, value: str, depth: int) -> None:
+    """Lines that append the encoding of the variable `value` to `out`."""
+    kind, schema = _kind(schema)
+    if kind == "null":
+        src.add(depth, f"_null({value})")
+    elif kind == "boolean":
+        src.add(depth, f"out.append(1 if {value} else 0)")
+    elif kind == "long":
+        _write_long(src, depth, value)
+    elif kind == "timestamp":
+        src.add(depth, f"{value} = _ts({value})")
+        _write_long(src, depth, value)
+    elif kind in ("string", "uuid", "bytes"):
+        raw, size = src.name("raw"), src.name("n")
+        if kind == "uuid":
+            src.add(depth, f"if isinstance({value}, _uuid_type): {value} = str({value})")
+        src.add(depth, f"{raw} = {value}.encode()" if kind != "bytes" else f"{raw} = {value}")
+        src.add(depth, f"{size} = len({raw})")
+        _write_long(src, depth, size)
+        src.add(depth, f"out += {raw}")
+    elif kind == "union":
+        null_index = schema.index("null")
+        other = schema[1 - null_index]
+        src.add(depth, f"if {value} is None:")
+        src.add(depth + 1, f"out.append({2 * null_index})")
+        src.add(depth, "else:")
+        src.add(depth + 1, f"out.append({2 * (1 - null_index)})")
+        _write(src, other, value, depth + 1)
+    elif kind == "record":
+        for field in schema["fields"]:
+            item = src.name("v")
+            if "default" in field:
+                default = src.constant(field["default"])
+                src.add(depth, f"{item} = {value}.get({field['name']!r}, {default})")
+            else:
+                src.add(depth, f"{item} = {value}[{field['name']!r}]")
+            _write(src, field["type"], item, depth)
+    else:  # map or array
+        size, key, item = src.name("n"), src.name("k"), src.name("v")
+        src.add(depth, f"if {value}:")
+        src.add(depth + 1, f"{size} = len({value})")
+        _write_long(src, depth + 1, size)
+        if kind == "map":
+            src.add(depth + 1, f"for {key}, {item} in {value}.items():")
+            _write(src, "string", key, depth + 2)
+            _write(src, schema["values"], item, depth + 2)
+        else:
+            src.add(depth + 1, f"for {item} in {value}:")
+            _write(src, schema["items"], item, depth + 2)
+        src.add(depth, "out.append(0)")
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def _read_long(src: _Source, depth: int, target: str) -> None:
+    byte = src.name("b")
+    src.add(depth, f"{byte} = data[pos]")
+    src.add(depth, f"if {byte} < 128:")
+    src.add(depth + 1, f"{target} = ({byte} >> 1) ^ -({byte} & 1)")
+    src.add(depth + 1, "pos += 1")
+    src.add(depth, "else:")
+    src.add(depth + 1, f"{target}, pos = _long(data, pos)")
+
+
+def _read(src: _Source, schema: Any, target: str, depth: int) -> None:
+    """Lines that read one value at `pos` into the variable `target` and move `pos` past it."""
+    kind, schema = _kind(schema)
+    if kind == "null":
+        src.add(depth, f"{target} = None")
+    elif kind == "boolean":
+        byte = src.name("b")
+        src.add(depth, f"{byte} = data[pos]")
+        src.add(depth, f"if {byte} > 1: raise _bad('boolean byte out of range')")
+        src.add(depth, f"{target} = {byte} == 1")
+        src.add(depth, "pos += 1")
+    elif kind == "long":
+        _read_long(src, depth, target)
+    elif kind == "timestamp":
+        _read_long(src, depth, target)
+        src.add(depth, f"{target} = _EPOCH + _td(0, 0, {target})")
+    elif kind in ("string", "uuid", "bytes"):
+        size, end = src.name("n"), src.name("e")
+        _read_long(src, depth, size)
+        src.add(depth, f"{end} = pos + {size}")
+        src.add(depth, f"if {size} < 0 or {end} > size: raise _bad('length out of range')")
+        text = {"string": "data[pos:{e}].decode()", "bytes": "data[pos:{e}]"}
+        text["uuid"] = "_UUID(" + text["string"] + ")"
+        src.add(depth, f"{target} = {text[kind].format(e=end)}")
+        src.add(depth, f"pos = {end}")
+    elif kind == "union":
+        null_index = schema.index("null")
+        index = src.name("i")
+        _read_long(src, depth, index)
+        src.add(depth, f"if {index} == {1 - null_index}:")
+        _read(src, schema[1 - null_index], target, depth + 1)
+        src.add(depth, f"elif {index} == {null_index}:")
+        src.add(depth + 1, f"{target} = None")
+        src.add(depth, "else:")
+        src.add(depth + 1, "raise _bad('union branch out of range')")
+    elif kind == "record":
+        items = []
+        for field in schema["fields"]:
+            item = src.name("v")
+            _read(src, field["type"], item, depth)
+            items.append(f"{field['name']!r}: {item}")
+        src.add(depth, f"{target} = {{{', '.join(items)}}}")
+    else:  # map or array
+        count, key, item = src.name("n"), src.name("k"), src.name("v")
+        src.add(depth, f"{target} = {{}}" if kind == "map" else f"{target} = []")
+        src.add(depth, f"{count}, pos = _blocks(data, pos)")
+        src.add(depth, f"while {count}:")
+        src.add(depth + 1, f"for _ in range({count}):")
+        if kind == "map":
+            _read(src, "string", key, depth + 2)
+            _read(src, schema["values"], item, depth + 2)
+            src.add(depth + 2, f"{target}[{key}] = {item}")
+        else:
+            _read(src, schema["items"], item, depth + 2)
+            src.add(depth + 2, f"{target}.append({item})")
+        src.add(depth + 1, f"{count}, pos = _blocks(data, pos)")
+
+
+def compile_schema(schema: Any) -> tuple[Writer, Reader]:
+    """The writer and reader of a fully expanded schema; Unsupported if it uses anything else."""
+    src = _Source()
+    src.add(0, "def write(out, value):")
+    _write(src, schema, "value", 1)
+    src.add(0, "def read(data, pos):")
+    src.add(1, "size = len(data)")
+    _read(src, schema, "value", 1)
+    src.add(1, "return value, pos")
+    namespace = dict(_NAMESPACE) | src.constants
+    exec(compile("\n".join(src.lines), "<avro codec>", "exec"), namespace)  # noqa: S102 - generated from our schema files only
+    return namespace["write"], namespace["read"]
