@@ -8,6 +8,7 @@ with the schema files alone. Schema files carry extra attributes Avro ignores: `
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterator, Mapping
@@ -48,13 +49,18 @@ class Contract:
     def short_name(self) -> str:
         return self.name.rsplit(".", 1)[-1]
 
-    @property
+    @functools.cached_property
     def field_names(self) -> tuple[str, ...]:
         return tuple(f["name"] for f in self.expanded["fields"])
 
-    @property
+    @functools.cached_property
     def required_fields(self) -> tuple[str, ...]:
         return tuple(f["name"] for f in self.expanded["fields"] if "default" not in f)
+
+    @functools.cached_property
+    def defaults(self) -> Mapping[str, Any]:
+        """The default of each field that has one."""
+        return {f["name"]: f["default"] for f in self.expanded["fields"] if "default" in f}
 
 
 class AvroCodec:

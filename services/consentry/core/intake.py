@@ -124,7 +124,7 @@ class IntakeParser:
             raise Rejected(Reason.UNKNOWN_EVENT_TYPE, "unknown or missing record type")
         contract = self.codec.intake_contract(kind)
         values = {k: v for k, v in obj.items() if k != "type"}
-        unexpected = sorted(set(values) - set(contract.field_names))
+        unexpected = sorted(values.keys() - contract.field_names)
         if unexpected:
             raise Rejected(
                 Reason.INVALID_VALUE,
@@ -164,7 +164,7 @@ class IntakeParser:
         for name in contract.required_fields:
             if values.get(name) is None:
                 raise Rejected(Reason.MISSING_FIELD, f"{contract.intake_type} needs '{name}'")
-        defaults = {f["name"]: f["default"] for f in contract.expanded["fields"] if "default" in f}
+        defaults = contract.defaults
         checked: dict[str, Any] = {}
         for name in contract.field_names:
             value = values.get(name, defaults.get(name))
