@@ -16,6 +16,7 @@ import pytest
 
 from consentry.cluster import migrate
 from consentry.core.keys import LocalKeyFileProvider
+from tests.leaks import client
 from tests.services import free_port, kafka_bootstrap, pg_dsn
 from tests.support import EXAMPLE_POLICY, master_key
 
@@ -30,7 +31,7 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        return client(self.base, token, timeout=30)
 
     def start(self, name: str, *args: str, **env: str) -> None:
         log = (self.logs / f"{name}.log").open("ab")

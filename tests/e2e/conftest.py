@@ -23,6 +23,7 @@ from typing import IO
 import httpx
 import pytest
 
+from tests.leaks import client
 from tests.support import EXAMPLE_POLICY
 
 STARTUP_SECONDS = 30
@@ -37,7 +38,7 @@ class Server:
     log: IO[bytes]
 
     def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        return client(self.base, token, timeout=10)
 
     def stop(self) -> int:
         """Ends the process with SIGTERM (SIGKILL if it does not exit); returns its exit code."""
