@@ -74,6 +74,7 @@ class RequestCase:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     token: str | None = "demo-shop-token"
+    chunked: bool = False
 
 
 @dataclass(frozen=True)
@@ -449,6 +450,14 @@ def request_cases(max_batch: int, max_bytes: int) -> list[RequestCase]:
             Reason.OVERSIZED,
             b'{"events": ["' + b"x" * max_bytes + b'"]}',
             json_type,
+        ),
+        RequestCase(
+            "a chunked body over CONSENTRY_MAX_REQUEST_BYTES",
+            413,
+            Reason.OVERSIZED,
+            b'{"events": ["' + b"x" * max_bytes + b'"]}',
+            json_type,
+            chunked=True,
         ),
         RequestCase("no token", 401, Reason.UNAUTHORIZED, _batch(good), json_type, token=None),
         RequestCase(

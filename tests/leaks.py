@@ -18,6 +18,7 @@ looked for in logs and texts only.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import threading
 from collections import defaultdict
@@ -218,6 +219,17 @@ class Capture(logging.Handler):
             self._register.text(f"log record of {record.name}", self.format(record))
         except Exception:  # noqa: BLE001 - a record that cannot format is logging's own problem
             self.handleError(record)
+
+
+def register_key_file(path: Path) -> None:
+    """Registers the secrets of a platform's key file (KEKs, index key, signing seed), if it has one."""
+    if not path.exists():
+        return
+    content = json.loads(path.read_text())
+    for version, kek in content.get("keks", {}).items():
+        REGISTER.secret(f"KEK {version} of {path}", base64.b64decode(kek))
+    for name in ("index_key", "signing_key"):
+        REGISTER.secret(f"{name} of {path}", base64.b64decode(content[name]))
 
 
 def keep_error_answer(response: httpx.Response) -> None:

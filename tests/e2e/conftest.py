@@ -23,7 +23,7 @@ from typing import IO
 import httpx
 import pytest
 
-from tests.leaks import client
+from tests.leaks import client, register_key_file
 from tests.support import EXAMPLE_POLICY
 
 STARTUP_SECONDS = 30
@@ -97,6 +97,7 @@ def start_server(data_dir: Path) -> Server:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline and process.poll() is None:
         if _answers(server.base):
+            register_key_file(data_dir / "keys.json")
             return server
         time.sleep(0.1)
     server.stop()
