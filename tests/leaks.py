@@ -158,6 +158,11 @@ class Register:
 REGISTER: Final = Register()
 
 
+def holds_no_values(path: Path) -> bool:
+    """Kafka's offset and time indexes (preallocated, mostly zeros) map offsets, never hold records."""
+    return path.suffix in (".index", ".timeindex")
+
+
 def is_log(path: Path) -> bool:
     return path.name.endswith(LOG_SUFFIXES) or path.parent.name in ("log", "logs")
 
@@ -184,6 +189,8 @@ def scan_files(roots: Iterable[Path], data: Needles, logs: Needles) -> Report:
     """Reads every file under roots: canaries everywhere, and secrets too in log files."""
     report = Report()
     for path in files(roots):
+        if holds_no_values(path):
+            continue
         try:
             content = path.read_bytes()
         except OSError:  # a file the broker or the database removed meanwhile
