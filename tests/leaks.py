@@ -94,9 +94,10 @@ def text_forms(value: str) -> list[bytes]:
 
 
 def secret_forms(secret: bytes) -> list[bytes]:
-    """How a binary secret may be printed: raw, base64 (both alphabets, unpadded), hex."""
+    """How a binary secret may be printed: raw, Python's bytes repr, base64 (unpadded), hex."""
     forms = [
         secret,
+        repr(secret)[2:-1].encode(),
         base64.b64encode(secret).rstrip(b"="),
         base64.urlsafe_b64encode(secret).rstrip(b"="),
         secret.hex().encode(),
