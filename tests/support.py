@@ -20,6 +20,7 @@ from consentry.core.keys import LocalKeyFileProvider
 from consentry.core.policy import Policy, load_policy
 from consentry.ledger.application import Ledger, open_recorder
 from consentry.ledger.subject import Outcome
+from tests.leaks import REGISTER
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
@@ -28,12 +29,13 @@ T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
 def canary(label: str = "value") -> str:
-    """A value that is obviously fake and unique enough to scan files for."""
-    return f"canary-{label}-{secrets.token_hex(6)}"
+    """A value that is obviously fake and unique enough to scan files for (see tests/leaks.py)."""
+    return REGISTER.canary(f"canary-{label}-{secrets.token_hex(6)}")
 
 
 def fake_email() -> str:
-    return f"user-{secrets.token_hex(5)}@example.com"
+    """A fake address, registered as a canary like every planted personal value."""
+    return REGISTER.canary(f"user-{secrets.token_hex(5)}@example.com")
 
 
 def master_key() -> str:

@@ -13,12 +13,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException
 
 from consentry import __version__
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
@@ -26,7 +28,7 @@ from consentry.adapters.sqlite_views import SQLiteViewStore
 from consentry.audit.http import audit_router
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, SystemClock
-from consentry.core.errors import ConflictError
+from consentry.core.errors import ConflictError, Reason
 from consentry.core.intake import IntakeParser
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider
 from consentry.core.keystore import Keystore
@@ -35,6 +37,7 @@ from consentry.core.problems import Problem
 from consentry.core.settings import Settings
 from consentry.core.views import ViewStore
 from consentry.intake.http import intake_router
+from consentry.intake.limits import BodyLimit
 from consentry.ledger.application import Ledger, open_recorder
 from consentry.processors.runner import EmbeddedRunner
 from consentry.query.http import query_router
@@ -195,6 +198,8 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.include_router(audit_router(ledger, platform.runner.rebuild if platform.embedded else None))
 
+    app.add_middleware(BodyLimit, max_bytes=platform.settings.max_request_bytes)
+
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
@@ -212,18 +217,36 @@ def create_app(platform: Platform) -> FastAPI:
 
     @app.exception_handler(ConflictError)
     async def conflict(request: Request, exc: ConflictError) -> JSONResponse:
-        body = Problem(409, "conflict", "the subject kept changing under the request; retry").body(
-            request.url.path
-        )
+        body = Problem(
+            409, "conflict", "the subject kept changing under the request; retry", reason=Reason.CONFLICT
+        ).body(request.url.path)
         return JSONResponse(body, status_code=409, media_type="application/problem+json")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-        body = Problem(422, "invalid-request", "invalid: " + ", ".join(where)[:300]).body(
+        in_body = any(e["loc"][:1] == ("body",) for e in exc.errors())
+        reason = Reason.MALFORMED_REQUEST if in_body else Reason.INVALID_VALUE
+        body = Problem(422, "invalid-request", "invalid: " + ", ".join(where)[:300], reason=reason).body(
             request.url.path
         )
         return JSONResponse(body, status_code=422, media_type="application/problem+json")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # Starlette's own refusals (unknown route, wrong method, a body that does not decode as
+        # text) answer problem details too; their detail texts are fixed, never request data.
+        reason = Reason.MALFORMED_REQUEST if exc.status_code == 400 else None
+        kind = "malformed-request" if reason else HTTPStatus(exc.status_code).phrase.lower()
+        body = Problem(
+            exc.status_code, kind.replace(" ", "-"), str(exc.detail)[:300], reason=reason
+        ).body(request.url.path)
+        return JSONResponse(
+            body,
+            status_code=exc.status_code,
+            media_type="application/problem+json",
+            headers=exc.headers,
+        )
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:

@@ -33,7 +33,7 @@ from consentry.core.errors import SettingsError
 from consentry.core.intake import IntakeParser
 from consentry.core.settings import Settings
 from consentry.core.transit import IntakeOpener
-from consentry.intake.gate import DeadLetter, IntakeGate
+from consentry.intake.gate import DeadLetter, IntakeGate, dlq_message
 from consentry.relay.relay import EVENTS_TOPIC
 from consentry.shredder.service import Shredder
 
@@ -41,7 +41,7 @@ KINDS: Final = ("processors", "shredder", "intake")
 log = logging.getLogger("consentry.workers")
 
 
-def _app(kind: str, settings: Settings) -> faust.App:
+def _app(kind: str, settings: Settings, **extra: Any) -> faust.App:
     bootstrap = settings.kafka_bootstrap or ""
     return faust.App(
         f"consentry-{kind}",
@@ -59,6 +59,7 @@ def _app(kind: str, settings: Settings) -> faust.App:
         # A killed worker's partitions move on after 10 s rather than faust's default minute.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
+        **extra,
     )
 
 
@@ -127,7 +128,9 @@ def shredder_app(settings: Settings, dsn: str) -> faust.App:
 
 def intake_app(settings: Settings, dsn: str) -> faust.App:
     """Opens sealed envelopes from `consentry.intake`, decides them; refusals go to the DLQ."""
-    app = _app("intake", settings)
+    # Room on the DLQ for a whole envelope of the largest size intake takes, with its key and
+    # headers (faust's default of 1,000,000 bytes is below it): Kafka's own default request limit.
+    app = _app("intake", settings, producer_max_request_size=1_048_576)
     topic = app.topic(INTAKE_TOPIC, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(DLQ_TOPIC, key_serializer="raw", value_serializer="raw")
     provider = provider_of(settings)
@@ -153,11 +156,9 @@ def intake_app(settings: Settings, dsn: str) -> faust.App:
             if not isinstance(envelope, bytes):
                 continue
             for letter in await asyncio.to_thread(decide, envelope):
-                headers = {"consentry-reason": str(letter.reason).encode()}
-                if letter.record_index is not None:
-                    headers["consentry-record"] = str(letter.record_index).encode()
                 # The envelope stays sealed in the DLQ; the reason and detail hold no personal data.
-                await dlq.send(value=envelope, headers=headers)
+                value, headers = dlq_message(envelope, letter)
+                await dlq.send(value=value, headers=headers)
 
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from consentry.cluster import migrate
 from consentry.core.keys import LocalKeyFileProvider
+from tests.leaks import REGISTER, client
 from tests.services import free_port, kafka_bootstrap, pg_dsn
 from tests.support import EXAMPLE_POLICY, master_key
 
@@ -30,7 +32,7 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        return client(self.base, token, timeout=30)
 
     def start(self, name: str, *args: str, **env: str) -> None:
         log = (self.logs / f"{name}.log").open("ab")
@@ -76,10 +78,10 @@ def processors_env() -> dict[str, str]:
     return {"CONSENTRY_PG_VIEWS_DSN": pg_dsn("processors")}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    logs = tmp_path_factory.mktemp("stack")
+def launch(logs: Path, *services: str) -> Stack:
+    """Migrates the database and starts the API plus the named services; returns once it answers."""
     key = master_key()
+    REGISTER.secret(f"master key of the stack in {logs}", base64.b64decode(key))
     migrate(pg_dsn("owner"), LocalKeyFileProvider.from_master_key(key))
     port = free_port()
     env = os.environ.copy() | {
@@ -97,20 +99,42 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         CONSENTRY_PG_DSN=pg_dsn("ledger"),
         CONSENTRY_PG_VIEWS_DSN=pg_dsn("query"),
     )
-    stack.start("relay", "relay", CONSENTRY_PG_DSN=pg_dsn("processors"))
-    stack.start("processors", "worker", "processors", **processors_env())
-    stack.start("shredder", "worker", "shredder", CONSENTRY_PG_DSN=pg_dsn("shredder"))
+    for name in services:
+        start_service(stack, name)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{stack.base}/healthz", timeout=1).status_code == 200:
-                break
+                return stack
         except httpx.HTTPError:
             time.sleep(0.2)
+    shut_down(stack)
+    pytest.fail("the distributed API did not answer within 60 s:\n" + stack.log_text()[-3000:])
+
+
+def start_service(stack: Stack, name: str) -> None:
+    """Starts one service of the topology with its own PostgreSQL role."""
+    if name == "relay":
+        stack.start("relay", "relay", CONSENTRY_PG_DSN=pg_dsn("processors"))
+    elif name == "processors":
+        stack.start("processors", "worker", "processors", **processors_env())
+    elif name == "shredder":
+        stack.start("shredder", "worker", "shredder", CONSENTRY_PG_DSN=pg_dsn("shredder"))
+    elif name == "intake":
+        stack.start("intake", "worker", "intake", CONSENTRY_PG_DSN=pg_dsn("ledger"))
     else:
-        pytest.fail("the distributed API did not answer within 60 s:\n" + stack.log_text()[-3000:])
-    yield stack
-    # Workers first (a faust worker must stop while the broker is up), then the relay and the API.
+        raise ValueError(name)
+
+
+def shut_down(stack: Stack) -> None:
+    """Workers first (a faust worker must stop while the broker is up), then the relay and the API."""
     order = ("intake", "processors", "shredder", "relay", "api")
     for name in sorted(stack.processes, key=lambda n: order.index(n) if n in order else -1):
         stack.stop(name)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = launch(tmp_path_factory.mktemp("stack"), "relay", "processors", "shredder")
+    yield running
+    shut_down(running)

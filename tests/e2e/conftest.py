@@ -23,6 +23,7 @@ from typing import IO
 import httpx
 import pytest
 
+from tests.leaks import client, register_key_file
 from tests.support import EXAMPLE_POLICY
 
 STARTUP_SECONDS = 30
@@ -37,7 +38,7 @@ class Server:
     log: IO[bytes]
 
     def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        return client(self.base, token, timeout=10)
 
     def stop(self) -> int:
         """Ends the process with SIGTERM (SIGKILL if it does not exit); returns its exit code."""
@@ -96,6 +97,7 @@ def start_server(data_dir: Path) -> Server:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline and process.poll() is None:
         if _answers(server.base):
+            register_key_file(data_dir / "keys.json")
             return server
         time.sleep(0.1)
     server.stop()

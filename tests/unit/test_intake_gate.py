@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ from consentry.core.errors import Reason, Rejected
 from consentry.core.intake import IntakeRecord
 from consentry.core.keys import LocalKeyFileProvider
 from consentry.core.policy import Policy, hash_token, parse_policy
-from consentry.core.transit import IntakeKey, IntakeOpener, IntakeSealer
-from consentry.intake.gate import Admitted, DeadLetter, IntakeGate, screen
+from consentry.core.transit import MAX_ENVELOPE_BYTES, IntakeKey, IntakeOpener, IntakeSealer
+from consentry.intake.gate import Admitted, DeadLetter, IntakeGate, dlq_message, screen
 from consentry.ledger.application import Ledger, open_recorder
 from tests.support import (
     EXAMPLE_POLICY,
@@ -194,3 +195,20 @@ def test_a_purpose_unknown_to_the_policy_is_left_to_the_ledger_as_for_http() -> 
     item = record("consent.grant", "shop:" + canary("ref"), purpose="astrology")
     admitted = _admitted(GATE.admit(_seal(SHOP, item)))
     assert isinstance(admitted.records[0], IntakeRecord)
+
+
+def test_a_dead_letter_carries_the_sealed_envelope_its_reason_and_record_index() -> None:
+    value, headers = dlq_message(b"CSI\x01sealed", DeadLetter(Reason.NO_CONSENT, "record 2: x", 2))
+    assert value == b"CSI\x01sealed"
+    assert headers == {"consentry-reason": b"no_consent", "consentry-record": b"2"}
+
+
+def test_a_dead_letter_of_an_envelope_over_the_cap_names_it_by_size_and_digest() -> None:
+    envelope = b"CSI\x01" + b"\x00" * MAX_ENVELOPE_BYTES
+    value, headers = dlq_message(envelope, DeadLetter(Reason.OVERSIZED, "too big"))
+    assert value == b""
+    assert headers == {
+        "consentry-reason": b"oversized",
+        "consentry-size": str(len(envelope)).encode(),
+        "consentry-sha256": hashlib.sha256(envelope).hexdigest().encode(),
+    }

@@ -11,6 +11,7 @@ from enum import StrEnum
 class Reason(StrEnum):
     """Why an intake record or a request was refused (documented in docs/reason-codes.md)."""
 
+    MALFORMED_REQUEST = "malformed_request"
     MALFORMED_AVRO = "malformed_avro"
     UNKNOWN_SCHEMA = "unknown_schema"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"

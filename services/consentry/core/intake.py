@@ -122,6 +122,8 @@ class IntakeParser:
         kind = obj.get("type")
         if not isinstance(kind, str) or kind not in INTAKE_TYPES:
             raise Rejected(Reason.UNKNOWN_EVENT_TYPE, "unknown or missing record type")
+        if not _encodable(obj):
+            raise Rejected(Reason.INVALID_VALUE, "a text is not valid Unicode (a lone surrogate)")
         contract = self.codec.intake_contract(kind)
         values = {k: v for k, v in obj.items() if k != "type"}
         unexpected = sorted(values.keys() - contract.field_names)
@@ -217,6 +219,21 @@ class IntakeParser:
 
 def _is_timestamp(contract: Contract, name: str) -> bool:
     return name in ("occurred_at", "expires_at")
+
+
+def _encodable(value: object) -> bool:
+    """Whether every text in a JSON value encodes as UTF-8 (JSON's `\\ud800` escapes may not)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 def _parse_time(name: str, value: object) -> datetime:

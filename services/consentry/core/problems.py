@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from consentry.core.errors import Reason
+
 
 class Problem(Exception):
-    """An HTTP error answered as `application/problem+json`; its detail never holds personal data."""
+    """An HTTP error answered as `application/problem+json`; its detail never holds personal data.
 
-    def __init__(self, status: int, kind: str, detail: str, **extra: Any) -> None:
+    `reason`, when given, is the documented reason code (docs/reason-codes.md) the body carries.
+    """
+
+    def __init__(
+        self, status: int, kind: str, detail: str, *, reason: Reason | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.kind = kind
         self.detail = detail
-        self.extra = extra
+        self.extra = extra if reason is None else extra | {"reason": reason.value}
 
     def body(self, instance: str) -> dict[str, Any]:
         return {

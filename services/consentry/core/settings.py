@@ -9,6 +9,7 @@
 | CONSENTRY_KEY_FILE | path of the local key file (created 0600 on first run) | DATA_DIR/keys.json |
 | CONSENTRY_HOST / CONSENTRY_PORT | where the HTTP API listens | 127.0.0.1 / 8000 |
 | CONSENTRY_MAX_BATCH | most records one intake request may carry | 1000 |
+| CONSENTRY_MAX_REQUEST_BYTES | most bytes of one HTTP request body (413 `oversized`) | 8 MiB |
 | CONSENTRY_KAFKA_BOOTSTRAP | Kafka bootstrap servers (distributed mode) | unset |
 | CONSENTRY_PARTITIONS | partitions of the topics the platform creates | 6 |
 | CONSENTRY_PG_DSN | PostgreSQL DSN of the service's own role (ledger, keystore) | unset |
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_batch: int = Field(default=1000, ge=1, le=100_000)
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
     kafka_bootstrap: str | None = None
     partitions: int = Field(default=6, ge=1, le=1024)
     pg_dsn: SecretStr | None = None

@@ -10,6 +10,7 @@ no record value. No Kafka here: the worker around it consumes, submits and dead-
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -17,7 +18,7 @@ from typing import TypeVar
 from consentry.core.errors import Reason, Rejected
 from consentry.core.intake import IntakeParser, IntakeRecord
 from consentry.core.policy import Policy
-from consentry.core.transit import EnvelopeError, IntakeOpener
+from consentry.core.transit import MAX_ENVELOPE_BYTES, EnvelopeError, IntakeOpener
 
 Item = TypeVar("Item")
 
@@ -29,6 +30,22 @@ class DeadLetter:
     reason: Reason
     detail: str
     record_index: int | None = None
+
+
+def dlq_message(envelope: bytes, letter: DeadLetter) -> tuple[bytes, dict[str, bytes]]:
+    """The value and headers of a letter on the DLQ: the envelope, still sealed, and why.
+
+    An envelope over `MAX_ENVELOPE_BYTES` is not copied (the DLQ producer could not carry it):
+    its letter names its size and SHA-256, which find it on the intake topic.
+    """
+    headers = {"consentry-reason": str(letter.reason).encode()}
+    if letter.record_index is not None:
+        headers["consentry-record"] = str(letter.record_index).encode()
+    if len(envelope) <= MAX_ENVELOPE_BYTES:
+        return envelope, headers
+    headers["consentry-size"] = str(len(envelope)).encode()
+    headers["consentry-sha256"] = hashlib.sha256(envelope).hexdigest().encode()
+    return b"", headers
 
 
 @dataclass(frozen=True, slots=True)

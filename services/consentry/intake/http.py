@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header
 
-from consentry.core.errors import Rejected
+from consentry.core.errors import Reason, Rejected
 from consentry.core.intake import IntakeParser, IntakeRecord
 from consentry.core.problems import Problem
 from consentry.ledger.application import Ledger
@@ -40,7 +40,9 @@ def intake_router(
         token = (authorization or "").removeprefix("Bearer ").strip()
         name = ledger.policy.producer_for_token(token) if token else None
         if name is None:
-            raise Problem(401, "unauthorized", "a valid producer token is required")
+            raise Problem(
+                401, "unauthorized", "a valid producer token is required", reason=Reason.UNAUTHORIZED
+            )
         return name
 
     @router.post("/v1/events", summary="Send a batch of intake records")
@@ -69,9 +71,19 @@ def intake_router(
     ) -> dict[str, Any]:
         records = body.get("events")
         if not isinstance(records, list) or not records:
-            raise Problem(422, "invalid-batch", 'the body must be {"events": [ ...records ]}')
+            raise Problem(
+                422,
+                "invalid-batch",
+                'the body must be {"events": [ ...records ]}',
+                reason=Reason.MALFORMED_REQUEST,
+            )
         if len(records) > max_batch:
-            raise Problem(413, "batch-too-large", f"at most {max_batch} records per request")
+            raise Problem(
+                413,
+                "batch-too-large",
+                f"at most {max_batch} records per request",
+                reason=Reason.OVERSIZED,
+            )
         parsed: list[IntakeRecord | Rejected] = []
         for item in records:
             try:

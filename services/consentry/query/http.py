@@ -13,6 +13,7 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Header, Query
 
+from consentry.core.errors import Reason
 from consentry.core.events import Actor
 from consentry.core.policy import LawfulBasis
 from consentry.core.problems import Problem
@@ -57,7 +58,9 @@ def query_router(
     ) -> Problem:
         ledger.execute([DenyAccess(state.subject_id, Actor(who.actor_id, role), purpose, reason, kind)])
         catch_up(state.subject_id)
-        return Problem(status, reason.replace("_", "-"), f"access refused: {reason}")
+        return Problem(
+            status, reason.replace("_", "-"), f"access refused: {reason}", reason=Reason(reason)
+        )
 
     @router.get("/v1/subjects", summary="Find a subject by an external reference")
     def lookup(
