@@ -121,6 +121,8 @@ def test_erasure_answers_410_purges_every_file_and_issues_a_verifiable_certifica
 def test_health_metrics_docs_and_the_public_key_are_served(server: Server) -> None:
     with httpx.Client(base_url=server.base, timeout=10) as anyone:
         assert anyone.get("/healthz").json()["status"] == "ok"
-        assert "consentry_http_requests" in anyone.get("/metrics").text
+        metrics = anyone.get("/metrics").text
+        assert 'consentry_http_requests_total{route="/healthz",status="200"}' in metrics
+        assert 'consentry_http_seconds_count{route="/healthz"}' in metrics
         assert anyone.get("/docs").status_code == 200
         assert "BEGIN PUBLIC KEY" in anyone.get("/v1/keys/certificate-public-key").json()["public_key"]
