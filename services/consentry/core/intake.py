@@ -6,6 +6,7 @@ values. Validation happens before anything is stored, so a bad record leaves no 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -223,6 +224,17 @@ def _is_timestamp(contract: Contract, name: str) -> bool:
 
 def _encodable(value: object) -> bool:
     """Whether every text in a JSON value encodes as UTF-8 (JSON's `\\ud800` escapes may not)."""
+    try:
+        # One pass in C; only a lone surrogate fails to encode.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    except (TypeError, ValueError):
+        return _texts_encodable(value)
+    return True
+
+
+def _texts_encodable(value: object) -> bool:
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -230,9 +242,9 @@ def _encodable(value: object) -> bool:
             return False
         return True
     if isinstance(value, dict):
-        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+        return all(_texts_encodable(k) and _texts_encodable(v) for k, v in value.items())
     if isinstance(value, list):
-        return all(_encodable(v) for v in value)
+        return all(_texts_encodable(v) for v in value)
     return True
 
 

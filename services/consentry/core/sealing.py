@@ -7,7 +7,6 @@ field unnoticed, and processors can copy sealed values into read models without 
 
 from __future__ import annotations
 
-import functools
 import os
 import struct
 import uuid
@@ -105,11 +104,18 @@ class DataKey:
         return cls(key_id, subject_id, scope, version, secret, AESGCM(secret))
 
 
-@functools.lru_cache(maxsize=65_536)
 def seal_aad(subject_id: uuid.UUID, scope: str, field_name: str, key_id: str) -> bytes:
     """The associated data binding a sealed value to its subject, scope, field and key."""
-    parts = (_AAD_LABEL, subject_id.bytes, scope.encode(), field_name.encode(), key_id.encode())
-    return b"".join(struct.pack(">H", len(p)) + p for p in parts)
+    return _aad_head(subject_id, scope) + _aad_part(field_name.encode()) + _aad_part(key_id.encode())
+
+
+def _aad_part(data: bytes) -> bytes:
+    """One length-prefixed part of the AAD (two bytes, big-endian)."""
+    return struct.pack(">H", len(data)) + data
+
+
+def _aad_head(subject_id: uuid.UUID, scope: str) -> bytes:
+    return _aad_part(_AAD_LABEL) + _aad_part(subject_id.bytes) + _aad_part(scope.encode())
 
 
 def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
@@ -120,11 +126,13 @@ def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
 def seal_many(key: DataKey, plaintexts: Mapping[str, str]) -> dict[str, SealedValue]:
     """Seals several fields' values under one key (one draw of random bytes for all nonces)."""
     nonces = os.urandom(NONCE_LEN * len(plaintexts))
-    encrypt, scope, key_id, subject_id = key.cipher.encrypt, key.scope, key.key_id, key.subject_id
+    encrypt, scope, key_id = key.cipher.encrypt, key.scope, key.key_id
+    # The AAD's parts but the field name are the same for every value.
+    head, tail = _aad_head(key.subject_id, scope), _aad_part(key_id.encode())
     sealed = {}
     for index, (field_name, plaintext) in enumerate(plaintexts.items()):
         nonce = nonces[index * NONCE_LEN : (index + 1) * NONCE_LEN]
-        aad = seal_aad(subject_id, scope, field_name, key_id)
+        aad = head + _aad_part(field_name.encode()) + tail
         sealed[field_name] = SealedValue(
             scope, key_id, nonce, encrypt(nonce, plaintext.encode("utf-8"), aad)
         )
