@@ -105,6 +105,34 @@ class KeystoreContract(ABC):
         assert keystore.find_reference(ref) is None
         assert keystore.create(subject, MARKETING).version == 1
 
+    def test_a_fresh_subject_gets_its_keys_once_within_the_batch_and_durably_after_it(
+        self, keystore: Keystore
+    ) -> None:
+        subject = uuid.uuid4()
+        with keystore.batch():
+            keystore.fresh_subject(subject)
+            first = keystore.get_or_create(subject, MARKETING)
+            assert same_key(keystore.get_or_create(subject, MARKETING), first)
+            consent = keystore.get_or_create(subject, CONSENT_SCOPE)
+        # The mark ended with the batch; the keys are stored like any other.
+        assert same_key(keystore.get_or_create(subject, MARKETING), first)
+        fresh = forget_cache(keystore)
+        assert same_key(fresh.get(subject, MARKETING), first)
+        assert same_key(fresh.get_by_id(consent.key_id), consent)
+        keystore.fresh_subject(subject)  # outside a batch the note is ignored
+        assert same_key(keystore.get_or_create(subject, CONSENT_SCOPE), consent)
+
+    def test_a_failed_batch_of_a_fresh_subject_keeps_none_of_its_keys(self, keystore: Keystore) -> None:
+        subject = uuid.uuid4()
+        created: list[DataKey] = []
+        with pytest.raises(RuntimeError), keystore.batch():
+            keystore.fresh_subject(subject)
+            created.append(keystore.get_or_create(subject, MARKETING))
+            raise RuntimeError("the batch's events could not be appended")
+        with pytest.raises(KeyNotFound):
+            forget_cache(keystore).get_by_id(created[0].key_id)
+        assert keystore.get_or_create(subject, MARKETING).key_id != created[0].key_id
+
     def test_get_or_create_creates_once_and_then_returns_the_same_key(self, keystore: Keystore) -> None:
         subject = uuid.uuid4()
         first = keystore.get_or_create(subject, CONSENT_SCOPE)

@@ -153,13 +153,14 @@ class PostgresKeystore(Keystore):
             return super().create(subject_id, scope, new_version=new_version)
 
     def get_or_create(self, subject_id: uuid.UUID, scope: str) -> DataKey:
+        if subject_id in self._fresh:
+            # Minted in the open batch: no other process can know the id before the batch commits,
+            # so there is nothing to lock against and nothing to look up (one insert, no reads).
+            return super().get_or_create(subject_id, scope)
         # The lock comes before the lookup: a key another process created meanwhile is found, and
         # an erasure cannot slip in between the lookup and the insert.
         with self._subject_transaction(subject_id):
             return super().get_or_create(subject_id, scope)
-
-    def fresh_subject(self, subject_id: uuid.UUID) -> None:
-        """Ignored: the hint skips lookups for keys the cache would hold, and nothing is cached here."""
 
     def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None) -> list[ShreddedKey]:
         with self._subject_transaction(subject_id):
