@@ -125,10 +125,15 @@ class KeystoreContract(ABC):
     def test_a_failed_batch_of_a_fresh_subject_keeps_none_of_its_keys(self, keystore: Keystore) -> None:
         subject = uuid.uuid4()
         created: list[DataKey] = []
-        with pytest.raises(RuntimeError), keystore.batch():
-            keystore.fresh_subject(subject)
-            created.append(keystore.get_or_create(subject, MARKETING))
-            raise RuntimeError("the batch's events could not be appended")
+
+        def failing_batch() -> None:
+            with keystore.batch():
+                keystore.fresh_subject(subject)
+                created.append(keystore.get_or_create(subject, MARKETING))
+                raise RuntimeError("the batch's events could not be appended")
+
+        with pytest.raises(RuntimeError):
+            failing_batch()
         with pytest.raises(KeyNotFound):
             forget_cache(keystore).get_by_id(created[0].key_id)
         assert keystore.get_or_create(subject, MARKETING).key_id != created[0].key_id
