@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from consentry.core.errors import ConsentryError
+from consentry.core.errors import ConsentryError, SettingsError
 from consentry.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from consentry.core.keystore import Keystore
     from consentry.platform import Platform
 
 
@@ -245,6 +246,103 @@ def audit_timeline(subject_id: uuid.UUID, data_dir: Path | None, policy: Path | 
     for event in platform.ledger.history(subject_id):
         click.echo(json.dumps(clear_metadata(platform.ledger.codec, event)))
     platform.close()
+
+
+@cli.group()
+def keys() -> None:
+    """Key-encryption keys: rotation and status (embedded, or distributed with CONSENTRY_PG_DSN)."""
+
+
+def _keystore(settings: Settings) -> Keystore:
+    if settings.pg_dsn is not None:
+        from consentry.cluster import open_keystore as open_shared
+
+        return open_shared(settings)
+    from consentry.platform import open_keystore
+
+    return open_keystore(settings)
+
+
+@keys.command("status")
+@data_dir_option
+def keys_status(data_dir: Path | None) -> None:
+    """Print the KEK versions and how many data keys each one wraps (no key material)."""
+    try:
+        keystore = _keystore(_settings(data_dir, None))
+        usage, provider = keystore.kek_usage(), keystore.provider
+        status = {
+            "active": provider.active_version,
+            "versions": list(provider.kek_versions),
+            "keys_per_version": {str(v): n for v, n in sorted(usage.items())},
+        }
+        keystore.close()
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    click.echo(json.dumps(status, indent=2))
+
+
+@keys.command("rotate")
+@data_dir_option
+@click.option(
+    "--grace-seconds",
+    type=float,
+    default=None,
+    help="Wait after adding the new KEK, so other processes see it before the re-wrap (default 2).",
+)
+@click.option(
+    "--skip-unreadable",
+    is_flag=True,
+    help="Retire the old KEKs even if some keys open under none of them (keys of another key file).",
+)
+def keys_rotate(data_dir: Path | None, grace_seconds: float | None, skip_unreadable: bool) -> None:
+    """Re-wrap every data key under a new KEK, then retire the old KEKs from the key file.
+
+    Works while the platform runs: its processes pick up the new key file within a second.
+    """
+    import time
+    from dataclasses import asdict
+
+    from consentry.core.rotation import GRACE_SECONDS, rotate_kek
+
+    try:
+        keystore = _keystore(_settings(data_dir, None))
+        try:
+            done = rotate_kek(
+                keystore,
+                grace_seconds=GRACE_SECONDS if grace_seconds is None else grace_seconds,
+                sleep=time.sleep,
+                skip_unreadable=skip_unreadable,
+            )
+        finally:
+            keystore.close()
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    click.echo(json.dumps(asdict(done), indent=2))
+
+
+@keys.command("init")
+@click.option(
+    "--from-master-key",
+    is_flag=True,
+    required=True,
+    help="Write the secrets CONSENTRY_MASTER_KEY derives into CONSENTRY_KEY_FILE (never overwritten).",
+)
+@data_dir_option
+def keys_init(from_master_key: bool, data_dir: Path | None) -> None:
+    """Move from a master key to a key file whose KEKs can be rotated; every key stays the same."""
+    from consentry.platform import key_provider
+
+    try:
+        settings = _settings(data_dir, None)
+        if not settings.master_key:
+            raise SettingsError("CONSENTRY_MASTER_KEY is not set")
+        key_provider(settings).to_key_file(settings.key_path)
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"key file {settings.key_path} written (0600); unset CONSENTRY_MASTER_KEY and use it")
 
 
 @cli.group()

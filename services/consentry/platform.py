@@ -81,11 +81,7 @@ class Platform:
         policy = load_policy(settings.policy)
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        provider = (
-            LocalKeyFileProvider.from_master_key(settings.master_key.get_secret_value())
-            if settings.master_key
-            else LocalKeyFileProvider.open(settings.key_path)
-        )
+        provider = key_provider(settings)
         keystore = SQLiteKeystore(data / "keystore.db", provider, the_clock)
         factory, recorder = open_recorder(
             {
@@ -161,6 +157,19 @@ class Platform:
         self.views.close()
         self.keystore.close()
         self.ledger.close()
+
+
+def key_provider(settings: Settings) -> LocalKeyFileProvider:
+    """The master key's derived secrets if one is set, else the key file (created if absent)."""
+    if settings.master_key:
+        return LocalKeyFileProvider.from_master_key(settings.master_key.get_secret_value())
+    return LocalKeyFileProvider.open(settings.key_path)
+
+
+def open_keystore(settings: Settings) -> Keystore:
+    """The embedded keystore alone, for maintenance such as `consentry keys rotate`."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteKeystore(settings.data_dir / "keystore.db", key_provider(settings))
 
 
 def create_app(platform: Platform) -> FastAPI:

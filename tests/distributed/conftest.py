@@ -76,18 +76,18 @@ def processors_env() -> dict[str, str]:
     return {"CONSENTRY_PG_VIEWS_DSN": pg_dsn("processors")}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    logs = tmp_path_factory.mktemp("stack")
-    key = master_key()
-    migrate(pg_dsn("owner"), LocalKeyFileProvider.from_master_key(key))
+def launch_stack(logs: Path, keys: dict[str, str]) -> Stack:
+    """API, relay, processors and shredder with the key settings given (master key or key file)."""
     port = free_port()
-    env = os.environ.copy() | {
-        "CONSENTRY_MASTER_KEY": key,
-        "CONSENTRY_POLICY": str(EXAMPLE_POLICY),
-        "CONSENTRY_KAFKA_BOOTSTRAP": kafka_bootstrap(),
-        "CONSENTRY_PARTITIONS": "3",
-    }
+    env = (
+        os.environ.copy()
+        | keys
+        | {
+            "CONSENTRY_POLICY": str(EXAMPLE_POLICY),
+            "CONSENTRY_KAFKA_BOOTSTRAP": kafka_bootstrap(),
+            "CONSENTRY_PARTITIONS": "3",
+        }
+    )
     stack = Stack(f"http://127.0.0.1:{port}", logs, env)
     stack.start(
         "api",
@@ -108,9 +108,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         except httpx.HTTPError:
             time.sleep(0.2)
     else:
+        stop_stack(stack)
         pytest.fail("the distributed API did not answer within 60 s:\n" + stack.log_text()[-3000:])
-    yield stack
-    # Workers first (a faust worker must stop while the broker is up), then the relay and the API.
+    return stack
+
+
+def stop_stack(stack: Stack) -> None:
+    """Workers first (a faust worker must stop while the broker is up), then the relay and the API."""
     order = ("intake", "processors", "shredder", "relay", "api")
     for name in sorted(stack.processes, key=lambda n: order.index(n) if n in order else -1):
         stack.stop(name)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("stack")
+    key = master_key()
+    migrate(pg_dsn("owner"), LocalKeyFileProvider.from_master_key(key))
+    stack = launch_stack(logs, {"CONSENTRY_MASTER_KEY": key})
+    yield stack
+    stop_stack(stack)

@@ -1,0 +1,117 @@
+"""The policy features of issue 7 in distributed mode: API, relay and faust workers on Kafka and
+PostgreSQL, sharing one key file (so its KEKs can be rotated while they run).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from consentry.cluster import migrate
+from consentry.core.errors import KeyProviderError
+from consentry.core.keys import LocalKeyFileProvider, WrappedKey
+from consentry.shredder.certificates import verify_document
+from tests.distributed.conftest import Stack, launch_stack, stop_stack
+from tests.distributed.test_cluster import DPO, SHOP, SUPPORT, eventually
+from tests.services import pg_dsn
+from tests.support import canary, record
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path]]:
+    """The stack with a key file of its own (every process reads the same file)."""
+    logs = tmp_path_factory.mktemp("policy-stack")
+    key_file = logs / "keys" / "keys.json"
+    provider = LocalKeyFileProvider.open(key_file)
+    migrate(pg_dsn("owner"), provider)
+    stack = launch_stack(logs, {"CONSENTRY_KEY_FILE": str(key_file)})
+    yield stack, key_file
+    stop_stack(stack)
+
+
+def _customer(stack: Stack, purpose: str = "support") -> tuple[str, str]:
+    """A subject with consent for the purpose and a canary e-mail; (subject id, e-mail)."""
+    ref, email = f"shop:{canary('ref')}", f"{canary('mail')}@example.com"
+    with stack.client(SHOP) as shop:
+        answer = shop.post(
+            "/v1/events",
+            json={
+                "events": [
+                    record("consent.grant", ref, purpose=purpose),
+                    record("data.update", ref, purpose=purpose, fields={"email": email}),
+                ]
+            },
+        )
+    assert [r["status"] for r in answer.json()["results"]] == ["accepted", "accepted"], answer.text
+    with stack.client(SUPPORT) as support:
+        subject: str = support.get("/v1/subjects", params={"ref": ref}).json()["subject_id"]
+    return subject, email
+
+
+def _email(stack: Stack, subject: str) -> str | None:
+    with stack.client(SUPPORT) as support:
+        answer = support.get(f"/v1/subjects/{subject}/profile", params={"purpose": "support"})
+    if answer.status_code != 200:
+        return None
+    found: str | None = answer.json()["fields"].get("email")
+    return found
+
+
+def _wrapped_rows(subjects: list[str]) -> list[tuple[str, uuid.UUID, str, int, bytes]]:
+    """The subjects' wrapped keys as a backup of the keystore would hold them."""
+    with psycopg.connect(pg_dsn("owner")) as conn:
+        rows = conn.execute(
+            "SELECT key_id, subject_id, scope, kek_version, wrapped FROM keystore.data_keys "
+            "WHERE subject_id = ANY(%s)",
+            ([uuid.UUID(s) for s in subjects],),
+        ).fetchall()
+    return [(k, s, c, v, bytes(w)) for k, s, c, v, w in rows]
+
+
+def test_rotating_the_kek_under_running_services_makes_a_backup_of_the_keys_useless(
+    keyed: tuple[Stack, Path],
+) -> None:
+    stack, key_file = keyed
+    subject, email = _customer(stack)
+    assert eventually(lambda: _email(stack, subject), "the profile") == email
+    with stack.client(DPO) as dpo:
+        published = dpo.get("/v1/keys/intake-public-key").json()["public_key"]
+    backup = _wrapped_rows([subject])
+    assert backup and {row[3] for row in backup} == {1}
+
+    rotated = stack.run(
+        "keys", "rotate", "--grace-seconds", "1.2", "--skip-unreadable",
+        CONSENTRY_PG_DSN=pg_dsn("shredder"),
+    )  # fmt: skip
+    assert rotated.returncode == 0, rotated.stderr
+    report: dict[str, Any] = json.loads(rotated.stdout)
+    assert (report["active"], report["retired"]) == (2, [1])
+    assert report["rewrapped"] >= len(backup)
+    assert {row[3] for row in _wrapped_rows([subject])} == {2}
+
+    # Every running service follows the key file: reads, new subjects and erasure still work.
+    assert _email(stack, subject) == email
+    newcomer, new_email = _customer(stack)
+    assert eventually(lambda: _email(stack, newcomer), "the newcomer's profile") == new_email
+    assert {row[3] for row in _wrapped_rows([newcomer])} == {2}
+    with stack.client(DPO) as dpo:
+        assert dpo.get("/v1/keys/intake-public-key").json()["public_key"] == published
+        assert dpo.post(f"/v1/subjects/{subject}/erasure").status_code == 202
+        document = eventually(
+            lambda: (lambda a: a.json() if a.status_code == 200 else None)(
+                dpo.get(f"/v1/subjects/{subject}/erasure")
+            ),
+            "the certificate",
+        )
+    assert str(verify_document(document).subject_id) == subject
+
+    provider = LocalKeyFileProvider.open(key_file)
+    for key_id, subject_id, scope, version, blob in backup:
+        with pytest.raises(KeyProviderError, match="retired"):
+            provider.unwrap(WrappedKey(version, blob), subject_id, scope, key_id)
