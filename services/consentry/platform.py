@@ -26,7 +26,7 @@ from consentry.adapters.sqlite_views import SQLiteViewStore
 from consentry.audit.http import audit_router
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, SystemClock
-from consentry.core.errors import ConflictError
+from consentry.core.errors import ConflictError, ConsentryError
 from consentry.core.intake import IntakeParser
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider
 from consentry.core.keystore import Keystore
@@ -39,7 +39,8 @@ from consentry.ledger.application import Ledger, open_recorder
 from consentry.processors.runner import EmbeddedRunner
 from consentry.query.http import query_router
 from consentry.shredder import certificates
-from consentry.shredder.service import Shredder
+from consentry.shredder.retention import RetentionSchedule
+from consentry.shredder.service import Shredder, ShredResult
 
 log = logging.getLogger("consentry")
 
@@ -73,6 +74,9 @@ class Platform:
     embedded: bool = True
     _shredded_to: int = field(default=0, init=False, repr=False)
     _shred_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    retention: RetentionSchedule = field(default_factory=RetentionSchedule, init=False, repr=False)
+    _sweeper: threading.Thread | None = field(default=None, init=False, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None) -> Platform:
@@ -151,8 +155,35 @@ class Platform:
                 self._shredded_to = self.shredder.follow(self._shredded_to)
             self.runner.refresh()
 
+    def sweep_retention(self) -> list[ShredResult]:
+        """Shreds every purpose whose retention ran out, with a `retention` certificate each."""
+        with self._shred_lock:
+            results = self.shredder.sweep(self.retention)
+        if results:
+            self.runner.refresh()
+        return results
+
+    def start_retention(self) -> None:
+        """Sweeps now and then every CONSENTRY_RETENTION_INTERVAL seconds, in a daemon thread."""
+
+        def loop() -> None:
+            while not self._stopping.is_set():
+                try:
+                    done = self.sweep_retention()
+                    if done:
+                        log.info("retention shredded %d purposes", len(done))
+                except ConsentryError:
+                    log.exception("the retention sweep failed; it runs again at the next interval")
+                self._stopping.wait(self.settings.retention_interval)
+
+        self._sweeper = threading.Thread(target=loop, name="consentry-retention", daemon=True)
+        self._sweeper.start()
+
     def close(self) -> None:
         """Stops the runner and closes every store; safe to call twice."""
+        self._stopping.set()
+        if self._sweeper is not None and self._sweeper is not threading.current_thread():
+            self._sweeper.join(timeout=30)
         self.runner.stop()
         self.views.close()
         self.keystore.close()
@@ -201,7 +232,14 @@ def create_app(platform: Platform) -> FastAPI:
             ledger, platform.views, platform.runner.refresh, platform.erase, platform.certificate
         )
     )
-    app.include_router(audit_router(ledger, platform.runner.rebuild if platform.embedded else None))
+    signing_public = platform.provider.signing_key().public_key()
+    app.include_router(
+        audit_router(
+            ledger,
+            platform.runner.rebuild if platform.embedded else None,
+            lambda c, s: certificates.certificate_document(c, s, signing_public),
+        )
+    )
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

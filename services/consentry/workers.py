@@ -35,6 +35,7 @@ from consentry.core.settings import Settings
 from consentry.core.transit import IntakeOpener
 from consentry.intake.gate import DeadLetter, IntakeGate
 from consentry.relay.relay import EVENTS_TOPIC
+from consentry.shredder.retention import RetentionSchedule
 from consentry.shredder.service import Shredder
 
 KINDS: Final = ("processors", "shredder", "intake")
@@ -121,6 +122,15 @@ def shredder_app(settings: Settings, dsn: str) -> faust.App:
             event = ledger.mapper.decode(value)
             if isinstance(event, ev.ErasureRequested | ev.ConsentWithdrawn):
                 await asyncio.to_thread(shredder.handle, event)
+
+    schedule = RetentionSchedule()
+
+    @app.timer(settings.retention_interval)  # type: ignore[untyped-decorator]  # faust: untyped
+    async def retention() -> None:
+        # Every shredder worker sweeps; a purpose two of them shred is certified once (same cause).
+        done = await asyncio.to_thread(shredder.sweep, schedule)
+        if done:
+            log.info("retention shredded %d purposes", len(done))
 
     return app
 

@@ -76,12 +76,12 @@ def processors_env() -> dict[str, str]:
     return {"CONSENTRY_PG_VIEWS_DSN": pg_dsn("processors")}
 
 
-def launch_stack(logs: Path, keys: dict[str, str]) -> Stack:
-    """API, relay, processors and shredder with the key settings given (master key or key file)."""
+def launch_stack(logs: Path, settings: dict[str, str]) -> Stack:
+    """API, relay, processors and shredder with extra settings (the master key or a key file, ...)."""
     port = free_port()
     env = (
         os.environ.copy()
-        | keys
+        | settings
         | {
             "CONSENTRY_POLICY": str(EXAMPLE_POLICY),
             "CONSENTRY_KAFKA_BOOTSTRAP": kafka_bootstrap(),

@@ -30,27 +30,30 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pat
     key_file = logs / "keys" / "keys.json"
     provider = LocalKeyFileProvider.open(key_file)
     migrate(pg_dsn("owner"), provider)
-    stack = launch_stack(logs, {"CONSENTRY_KEY_FILE": str(key_file)})
+    stack = launch_stack(
+        logs, {"CONSENTRY_KEY_FILE": str(key_file), "CONSENTRY_RETENTION_INTERVAL": "0.5"}
+    )
     yield stack, key_file
     stop_stack(stack)
+
+
+def _send(stack: Stack, *records: dict[str, Any]) -> list[str]:
+    """Sends intake records; every one must be accepted; their subject ids."""
+    with stack.client(SHOP) as shop:
+        answer = shop.post("/v1/events", json={"events": list(records)})
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == ["accepted"] * len(records), answer.text
+    return [str(r["subject_id"]) for r in results]
 
 
 def _customer(stack: Stack, purpose: str = "support") -> tuple[str, str]:
     """A subject with consent for the purpose and a canary e-mail; (subject id, e-mail)."""
     ref, email = f"shop:{canary('ref')}", f"{canary('mail')}@example.com"
-    with stack.client(SHOP) as shop:
-        answer = shop.post(
-            "/v1/events",
-            json={
-                "events": [
-                    record("consent.grant", ref, purpose=purpose),
-                    record("data.update", ref, purpose=purpose, fields={"email": email}),
-                ]
-            },
-        )
-    assert [r["status"] for r in answer.json()["results"]] == ["accepted", "accepted"], answer.text
-    with stack.client(SUPPORT) as support:
-        subject: str = support.get("/v1/subjects", params={"ref": ref}).json()["subject_id"]
+    [subject, _] = _send(
+        stack,
+        record("consent.grant", ref, purpose=purpose),
+        record("data.update", ref, purpose=purpose, fields={"email": email}),
+    )
     return subject, email
 
 
@@ -115,3 +118,38 @@ def test_rotating_the_kek_under_running_services_makes_a_backup_of_the_keys_usel
     for key_id, subject_id, scope, version, blob in backup:
         with pytest.raises(KeyProviderError, match="retired"):
             provider.unwrap(WrappedKey(version, blob), subject_id, scope, key_id)
+
+
+def _json_if_ok(answer: Any) -> Any:
+    return answer.json() if answer.status_code == 200 else None
+
+
+def test_the_shredder_worker_sweeps_retention_on_a_timer(keyed: tuple[Stack, Path]) -> None:
+    stack, _ = keyed
+    old, recent = f"shop:{canary('old')}", f"shop:{canary('recent')}"
+    subject, other = _send(
+        stack,
+        record("data.update", old, purpose="billing", fields={"city": canary("city")},
+               occurred_at="2012-03-01T10:00:00+00:00"),
+        record("data.update", recent, purpose="billing", fields={"city": canary("city")}),
+    )  # fmt: skip
+    with stack.client(DPO) as dpo:
+        certificates = eventually(
+            lambda: _json_if_ok(dpo.get(f"/v1/subjects/{subject}/certificates"))["certificates"] or None,
+            "the retention certificate",
+        )
+        [verified] = [verify_document(c) for c in certificates]
+        assert (verified.reason, verified.scopes) == ("retention", ("purpose:billing",))
+        eventually(
+            lambda: (
+                _json_if_ok(dpo.get(f"/v1/subjects/{subject}/profile", params={"purpose": "billing"}))[
+                    "fields"
+                ]
+                == {}
+                or None
+            ),
+            "the views purged",
+        )
+        kept = dpo.get(f"/v1/subjects/{other}/profile", params={"purpose": "billing"})
+        assert kept.status_code == 200 and kept.json()["fields"]["city"], kept.text
+        assert dpo.get(f"/v1/subjects/{other}/certificates").json()["certificates"] == []

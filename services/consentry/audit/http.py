@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 
 from consentry.audit.timeline import clear_metadata
+from consentry.core.events import KeysShredded, LedgerEvent
 from consentry.core.problems import Problem
 from consentry.ledger.application import Ledger
 from consentry.ledger.chain import verify_chain
@@ -17,8 +18,14 @@ from consentry.ledger.chain import verify_chain
 Auth = Annotated[str | None, Header(alias="Authorization")]
 
 
-def audit_router(ledger: Ledger, rebuild: Callable[[], int] | None) -> APIRouter:
+def audit_router(
+    ledger: Ledger,
+    rebuild: Callable[[], int] | None,
+    document: Callable[[bytes, bytes], dict[str, Any]],
+) -> APIRouter:
     """Endpoints for auditors and data-protection officers (permission `audit`).
+
+    `document` turns a stored certificate and its signature into a verifiable document.
 
     `rebuild` empties every read model and projects the whole log again, answering how many events;
     None where the views belong to other processes (distributed mode: `consentry replay --kafka`).
@@ -35,15 +42,32 @@ def audit_router(ledger: Ledger, rebuild: Callable[[], int] | None) -> APIRouter
             raise Problem(403, "role-not-allowed", "the audit permission is required")
         return name
 
-    @router.get("/v1/subjects/{subject_id}/timeline", summary="Every event's clear metadata")
-    def timeline(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
+    def history(subject_id: uuid.UUID, authorization: str | None) -> list[LedgerEvent]:
         auditor(authorization)
         events = ledger.history(subject_id)
         if not events:
             raise Problem(404, "unknown-subject", "no such subject")
+        return events
+
+    @router.get("/v1/subjects/{subject_id}/timeline", summary="Every event's clear metadata")
+    def timeline(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
+        events = history(subject_id, authorization)
         return {
             "subject_id": str(subject_id),
             "events": [clear_metadata(ledger.codec, e) for e in events],
+        }
+
+    @router.get(
+        "/v1/subjects/{subject_id}/certificates",
+        summary="Every shredding certificate of a subject: erasure, withdrawal, retention",
+    )
+    def subject_certificates(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
+        events = history(subject_id, authorization)
+        return {
+            "subject_id": str(subject_id),
+            "certificates": [
+                document(e.certificate, e.signature) for e in events if isinstance(e, KeysShredded)
+            ],
         }
 
     @router.get("/v1/audit/verify", summary="Verify every subject's hash chain")

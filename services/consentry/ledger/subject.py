@@ -51,6 +51,8 @@ class SubjectState:
     erased: bool = False
     seen: dict[bytes, uuid.UUID] = field(default_factory=dict)
     shredded_causes: set[str] = field(default_factory=set)
+    lapsed: set[str] = field(default_factory=set)
+    """Purposes whose keys retention shredded: new data for them starts a new key version."""
 
     @property
     def exists(self) -> bool:
@@ -67,6 +69,7 @@ class SubjectState:
             self.erased,
             dict(self.seen),
             set(self.shredded_causes),
+            set(self.lapsed),
         )
 
     def apply(self, event: LedgerEvent) -> None:
@@ -76,6 +79,7 @@ class SubjectState:
             self.seen.setdefault(event.meta.idempotency, event.meta.event_id)
         match event:
             case ev.ConsentGranted():
+                self.lapsed.discard(event.purpose)
                 self.purposes[event.purpose] = PurposeStatus(
                     "granted", event.lawful_basis, event.meta.occurred_at, event.expires_at
                 )
@@ -87,12 +91,16 @@ class SubjectState:
                 current = self.purposes.get(event.purpose)
                 if current is not None and current.status == "granted":
                     current.status = "expired"
+            case ev.DataUpdated():
+                self.lapsed.discard(event.purpose)
             case ev.ErasureRequested():
                 self.erasure_requested = True
             case ev.SubjectErased():
                 self.erased = True
             case ev.KeysShredded() if event.meta.causation_id is not None:
                 self.shredded_causes.add(event.meta.causation_id)
+                if event.reason == "retention":
+                    self.lapsed.update(s.removeprefix("purpose:") for s in event.scopes)
             case _:
                 pass
 
@@ -301,6 +309,8 @@ def _grant(state: SubjectState, record: rec.ConsentGrant, ctx: Context, build: _
         )
     previous = state.purposes.get(record.purpose)
     renew = (f"purpose:{record.purpose}",) if previous and previous.status == "withdrawn" else ()
+    if record.purpose in state.lapsed:
+        renew = (f"purpose:{record.purpose}",)
     build.add(
         lambda m: ev.ConsentGranted(
             m,
@@ -348,7 +358,8 @@ def _update(state: SubjectState, record: rec.DataUpdate, ctx: Context, build: _B
             Reason.NO_CONSENT, "the subject objected to the purpose", record.purpose, names
         )
     build.add(lambda m: ev.DataUpdated(m, record.purpose, dict(record.fields), record.rectification))
-    return build.accept()
+    # After retention shredded the purpose, new data starts a new key version.
+    return build.accept((f"purpose:{record.purpose}",) if record.purpose in state.lapsed else ())
 
 
 def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> Decision:
