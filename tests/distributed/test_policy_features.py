@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from consentry.core.keys import LocalKeyFileProvider, WrappedKey
 from consentry.shredder.certificates import verify_document
 from tests.distributed.conftest import Stack, launch_stack, stop_stack
 from tests.distributed.test_cluster import DPO, SHOP, SUPPORT, eventually
+from tests.e2e.api import MARKETING
 from tests.services import pg_dsn
 from tests.support import canary, record
 
@@ -153,3 +155,28 @@ def test_the_shredder_worker_sweeps_retention_on_a_timer(keyed: tuple[Stack, Pat
         kept = dpo.get(f"/v1/subjects/{other}/profile", params={"purpose": "billing"})
         assert kept.status_code == 200 and kept.json()["fields"]["city"], kept.text
         assert dpo.get(f"/v1/subjects/{other}/certificates").json()["certificates"] == []
+
+
+def test_parallel_contacts_never_exceed_the_cap_and_the_check_agrees(keyed: tuple[Stack, Path]) -> None:
+    stack, _ = keyed
+    ref = f"shop:{canary('ref')}"
+    [subject] = _send(stack, record("consent.grant", ref, purpose="marketing"))
+
+    def contact(_: int) -> int:
+        with stack.client(MARKETING) as marketer:
+            answer = marketer.post(
+                f"/v1/subjects/{subject}/contacts", json={"purpose": "marketing", "channel": "email"}
+            )
+        return answer.status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = sorted(pool.map(contact, range(6)))
+    assert statuses == [201, 201, 403, 403, 403, 403]
+    with stack.client(MARKETING) as marketer:
+        check = marketer.get(
+            f"/v1/subjects/{subject}/contact-check", params={"purpose": "marketing", "channel": "email"}
+        ).json()
+    assert (check["allowed"], check["reason"], check["contacts_in_window"]) == (False, "cap_reached", 2)
+    with stack.client(DPO) as dpo:
+        events = dpo.get(f"/v1/subjects/{subject}/timeline").json()["events"]
+    assert [e["type"] for e in events].count("ContactRecorded") == 2

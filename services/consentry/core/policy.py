@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import date
+from datetime import date, datetime, time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -20,6 +21,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -48,10 +50,39 @@ class _Model(BaseModel):
 
 
 class ContactCap(_Model):
-    """At most `max` contacts per `per_days` days for a purpose."""
+    """At most `max` contacts per `per_days` days for a purpose (counting only `channels`, if set)."""
 
     max: int = Field(ge=0)
     per_days: int = Field(ge=1)
+    channels: tuple[Name, ...] = ()
+
+    def counts(self, channel: str | None) -> bool:
+        """Whether a contact over the channel counts against the cap (None: any channel)."""
+        return not self.channels or channel is None or channel in self.channels
+
+
+class QuietHours(_Model):
+    """No contact for the purpose between `start` and `end` (local time of `timezone`)."""
+
+    start: time
+    end: time
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}'") from None
+        return value
+
+    def covers(self, moment: datetime) -> bool:
+        """True if the moment falls in the quiet hours (which may span midnight)."""
+        local = moment.astimezone(ZoneInfo(self.timezone)).time()
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
 
 
 class Purpose(_Model):
@@ -62,6 +93,7 @@ class Purpose(_Model):
     fields: tuple[Name, ...] = Field(min_length=1)
     retention_days: int = Field(ge=1)
     contact_cap: ContactCap | None = None
+    quiet_hours: QuietHours | None = None
 
 
 class Role(_Model):

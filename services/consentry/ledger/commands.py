@@ -53,4 +53,14 @@ class RecordShredding:
     causation_id: str | None = None
 
 
-StaffCommand = RecordAccess | DenyAccess | RequestErasure | RecordShredding
+@dataclass(frozen=True, slots=True)
+class RecordContact:
+    """Staff are about to contact the subject for a purpose over a channel (if the policy allows)."""
+
+    subject_id: uuid.UUID
+    actor: Actor
+    purpose: str
+    channel: str
+
+
+StaffCommand = RecordAccess | DenyAccess | RequestErasure | RecordShredding | RecordContact

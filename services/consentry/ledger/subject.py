@@ -21,10 +21,12 @@ from consentry.core.policy import LawfulBasis, Policy
 from consentry.ledger.commands import (
     DenyAccess,
     RecordAccess,
+    RecordContact,
     RecordShredding,
     RequestErasure,
     StaffCommand,
 )
+from consentry.ledger.contact import contact_verdict
 
 Status = Literal["granted", "withdrawn", "expired"]
 
@@ -53,6 +55,8 @@ class SubjectState:
     shredded_causes: set[str] = field(default_factory=set)
     lapsed: set[str] = field(default_factory=set)
     """Purposes whose keys retention shredded: new data for them starts a new key version."""
+    contacts: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
+    """When and over which channel the subject was contacted, per purpose."""
 
     @property
     def exists(self) -> bool:
@@ -70,6 +74,7 @@ class SubjectState:
             dict(self.seen),
             set(self.shredded_causes),
             set(self.lapsed),
+            {purpose: list(made) for purpose, made in self.contacts.items()},
         )
 
     def apply(self, event: LedgerEvent) -> None:
@@ -93,6 +98,9 @@ class SubjectState:
                     current.status = "expired"
             case ev.DataUpdated():
                 self.lapsed.discard(event.purpose)
+            case ev.ContactRecorded():
+                made = (event.meta.occurred_at, event.channel)
+                self.contacts.setdefault(event.purpose, []).append(made)
             case ev.ErasureRequested():
                 self.erasure_requested = True
             case ev.SubjectErased():
@@ -384,6 +392,13 @@ def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> De
             if state.erasure_requested:
                 return Decision((), Outcome("duplicate", state.subject_id, None))
             build.add(lambda m: ev.ErasureRequested(m, command.reason))
+            return build.accept()
+        case RecordContact():
+            build = _Builder(state, ctx, ctx.now, actor=command.actor)
+            verdict = contact_verdict(state, ctx.policy, command.purpose, command.channel, ctx.now)
+            if verdict.reason is not None:
+                return build.reject(verdict.reason, "the policy refuses the contact now", record=False)
+            build.add(lambda m: ev.ContactRecorded(m, command.purpose, command.channel))
             return build.accept()
         case RecordShredding():
             build = _Builder(state, ctx, ctx.now, causation_id=command.causation_id)

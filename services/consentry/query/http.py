@@ -12,18 +12,30 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.core.events import Actor
 from consentry.core.policy import LawfulBasis
 from consentry.core.problems import Problem
 from consentry.core.views import ViewStore
 from consentry.ledger.application import Ledger
-from consentry.ledger.commands import DenyAccess, RecordAccess, RequestErasure
+from consentry.ledger.commands import DenyAccess, RecordAccess, RecordContact, RequestErasure
+from consentry.ledger.contact import ContactVerdict, contact_verdict
 from consentry.ledger.subject import SubjectState
 from consentry.query.access import Caller, caller_from_header
 from consentry.query.reader import Reader
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
+Channel = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_\-]{0,62}$")]
+
+
+class ContactBody(BaseModel):
+    """A contact staff are about to make."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = Field(max_length=63)
+    channel: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,62}$")
 
 
 def query_router(
@@ -129,15 +141,51 @@ def query_router(
         }
 
     @router.get("/v1/subjects/{subject_id}/contact-check", summary="May this subject be contacted?")
-    def contact_check(subject_id: uuid.UUID, purpose: str, authorization: Auth = None) -> dict[str, Any]:
+    def contact_check(
+        subject_id: uuid.UUID, purpose: str, channel: Channel = None, authorization: Auth = None
+    ) -> dict[str, Any]:
+        """Consent, opt-out, quiet hours and the purpose's contact cap, as of now."""
         caller(authorization)
         state = known(subject_id)
         if state.erasure_requested:
             return {"allowed": False, "reason": "subject_erased"}
         if ledger.policy.purpose(purpose) is None:
             raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
-        allowed = _purpose_active(ledger, state, purpose)
-        return {"allowed": allowed, "reason": None if allowed else "no_consent", "purpose": purpose}
+        verdict = contact_verdict(state, ledger.policy, purpose, channel, ledger.clock.now())
+        return {"purpose": purpose, "channel": channel} | _verdict(verdict)
+
+    @router.post(
+        "/v1/subjects/{subject_id}/contacts",
+        status_code=201,
+        summary="Record a contact, if the policy allows it now (checked and recorded in one write)",
+    )
+    def record_contact(
+        subject_id: uuid.UUID, contact: ContactBody, authorization: Auth = None
+    ) -> dict[str, Any]:
+        who = caller(authorization)
+        state = known(subject_id)
+        if ledger.policy.purpose(contact.purpose) is None:
+            raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
+        role = who.role_for(ledger.policy, contact.purpose, "contact")
+        if role is None:
+            raise Problem(403, "role-not-allowed", "the caller's roles may not contact for the purpose")
+        command = RecordContact(subject_id, Actor(who.actor_id, role), contact.purpose, contact.channel)
+        outcome = ledger.execute([command])[0]
+        if outcome.status != "accepted":
+            reason = outcome.reason.value if outcome.reason else "refused"
+            status = 410 if reason == "subject_erased" else 403
+            raise Problem(status, reason.replace("_", "-"), f"contact refused: {reason}")
+        catch_up(state.subject_id)
+        after = contact_verdict(
+            ledger.load(subject_id), ledger.policy, contact.purpose, contact.channel, ledger.clock.now()
+        )
+        return {
+            "subject_id": str(subject_id),
+            "purpose": contact.purpose,
+            "channel": contact.channel,
+            "event_id": str(outcome.event_id),
+            "next": _verdict(after),
+        }
 
     @router.get("/v1/subjects/{subject_id}/export", summary="Everything held about the subject (DSAR)")
     def export(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
@@ -170,6 +218,17 @@ def query_router(
         return document
 
     return router
+
+
+def _verdict(verdict: ContactVerdict) -> dict[str, Any]:
+    return {
+        "allowed": verdict.allowed,
+        "reason": None if verdict.reason is None else verdict.reason.value,
+        "contacts_in_window": verdict.in_window,
+        "cap": verdict.cap,
+        "per_days": verdict.per_days,
+        "next_allowed_at": verdict.next_allowed_at.isoformat() if verdict.next_allowed_at else None,
+    }
 
 
 def _purpose_active(ledger: Ledger, state: SubjectState, purpose: str) -> bool:
