@@ -375,6 +375,8 @@ def erasure_verify(certificate: Path, public_key: Path | None) -> None:
         f"VALID: subject {verified.subject_id} erased ({verified.reason}); "
         f"{len(verified.key_ids)} keys destroyed at {verified.shredded_at.isoformat()}"
     )
+    if verified.processors:
+        click.echo(f"  tell the sub-processors that received the data: {', '.join(verified.processors)}")
 
 
 def main() -> None:

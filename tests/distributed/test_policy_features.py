@@ -123,7 +123,7 @@ def test_rotating_the_kek_under_running_services_makes_a_backup_of_the_keys_usel
 
 
 def _json_if_ok(answer: Any) -> Any:
-    return answer.json() if answer.status_code == 200 else None
+    return answer.json() if answer.status_code in (200, 201) else None
 
 
 def test_the_shredder_worker_sweeps_retention_on_a_timer(keyed: tuple[Stack, Path]) -> None:
@@ -180,3 +180,45 @@ def test_parallel_contacts_never_exceed_the_cap_and_the_check_agrees(keyed: tupl
     with stack.client(DPO) as dpo:
         events = dpo.get(f"/v1/subjects/{subject}/timeline").json()["events"]
     assert [e["type"] for e in events].count("ContactRecorded") == 2
+
+
+def test_a_share_is_recorded_and_the_shredder_workers_certificate_names_the_processor(
+    keyed: tuple[Stack, Path],
+) -> None:
+    stack, _ = keyed
+    ref, email = f"shop:{canary('ref')}", f"{canary('mail')}@example.com"
+    [subject, _] = _send(
+        stack,
+        record("consent.grant", ref, purpose="marketing"),
+        record("data.update", ref, purpose="marketing", fields={"email": email}),
+    )
+    with stack.client(MARKETING) as marketer:
+        shared = eventually(
+            lambda: (
+                _json_if_ok(
+                    marketer.post(
+                        f"/v1/subjects/{subject}/shares",
+                        json={"processor": "mailer-example", "purpose": "marketing"},
+                    )
+                )
+                if _email_held(stack, subject)
+                else None
+            ),
+            "the share",
+        )
+    assert shared["fields"] == {"email": email}
+    with stack.client(DPO) as dpo:
+        assert dpo.post(f"/v1/subjects/{subject}/erasure").status_code == 202
+        document = eventually(
+            lambda: _json_if_ok(dpo.get(f"/v1/subjects/{subject}/erasure")), "the certificate"
+        )
+        types = [e["type"] for e in dpo.get(f"/v1/subjects/{subject}/timeline").json()["events"]]
+    assert verify_document(document).processors == ("mailer-example",)
+    assert "DataShared" in types
+
+
+def _email_held(stack: Stack, subject: str) -> bool:
+    """The processors worker has put the marketing e-mail into the read models."""
+    with stack.client(DPO) as dpo:
+        answer = dpo.get(f"/v1/subjects/{subject}/profile", params={"purpose": "marketing"})
+    return answer.status_code == 200 and bool(answer.json()["fields"])

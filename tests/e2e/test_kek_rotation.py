@@ -8,10 +8,7 @@ keeps its intake and certificate public keys, and wraps new keys under the new K
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,7 @@ from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.core.errors import KeyProviderError
 from consentry.core.keys import LocalKeyFileProvider
 from consentry.core.keystore import KeyRow
-from tests.e2e.api import DPO, SUPPORT, send_accepted, subject_of
+from tests.e2e.api import DPO, SUPPORT, consentry, send_accepted, subject_of
 from tests.e2e.conftest import Server, running_server
 from tests.support import canary, files_under, record
 
@@ -51,17 +48,6 @@ def _public_keys(server: Server) -> tuple[str, str]:
     return intake, certificate
 
 
-def _consentry(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consentry.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=os.environ.copy(),
-    )
-
-
 def _rows(keystore_file: Path, provider: LocalKeyFileProvider) -> list[KeyRow]:
     store = SQLiteKeystore(keystore_file, provider)
     try:
@@ -85,7 +71,7 @@ def test_after_rotation_a_copy_of_the_keystore_made_before_it_is_useless(tmp_pat
                 shutil.copy2(data / name, backup / name)
         old_blobs = [row.wrapped.blob for row in _rows(backup / "keystore.db", _provider(data))]
 
-        rotated = _consentry("keys", "rotate", "--data-dir", str(data), "--grace-seconds", "1.2")
+        rotated = consentry("keys", "rotate", "--data-dir", str(data), "--grace-seconds", "1.2")
         assert rotated.returncode == 0, rotated.stderr
         report = json.loads(rotated.stdout)
         assert report["retired"] == [1] and report["active"] == 2
@@ -96,7 +82,7 @@ def test_after_rotation_a_copy_of_the_keystore_made_before_it_is_useless(tmp_pat
         newcomer, new_email = _consenting_subject(server)
         assert _public_keys(server) == public_keys
 
-    status = _consentry("keys", "status", "--data-dir", str(data))
+    status = consentry("keys", "status", "--data-dir", str(data))
     # The newcomer has as many keys as the first subject.
     assert json.loads(status.stdout)["keys_per_version"] == {"2": 2 * len(old_blobs)}
 
@@ -117,19 +103,12 @@ def test_after_rotation_a_copy_of_the_keystore_made_before_it_is_useless(tmp_pat
         assert erased.status_code == 202, erased.text
         certificate = tmp_path / "certificate.json"
         certificate.write_text(json.dumps(erased.json()["certificate"]))
-    verified = _consentry("erasure", "verify", str(certificate))
+    verified = consentry("erasure", "verify", str(certificate))
     assert verified.returncode == 0, verified.stderr
 
 
 def test_rotation_refuses_a_master_key_and_explains_the_way_out(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "consentry.cli", "keys", "rotate", "--data-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=os.environ.copy() | {"CONSENTRY_MASTER_KEY": "a" * 44},
-    )
+    result = consentry("keys", "rotate", "--data-dir", str(tmp_path), CONSENTRY_MASTER_KEY="a" * 44)
     assert result.returncode == 2
     assert "keys init --from-master-key" in result.stderr
 

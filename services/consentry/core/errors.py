@@ -30,6 +30,8 @@ class Reason(StrEnum):
     OPTED_OUT = "opted_out"
     QUIET_HOURS = "quiet_hours"
     CAP_REACHED = "cap_reached"
+    NO_AGREEMENT = "no_agreement"
+    AGREEMENT_EXPIRED = "agreement_expired"
     UNAUTHORIZED = "unauthorized"
 
 

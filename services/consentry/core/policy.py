@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from datetime import date, datetime, time
 from enum import StrEnum
 from pathlib import Path
@@ -132,6 +133,17 @@ class SubProcessor(_Model):
     """A processor data may be shared with under its agreements."""
 
     agreements: tuple[Agreement, ...] = Field(min_length=1)
+
+    def agreement_for(
+        self, purpose: str, fields: Iterable[str], today: date
+    ) -> tuple[Agreement | None, str]:
+        """The agreement in force that covers the purpose and every field, or why there is none."""
+        wanted = set(fields)
+        covering = [a for a in self.agreements if purpose in a.purposes and wanted <= set(a.fields)]
+        for agreement in covering:
+            if today <= agreement.expires:
+                return agreement, ""
+        return None, "agreement_expired" if covering else "no_agreement"
 
 
 class Policy(_Model):

@@ -63,4 +63,16 @@ class RecordContact:
     channel: str
 
 
-StaffCommand = RecordAccess | DenyAccess | RequestErasure | RecordShredding | RecordContact
+@dataclass(frozen=True, slots=True)
+class RecordShare:
+    """Fields of a purpose are about to be sent to a sub-processor under an agreement."""
+
+    subject_id: uuid.UUID
+    actor: Actor
+    purpose: str
+    processor: str
+    agreement: str
+    field_names: tuple[str, ...]
+
+
+StaffCommand = RecordAccess | DenyAccess | RequestErasure | RecordShredding | RecordContact | RecordShare

@@ -22,6 +22,7 @@ from consentry.ledger.commands import (
     DenyAccess,
     RecordAccess,
     RecordContact,
+    RecordShare,
     RecordShredding,
     RequestErasure,
     StaffCommand,
@@ -399,6 +400,16 @@ def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> De
             if verdict.reason is not None:
                 return build.reject(verdict.reason, "the policy refuses the contact now", record=False)
             build.add(lambda m: ev.ContactRecorded(m, command.purpose, command.channel))
+            return build.accept()
+        case RecordShare():
+            build = _Builder(state, ctx, ctx.now, actor=command.actor)
+            if state.erasure_requested:
+                return build.reject(Reason.SUBJECT_ERASED, "the subject is erased", record=False)
+            build.add(
+                lambda m: ev.DataShared(
+                    m, command.purpose, command.processor, command.agreement, command.field_names
+                )
+            )
             return build.accept()
         case RecordShredding():
             build = _Builder(state, ctx, ctx.now, causation_id=command.causation_id)

@@ -15,11 +15,18 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.core.events import Actor
-from consentry.core.policy import LawfulBasis
+from consentry.core.policy import LawfulBasis, Permission
 from consentry.core.problems import Problem
+from consentry.core.sealing import SealedValue
 from consentry.core.views import ViewStore
 from consentry.ledger.application import Ledger
-from consentry.ledger.commands import DenyAccess, RecordAccess, RecordContact, RequestErasure
+from consentry.ledger.commands import (
+    DenyAccess,
+    RecordAccess,
+    RecordContact,
+    RecordShare,
+    RequestErasure,
+)
 from consentry.ledger.contact import ContactVerdict, contact_verdict
 from consentry.ledger.subject import SubjectState
 from consentry.query.access import Caller, caller_from_header
@@ -27,6 +34,16 @@ from consentry.query.reader import Reader
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
 Channel = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_\-]{0,62}$")]
+
+
+class ShareBody(BaseModel):
+    """A share to a sub-processor: by default the fields its agreement covers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    processor: str = Field(max_length=63)
+    purpose: str = Field(max_length=63)
+    fields: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=64)
 
 
 class ContactBody(BaseModel):
@@ -81,15 +98,9 @@ def query_router(
     def profile(subject_id: uuid.UUID, purpose: str, authorization: Auth = None) -> dict[str, Any]:
         who = caller(authorization)
         state = known(subject_id)
-        role = who.role_for(ledger.policy, purpose, "read")
         if ledger.policy.purpose(purpose) is None:
             raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
-        if role is None:
-            raise refuse(state, who, who.roles[0], purpose, "role_not_allowed", "profile", 403)
-        if state.erasure_requested:
-            raise refuse(state, who, role, purpose, "subject_erased", "profile", 410)
-        if not _purpose_active(ledger, state, purpose):
-            raise refuse(state, who, role, purpose, "no_consent", "profile", 403)
+        role = admit(state, who, purpose, "read", "profile")
         catch_up(state.subject_id)
         sealed = views.values(subject_id, purpose).get(purpose, {})
         outcome = ledger.execute(
@@ -99,23 +110,88 @@ def query_router(
                 )
             ]
         )[0]
-        if outcome.status != "accepted":
-            raise Problem(410, "subject-erased", "the subject is erased")
         # The access event is durable now; the access-log view picks it up with the next catch-up
         # (every view read catches up first), so the answer does not wait for it.
-        fields = reader.open_fields(subject_id, sealed)
-        if None in fields.values():
-            # A key went between the access event and the opening: an erasure or withdrawal won.
-            fresh = ledger.load(subject_id)
-            if fresh.erasure_requested:
-                raise Problem(410, "subject-erased", "the subject was erased during the read")
-            if not _purpose_active(ledger, fresh, purpose):
-                raise Problem(403, "no-consent", "consent was withdrawn during the read")
+        fields = disclose(outcome.status, subject_id, purpose, sealed)
         return {
             "subject_id": str(subject_id),
             "purpose": purpose,
             "access_event_id": str(outcome.event_id),
             "policy_version": ledger.policy.version,
+            "fields": fields,
+        }
+
+    def admit(state: SubjectState, who: Caller, purpose: str, permission: Permission, kind: str) -> str:
+        """The caller's role for a disclosure; every refusal is recorded as AccessDenied first."""
+        role = who.role_for(ledger.policy, purpose, permission)
+        if role is None:
+            raise refuse(state, who, who.roles[0], purpose, "role_not_allowed", kind, 403)
+        if state.erasure_requested:
+            raise refuse(state, who, role, purpose, "subject_erased", kind, 410)
+        if not _purpose_active(ledger, state, purpose):
+            raise refuse(state, who, role, purpose, "no_consent", kind, 403)
+        return role
+
+    def disclose(
+        status: str, subject_id: uuid.UUID, purpose: str, sealed: dict[str, SealedValue]
+    ) -> dict[str, str | None]:
+        """Opens the values once their disclosure event is recorded (`status` "accepted")."""
+        if status != "accepted":
+            raise Problem(410, "subject-erased", "the subject is erased")
+        fields = reader.open_fields(subject_id, sealed)
+        if None in fields.values():
+            # A key went between the disclosure event and the opening: an erasure or withdrawal won.
+            fresh = ledger.load(subject_id)
+            if fresh.erasure_requested:
+                raise Problem(410, "subject-erased", "the subject was erased during the read")
+            if not _purpose_active(ledger, fresh, purpose):
+                raise Problem(403, "no-consent", "consent was withdrawn during the read")
+        return fields
+
+    @router.post(
+        "/v1/subjects/{subject_id}/shares",
+        status_code=201,
+        summary="Export a purpose's fields to a sub-processor under its agreement (DataShared first)",
+    )
+    def share(subject_id: uuid.UUID, body: ShareBody, authorization: Auth = None) -> dict[str, Any]:
+        who = caller(authorization)
+        state = known(subject_id)
+        policy, purpose = ledger.policy, body.purpose
+        declared = policy.purpose(purpose)
+        if declared is None:
+            raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
+        processor = policy.processors.get(body.processor)
+        if processor is None:
+            raise Problem(422, "unknown-processor", "the processor is not in the policy")
+        wanted = set(body.fields or ())
+        if not wanted <= set(declared.fields):
+            raise Problem(422, "field-not-allowed", "a field is not of the purpose")
+        role = admit(state, who, purpose, "share", "share")
+        agreement, why = processor.agreement_for(purpose, wanted, ledger.clock.now().date())
+        if agreement is None:
+            raise refuse(state, who, role, purpose, why, "share", 403)
+        names = wanted or set(agreement.fields) & set(declared.fields)
+        catch_up(state.subject_id)
+        held = views.values(subject_id, purpose).get(purpose, {})
+        sealed = {name: value for name, value in held.items() if name in names}
+        command = RecordShare(
+            subject_id,
+            Actor(who.actor_id, role),
+            purpose,
+            body.processor,
+            agreement.id,
+            tuple(sorted(sealed)),
+        )
+        outcome = ledger.execute([command])[0]
+        fields = disclose(outcome.status, subject_id, purpose, sealed)
+        return {
+            "subject_id": str(subject_id),
+            "processor": body.processor,
+            "agreement": agreement.id,
+            "agreement_expires": agreement.expires.isoformat(),
+            "purpose": purpose,
+            "share_event_id": str(outcome.event_id),
+            "policy_version": policy.version,
             "fields": fields,
         }
 

@@ -87,7 +87,9 @@ class Shredder:
         # Tombstones name every destroyed key, also on a re-run when this erase destroyed none.
         tombstones = keystore.shredded_keys(subject_id)
         scopes, key_ids = _union(tombstones, _sealed(snap.events))
-        result = self._certify(snap, _Cause.of(request), "erasure", scopes, key_ids, _when(tombstones))
+        result = self._certify(
+            snap, _Cause.of(request), "erasure", scopes, key_ids, _when(tombstones), _shared_with(snap)
+        )
         return self._record(_Cause.of(request), result, erased=True)
 
     def withdraw(self, subject_id: uuid.UUID, purpose: str) -> ShredResult | None:
@@ -173,7 +175,8 @@ class Shredder:
             if t.scope == scope and t.key_id not in certified
         ]
         key_ids = {t.key_id for t in tombstones if t.key_id is not None} | (sealed - certified)
-        result = self._certify(snap, cause, reason, [scope], key_ids, _when(tombstones))
+        processors = _shared_with(snap, purpose)
+        result = self._certify(snap, cause, reason, [scope], key_ids, _when(tombstones), processors)
         return self._record(cause, result, erased=False)
 
     def handle(self, event: ev.LedgerEvent) -> ShredResult | None:
@@ -278,6 +281,7 @@ class Shredder:
         scopes: Iterable[str],
         key_ids: Iterable[str],
         shredded_at: datetime | None,
+        processors: Iterable[str] = (),
     ) -> ShredResult:
         certificate, signature = certificates.issue(
             subject_id=snap.state.subject_id,
@@ -292,6 +296,7 @@ class Shredder:
             causation_id=cause.causation_id,
             chain_head=snap.head,
             signing_key=self.ledger.keystore.provider.signing_key(),
+            processors=processors,
         )
         # Checked before it is recorded: a certificate that does not verify must never be stored.
         public_key = self.ledger.keystore.provider.signing_key().public_key()
@@ -384,6 +389,13 @@ def _caused_by(events: Iterable[ev.LedgerEvent], cause: str) -> ev.KeysShredded 
         if isinstance(event, ev.KeysShredded) and event.meta.causation_id == cause:
             return event
     return None
+
+
+def _shared_with(snap: _Snapshot, purpose: str | None = None) -> set[str]:
+    """The sub-processors the subject's data (of the purpose, if given) was shared with."""
+    return {
+        e.processor for e in snap.events if isinstance(e, ev.DataShared) and purpose in (None, e.purpose)
+    }
 
 
 def _sealed(events: Iterable[ev.LedgerEvent]) -> list[SealedValue]:
