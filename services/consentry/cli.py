@@ -15,6 +15,7 @@ from consentry.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from consentry.core.keystore import Keystore
+    from consentry.ledger.application import Ledger
     from consentry.platform import Platform
 
 
@@ -247,6 +248,63 @@ def audit_timeline(subject_id: uuid.UUID, data_dir: Path | None, policy: Path | 
     for event in platform.ledger.history(subject_id):
         click.echo(json.dumps(clear_metadata(platform.ledger.codec, event)))
     platform.close()
+
+
+@audit.command("exposure")
+@click.option("--actor", default=None, help="Staff actor id: what they decrypted or sent on.")
+@click.option("--producer", default=None, help="Producer name: what it sent or reported reading.")
+@click.option("--processor", default=None, help="Sub-processor name: what it received.")
+@click.option("--from", "start", default=None, help="Window start, ISO-8601 with a zone (inclusive).")
+@click.option("--to", "end", default=None, help="Window end, ISO-8601 with a zone (exclusive).")
+@data_dir_option
+@policy_option
+def audit_exposure(
+    actor: str | None,
+    producer: str | None,
+    processor: str | None,
+    start: str | None,
+    end: str | None,
+    data_dir: Path | None,
+    policy: Path | None,
+) -> None:
+    """Breach impact report: subjects and fields one party was exposed to (JSON, no personal data).
+
+    Reads the embedded data directory, or the PostgreSQL ledger if CONSENTRY_PG_DSN is set.
+    """
+    from datetime import datetime
+
+    from consentry.audit.exposure import exposure_report, selector_of
+
+    try:
+        window = [None if t is None else datetime.fromisoformat(t) for t in (start, end)]
+        selector = selector_of(actor, producer, processor, *window)
+    except ValueError as exc:
+        _fail(f"exposure: {exc}")
+        return
+    try:
+        ledger = _ledger(_settings(data_dir, policy))
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    try:
+        report = exposure_report(ledger.codec, ledger.notifications(), selector)
+    finally:
+        ledger.close()
+        ledger.keystore.close()
+    click.echo(json.dumps(report, indent=2))
+
+
+def _ledger(settings: Settings) -> Ledger:
+    """The ledger alone: PostgreSQL if CONSENTRY_PG_DSN is set, else the embedded files."""
+    if settings.pg_dsn is not None:
+        from consentry.cluster import dsn_of, open_ledger, provider_of
+
+        return open_ledger(settings, provider_of(settings), dsn_of(settings, "pg_dsn"))
+    from consentry.platform import Platform
+
+    platform = Platform.open(settings)
+    platform.views.close()
+    return platform.ledger
 
 
 @cli.group()

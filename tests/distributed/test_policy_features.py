@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,24 @@ def _email_held(stack: Stack, subject: str) -> bool:
     with stack.client(DPO) as dpo:
         answer = dpo.get(f"/v1/subjects/{subject}/profile", params={"purpose": "marketing"})
     return answer.status_code == 200 and bool(answer.json()["fields"])
+
+
+def test_the_exposure_report_reads_the_postgresql_ledger_over_http_and_the_cli(
+    keyed: tuple[Stack, Path],
+) -> None:
+    stack, _ = keyed
+    start = datetime.now(UTC).isoformat()
+    subject, _ = _customer(stack)
+    eventually(lambda: _email(stack, subject), "the profile")  # alice-support reads it
+    with stack.client(DPO) as dpo:
+        answer = dpo.get("/v1/audit/exposure", params={"actor": "alice-support", "from": start})
+    assert answer.status_code == 200, answer.text
+    exposed = {s["subject_id"]: s for s in answer.json()["subjects"]}
+    assert exposed[subject]["fields"] == ["email"]
+    assert exposed[subject]["purposes"] == ["support"]
+    report = stack.run(
+        "audit", "exposure", "--actor", "alice-support", "--from", start,
+        CONSENTRY_PG_DSN=pg_dsn("query"),
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["subjects"] == answer.json()["subjects"]

@@ -7,23 +7,15 @@ write, as a `ContactRecorded` event. The example policy allows 2 marketing e-mai
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.e2e.api import DPO, MARKETING, SUPPORT, problem, send_accepted, subject_of, timeline
 from tests.e2e.conftest import Server, running_server
 from tests.support import EXAMPLE_POLICY, canary, record
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("contact") / "data") as running:
-        yield running
 
 
 def _consenting(server: Server) -> tuple[str, str]:

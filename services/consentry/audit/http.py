@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
 
+from consentry.audit.exposure import exposure_report, selector_of
 from consentry.audit.timeline import clear_metadata
 from consentry.core.events import KeysShredded, LedgerEvent
 from consentry.core.problems import Problem
@@ -16,6 +18,7 @@ from consentry.ledger.application import Ledger
 from consentry.ledger.chain import verify_chain
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
+Name = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$")]
 
 
 def audit_router(
@@ -87,6 +90,23 @@ def audit_router(
                 for b in report.breaks[:100]
             ],
         }
+
+    @router.get("/v1/audit/exposure", summary="Breach impact: subjects and fields exposed to a party")
+    def exposure(
+        actor: Name = None,
+        producer: Name = None,
+        processor: Name = None,
+        start: Annotated[datetime | None, Query(alias="from")] = None,
+        end: Annotated[datetime | None, Query(alias="to")] = None,
+        authorization: Auth = None,
+    ) -> dict[str, Any]:
+        """What one actor decrypted, one producer sent or reported, or one processor received."""
+        auditor(authorization)
+        try:
+            selector = selector_of(actor, producer, processor, start, end)
+        except ValueError as exc:
+            raise Problem(422, "invalid-request", str(exc)) from None
+        return exposure_report(ledger.codec, ledger.notifications(), selector)
 
     @router.post("/v1/audit/replay", summary="Rebuild every read model from the log")
     def replay(authorization: Auth = None) -> dict[str, Any]:
