@@ -82,7 +82,7 @@ def run(data_dir: Path | None, policy: Path | None, host: str | None, port: int 
         _fail(str(exc))
         return
     platform.runner.start()
-    platform.start_retention()
+    platform.start_background()
     base = f"http://{settings.host}:{settings.port}"
     click.echo(
         f"Consentry: data in {settings.data_dir}, policy {settings.policy} "

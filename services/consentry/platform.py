@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from consentry import __version__
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.adapters.sqlite_views import SQLiteViewStore
+from consentry.audit.anomalies import AnomalyWatch
 from consentry.audit.http import audit_router
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, SystemClock
@@ -75,7 +76,9 @@ class Platform:
     _shredded_to: int = field(default=0, init=False, repr=False)
     _shred_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     retention: RetentionSchedule = field(default_factory=RetentionSchedule, init=False, repr=False)
-    _sweeper: threading.Thread | None = field(default=None, init=False, repr=False)
+    anomalies: AnomalyWatch = field(default_factory=AnomalyWatch, init=False, repr=False)
+    _watch_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _sweepers: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     @classmethod
@@ -163,27 +166,41 @@ class Platform:
             self.runner.refresh()
         return results
 
-    def start_retention(self) -> None:
-        """Sweeps now and then every CONSENTRY_RETENTION_INTERVAL seconds, in a daemon thread."""
+    def sweep_anomalies(self) -> int:
+        """Flags the new reads that break the policy's anomaly rules; answers how many."""
+        with self._watch_lock:
+            return self.anomalies.sweep(self.ledger)
 
-        def loop() -> None:
-            while not self._stopping.is_set():
-                try:
-                    done = self.sweep_retention()
-                    if done:
-                        log.info("retention shredded %d purposes", len(done))
-                except ConsentryError:
-                    log.exception("the retention sweep failed; it runs again at the next interval")
-                self._stopping.wait(self.settings.retention_interval)
+    def start_background(self) -> None:
+        """Retention and anomaly sweeps, now and then every CONSENTRY_RETENTION_INTERVAL and
+        CONSENTRY_ANOMALY_INTERVAL seconds, each in a daemon thread."""
+        work = (
+            ("retention", self.sweep_retention, self.settings.retention_interval),
+            ("anomalies", self.sweep_anomalies, self.settings.anomaly_interval),
+        )
+        for name, sweep, interval in work:
+            thread = threading.Thread(
+                target=self._every, args=(name, sweep, interval), name=f"consentry-{name}", daemon=True
+            )
+            self._sweepers.append(thread)
+            thread.start()
 
-        self._sweeper = threading.Thread(target=loop, name="consentry-retention", daemon=True)
-        self._sweeper.start()
+    def _every(self, name: str, sweep: Callable[[], object], interval: float) -> None:
+        while not self._stopping.is_set():
+            try:
+                done = sweep()
+                if done:
+                    log.info("%s sweep: %s", name, len(done) if isinstance(done, list) else done)
+            except ConsentryError:
+                log.exception("the %s sweep failed; it runs again at the next interval", name)
+            self._stopping.wait(interval)
 
     def close(self) -> None:
         """Stops the runner and closes every store; safe to call twice."""
         self._stopping.set()
-        if self._sweeper is not None and self._sweeper is not threading.current_thread():
-            self._sweeper.join(timeout=30)
+        for thread in self._sweepers:
+            if thread is not threading.current_thread():
+                thread.join(timeout=30)
         self.runner.stop()
         self.views.close()
         self.keystore.close()

@@ -17,6 +17,7 @@ from typing import Any, Final, cast
 import faust
 
 from consentry.adapters.postgres_views import PostgresViewStore
+from consentry.audit.anomalies import AnomalyWatch
 from consentry.cluster import (
     DLQ_TOPIC,
     INTAKE_TOPIC,
@@ -123,7 +124,7 @@ def shredder_app(settings: Settings, dsn: str) -> faust.App:
             if isinstance(event, ev.ErasureRequested | ev.ConsentWithdrawn):
                 await asyncio.to_thread(shredder.handle, event)
 
-    schedule = RetentionSchedule()
+    schedule, watch = RetentionSchedule(), AnomalyWatch()
 
     @app.timer(settings.retention_interval)  # type: ignore[untyped-decorator]  # faust: untyped
     async def retention() -> None:
@@ -131,6 +132,13 @@ def shredder_app(settings: Settings, dsn: str) -> faust.App:
         done = await asyncio.to_thread(shredder.sweep, schedule)
         if done:
             log.info("retention shredded %d purposes", len(done))
+
+    @app.timer(settings.anomaly_interval)  # type: ignore[untyped-decorator]  # faust: untyped
+    async def anomalies() -> None:
+        # Flags carry their rule's window or read in their cause: two workers never flag twice.
+        flagged = await asyncio.to_thread(watch.sweep, ledger)
+        if flagged:
+            log.info("flagged %d access anomalies", flagged)
 
     return app
 

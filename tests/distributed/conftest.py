@@ -77,16 +77,17 @@ def processors_env() -> dict[str, str]:
 
 
 def launch_stack(logs: Path, settings: dict[str, str]) -> Stack:
-    """API, relay, processors and shredder with extra settings (the master key or a key file, ...)."""
+    """API, relay, processors and shredder; `settings` (the master key or a key file, a policy...)
+    override the defaults."""
     port = free_port()
     env = (
         os.environ.copy()
-        | settings
         | {
             "CONSENTRY_POLICY": str(EXAMPLE_POLICY),
             "CONSENTRY_KAFKA_BOOTSTRAP": kafka_bootstrap(),
             "CONSENTRY_PARTITIONS": "3",
         }
+        | settings
     )
     stack = Stack(f"http://127.0.0.1:{port}", logs, env)
     stack.start(

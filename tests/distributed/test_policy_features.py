@@ -9,11 +9,13 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
 from consentry.cluster import migrate
 from consentry.core.errors import KeyProviderError
@@ -23,19 +25,28 @@ from tests.distributed.conftest import Stack, launch_stack, stop_stack
 from tests.distributed.test_cluster import DPO, SHOP, SUPPORT, eventually
 from tests.e2e.api import MARKETING
 from tests.services import pg_dsn
-from tests.support import canary, record
+from tests.support import EXAMPLE_POLICY, canary, record
 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path]]:
-    """The stack with a key file of its own (every process reads the same file)."""
+    """The stack with a key file of its own (every process reads the same file), fast sweeps, and
+    a policy that wants an open task for every support read."""
     logs = tmp_path_factory.mktemp("policy-stack")
     key_file = logs / "keys" / "keys.json"
     provider = LocalKeyFileProvider.open(key_file)
     migrate(pg_dsn("owner"), provider)
-    stack = launch_stack(
-        logs, {"CONSENTRY_KEY_FILE": str(key_file), "CONSENTRY_RETENTION_INTERVAL": "0.5"}
-    )
+    rules = yaml.safe_load(EXAMPLE_POLICY.read_text())
+    rules["anomalies"] = {"open_task_roles": ["support_agent"]}
+    policy = logs / "policy.yaml"
+    policy.write_text(yaml.safe_dump(rules))
+    settings = {
+        "CONSENTRY_KEY_FILE": str(key_file),
+        "CONSENTRY_POLICY": str(policy),
+        "CONSENTRY_RETENTION_INTERVAL": "0.5",
+        "CONSENTRY_ANOMALY_INTERVAL": "0.5",
+    }
+    stack = launch_stack(logs, settings)
     yield stack, key_file
     stop_stack(stack)
 
@@ -244,3 +255,29 @@ def test_the_exposure_report_reads_the_postgresql_ledger_over_http_and_the_cli(
     )  # fmt: skip
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["subjects"] == answer.json()["subjects"]
+
+
+def test_the_shredder_worker_flags_reads_outside_open_tasks(keyed: tuple[Stack, Path]) -> None:
+    stack, _ = keyed
+    tasked_ref = f"shop:{canary('ref')}"
+    untasked, _ = _customer(stack)
+    [tasked, _, _] = _send(
+        stack,
+        record("consent.grant", tasked_ref, purpose="support"),
+        record("data.update", tasked_ref, purpose="support", fields={"email": canary("m")}),
+        record("task.report", tasked_ref, task_id=canary("ticket"), role="support_agent"),
+    )
+    for subject in (tasked, untasked):
+        eventually(partial(_email, stack, subject), "the profile")
+
+    def flagged(subject: str) -> list[dict[str, Any]]:
+        with stack.client(DPO) as dpo:
+            events = dpo.get(f"/v1/subjects/{subject}/timeline").json()["events"]
+        return [e for e in events if e["type"] == "AccessAnomalyFlagged"]
+
+    found = eventually(lambda: flagged(untasked) or None, "the flag")
+    assert {(e["rule"], e["actor_id"]) for e in found} == {("outside_open_task", "alice-support")}
+    with stack.client(DPO) as dpo:
+        listed = dpo.get("/v1/audit/anomalies", params={"actor": "alice-support"}).json()
+    assert untasked in {a["subject_id"] for a in listed["anomalies"]}
+    assert flagged(tasked) == []

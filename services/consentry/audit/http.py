@@ -10,14 +10,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 
-from consentry.audit.exposure import exposure_report, selector_of
+from consentry.audit.anomalies import anomaly_list
+from consentry.audit.exposure import Selector, exposure_report, selector_of
 from consentry.audit.timeline import clear_metadata
-from consentry.core.events import KeysShredded, LedgerEvent
+from consentry.core.events import AccessAnomalyFlagged, KeysShredded, LedgerEvent
 from consentry.core.problems import Problem
 from consentry.ledger.application import Ledger
 from consentry.ledger.chain import verify_chain
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
+From = Annotated[datetime | None, Query(alias="from")]
+To = Annotated[datetime | None, Query(alias="to")]
 Name = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$")]
 
 
@@ -91,22 +94,49 @@ def audit_router(
             ],
         }
 
+    def selected(
+        authorization: str | None,
+        actor: str | None,
+        producer: str | None,
+        processor: str | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> Selector:
+        """An auditor's selector of one party and a window; 422 when it makes no sense."""
+        auditor(authorization)
+        try:
+            return selector_of(actor, producer, processor, start, end)
+        except ValueError as exc:
+            raise Problem(422, "invalid-request", str(exc)) from None
+
     @router.get("/v1/audit/exposure", summary="Breach impact: subjects and fields exposed to a party")
     def exposure(
         actor: Name = None,
         producer: Name = None,
         processor: Name = None,
-        start: Annotated[datetime | None, Query(alias="from")] = None,
-        end: Annotated[datetime | None, Query(alias="to")] = None,
+        start: From = None,
+        end: To = None,
         authorization: Auth = None,
     ) -> dict[str, Any]:
         """What one actor decrypted, one producer sent or reported, or one processor received."""
-        auditor(authorization)
-        try:
-            selector = selector_of(actor, producer, processor, start, end)
-        except ValueError as exc:
-            raise Problem(422, "invalid-request", str(exc)) from None
+        selector = selected(authorization, actor, producer, processor, start, end)
         return exposure_report(ledger.codec, ledger.notifications(), selector)
+
+    @router.get("/v1/audit/anomalies", summary="Access anomalies flagged, per actor and window")
+    def anomalies(
+        actor: Name = None,
+        start: From = None,
+        end: To = None,
+        authorization: Auth = None,
+    ) -> dict[str, Any]:
+        """Reads above an actor's usual rate or outside any open task (`AccessAnomalyFlagged`)."""
+        window = selected(authorization, actor or "*", None, None, start, end)
+
+        def keep(event: AccessAnomalyFlagged) -> bool:
+            return actor in (None, event.actor_id) and window.covers(event.meta.recorded_at)
+
+        found = anomaly_list(ledger.codec, ledger.notifications(), keep)
+        return {"actor": actor, "from": start, "to": end, "anomalies": found}
 
     @router.post("/v1/audit/replay", summary="Rebuild every read model from the log")
     def replay(authorization: Auth = None) -> dict[str, Any]:

@@ -146,6 +146,27 @@ class SubProcessor(_Model):
         return None, "agreement_expired" if covering else "no_agreement"
 
 
+class RateRule(_Model):
+    """Flag an actor whose reads in `window_minutes` exceed `factor` times their usual number.
+
+    "Usual" is the actor's average per window over the `baseline_days` before; an actor is flagged
+    only once they pass `min_reads` in the window too, so new or quiet staff are not flagged at once.
+    """
+
+    window_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    baseline_days: int = Field(default=14, ge=1, le=365)
+    factor: float = Field(default=3.0, gt=1)
+    min_reads: int = Field(default=50, ge=1)
+
+
+class AnomalyRules(_Model):
+    """Access anomalies to flag as `AccessAnomalyFlagged` events (reads are never blocked by them)."""
+
+    rate: RateRule | None = None
+    open_task_roles: tuple[Name, ...] = ()
+    """Roles whose reads of a subject need an open task for that role (`task.report` records)."""
+
+
 class Policy(_Model):
     """The whole policy; its version is recorded on every access event."""
 
@@ -155,6 +176,7 @@ class Policy(_Model):
     actors: dict[Name, Actor] = Field(default_factory=dict)
     producers: dict[Name, Producer] = Field(default_factory=dict)
     processors: dict[Name, SubProcessor] = Field(default_factory=dict)
+    anomalies: AnomalyRules = Field(default_factory=AnomalyRules)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Policy:
@@ -191,6 +213,11 @@ class Policy(_Model):
                     for f in agreement.fields
                     if f not in allowed
                 ]
+        problems += [
+            f"anomalies.open_task_roles: unknown role '{r}'"
+            for r in self.anomalies.open_task_roles
+            if r not in self.roles
+        ]
         if problems:
             raise ValueError("; ".join(problems))
         return self

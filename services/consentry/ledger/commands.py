@@ -75,4 +75,25 @@ class RecordShare:
     field_names: tuple[str, ...]
 
 
-StaffCommand = RecordAccess | DenyAccess | RequestErasure | RecordShredding | RecordContact | RecordShare
+@dataclass(frozen=True, slots=True)
+class FlagAnomaly:
+    """A read broke an access rule; `cause` names the breach, so a repeated flag is a duplicate."""
+
+    subject_id: uuid.UUID
+    actor_id: str
+    role: str
+    rule: str
+    access_event_id: uuid.UUID
+    detail: str
+    cause: str
+
+
+StaffCommand = (
+    RecordAccess
+    | DenyAccess
+    | RequestErasure
+    | RecordShredding
+    | RecordContact
+    | RecordShare
+    | FlagAnomaly
+)

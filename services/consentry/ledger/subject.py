@@ -20,6 +20,7 @@ from consentry.core.events import GENESIS, Actor, EventMeta, LedgerEvent
 from consentry.core.policy import LawfulBasis, Policy
 from consentry.ledger.commands import (
     DenyAccess,
+    FlagAnomaly,
     RecordAccess,
     RecordContact,
     RecordShare,
@@ -281,6 +282,15 @@ def decide(state: SubjectState, record: rec.IntakeRecord, ctx: Context) -> Decis
         case rec.ContactReport():
             build.add(lambda m: ev.ContactRecorded(m, record.purpose, record.channel))
             return build.accept()
+        case rec.TaskReport():
+            if record.status not in ("open", "closed") or record.role not in ctx.policy.roles:
+                return build.reject(
+                    Reason.INVALID_VALUE,
+                    "status must be open or closed, role one of the policy's",
+                    record=False,
+                )
+            build.add(lambda m: ev.TaskUpdated(m, record.task_id, record.role, record.status))
+            return build.accept()
         case rec.AccessReport():
             fields = ctx.policy.purposes[record.purpose].fields
             if any(f not in fields for f in record.field_names):
@@ -400,6 +410,22 @@ def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> De
             if verdict.reason is not None:
                 return build.reject(verdict.reason, "the policy refuses the contact now", record=False)
             build.add(lambda m: ev.ContactRecorded(m, command.purpose, command.channel))
+            return build.accept()
+        case FlagAnomaly():
+            key = hashlib.sha256(command.cause.encode()).digest()
+            if key in state.seen:
+                return Decision((), Outcome("duplicate", state.subject_id, state.seen[key]))
+            build = _Builder(state, ctx, ctx.now, key)
+            build.add(
+                lambda m: ev.AccessAnomalyFlagged(
+                    m,
+                    command.actor_id,
+                    command.role,
+                    command.rule,
+                    command.access_event_id,
+                    command.detail,
+                )
+            )
             return build.accept()
         case RecordShare():
             build = _Builder(state, ctx, ctx.now, actor=command.actor)
