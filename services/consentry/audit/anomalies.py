@@ -102,8 +102,11 @@ class AnomalyWatch:
     ) -> list[FlagAnomaly]:
         """Observes the log's new events; the flags they call for."""
         flags: list[FlagAnomaly] = []
+        idle = rules.rate is None and not rules.open_task_roles
         for position, state in notifications:
             self.position = position
+            if idle:
+                continue  # no rule to apply: a policy with rules takes effect at the next start
             writer = codec.writer_of(state)
             if writer is not None and writer.name in _WATCHED:
                 flags += self.observe(event_from_record(*codec.decode(state)), rules)
