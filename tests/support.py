@@ -97,6 +97,8 @@ def record(kind: str, ref: str, **values: Any) -> dict[str, Any]:
         base |= {"purpose": "marketing", "channel": "web"}
     if kind == "data.update":
         base |= {"purpose": "marketing", "fields": {"email": fake_email()}}
+    if kind == "task.report":
+        base |= {"task_id": f"ticket-{secrets.token_hex(4)}", "role": "support_agent", "status": "open"}
     return base | values
 
 

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from consentry.core.errors import ConsentryError
+from consentry.core.errors import ConsentryError, SettingsError
 from consentry.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from consentry.core.keystore import Keystore
+    from consentry.ledger.application import Ledger
     from consentry.platform import Platform
 
 
@@ -80,6 +82,7 @@ def run(data_dir: Path | None, policy: Path | None, host: str | None, port: int 
         _fail(str(exc))
         return
     platform.runner.start()
+    platform.start_background()
     base = f"http://{settings.host}:{settings.port}"
     click.echo(
         f"Consentry: data in {settings.data_dir}, policy {settings.policy} "
@@ -247,6 +250,160 @@ def audit_timeline(subject_id: uuid.UUID, data_dir: Path | None, policy: Path | 
     platform.close()
 
 
+@audit.command("exposure")
+@click.option("--actor", default=None, help="Staff actor id: what they decrypted or sent on.")
+@click.option("--producer", default=None, help="Producer name: what it sent or reported reading.")
+@click.option("--processor", default=None, help="Sub-processor name: what it received.")
+@click.option("--from", "start", default=None, help="Window start, ISO-8601 with a zone (inclusive).")
+@click.option("--to", "end", default=None, help="Window end, ISO-8601 with a zone (exclusive).")
+@data_dir_option
+@policy_option
+def audit_exposure(
+    actor: str | None,
+    producer: str | None,
+    processor: str | None,
+    start: str | None,
+    end: str | None,
+    data_dir: Path | None,
+    policy: Path | None,
+) -> None:
+    """Breach impact report: subjects and fields one party was exposed to (JSON, no personal data).
+
+    Reads the embedded data directory, or the PostgreSQL ledger if CONSENTRY_PG_DSN is set.
+    """
+    from datetime import datetime
+
+    from consentry.audit.exposure import exposure_report, selector_of
+
+    try:
+        window = [None if t is None else datetime.fromisoformat(t) for t in (start, end)]
+        selector = selector_of(actor, producer, processor, *window)
+    except ValueError as exc:
+        _fail(f"exposure: {exc}")
+        return
+    try:
+        ledger = _ledger(_settings(data_dir, policy))
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    try:
+        report = exposure_report(ledger.codec, ledger.notifications(), selector)
+    finally:
+        ledger.close()
+        ledger.keystore.close()
+    click.echo(json.dumps(report, indent=2))
+
+
+def _ledger(settings: Settings) -> Ledger:
+    """The ledger alone: PostgreSQL if CONSENTRY_PG_DSN is set, else the embedded files."""
+    if settings.pg_dsn is not None:
+        from consentry.cluster import dsn_of, open_ledger, provider_of
+
+        return open_ledger(settings, provider_of(settings), dsn_of(settings, "pg_dsn"))
+    from consentry.platform import Platform
+
+    platform = Platform.open(settings)
+    platform.views.close()
+    return platform.ledger
+
+
+@cli.group()
+def keys() -> None:
+    """Key-encryption keys: rotation and status (embedded, or distributed with CONSENTRY_PG_DSN)."""
+
+
+def _keystore(settings: Settings) -> Keystore:
+    if settings.pg_dsn is not None:
+        from consentry.cluster import open_keystore as open_shared
+
+        return open_shared(settings)
+    from consentry.platform import open_keystore
+
+    return open_keystore(settings)
+
+
+@keys.command("status")
+@data_dir_option
+def keys_status(data_dir: Path | None) -> None:
+    """Print the KEK versions and how many data keys each one wraps (no key material)."""
+    try:
+        keystore = _keystore(_settings(data_dir, None))
+        usage, provider = keystore.kek_usage(), keystore.provider
+        status = {
+            "active": provider.active_version,
+            "versions": list(provider.kek_versions),
+            "keys_per_version": {str(v): n for v, n in sorted(usage.items())},
+        }
+        keystore.close()
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    click.echo(json.dumps(status, indent=2))
+
+
+@keys.command("rotate")
+@data_dir_option
+@click.option(
+    "--grace-seconds",
+    type=float,
+    default=None,
+    help="Wait after adding the new KEK, so other processes see it before the re-wrap (default 2).",
+)
+@click.option(
+    "--skip-unreadable",
+    is_flag=True,
+    help="Retire the old KEKs even if some keys open under none of them (keys of another key file).",
+)
+def keys_rotate(data_dir: Path | None, grace_seconds: float | None, skip_unreadable: bool) -> None:
+    """Re-wrap every data key under a new KEK, then retire the old KEKs from the key file.
+
+    Works while the platform runs: its processes pick up the new key file within a second.
+    """
+    import time
+    from dataclasses import asdict
+
+    from consentry.core.rotation import GRACE_SECONDS, rotate_kek
+
+    try:
+        keystore = _keystore(_settings(data_dir, None))
+        try:
+            done = rotate_kek(
+                keystore,
+                grace_seconds=GRACE_SECONDS if grace_seconds is None else grace_seconds,
+                sleep=time.sleep,
+                skip_unreadable=skip_unreadable,
+            )
+        finally:
+            keystore.close()
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    click.echo(json.dumps(asdict(done), indent=2))
+
+
+@keys.command("init")
+@click.option(
+    "--from-master-key",
+    is_flag=True,
+    required=True,
+    help="Write the secrets CONSENTRY_MASTER_KEY derives into CONSENTRY_KEY_FILE (never overwritten).",
+)
+@data_dir_option
+def keys_init(from_master_key: bool, data_dir: Path | None) -> None:
+    """Move from a master key to a key file whose KEKs can be rotated; every key stays the same."""
+    from consentry.platform import key_provider
+
+    try:
+        settings = _settings(data_dir, None)
+        if not settings.master_key:
+            raise SettingsError("CONSENTRY_MASTER_KEY is not set")
+        key_provider(settings).to_key_file(settings.key_path)
+    except ConsentryError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"key file {settings.key_path} written (0600); unset CONSENTRY_MASTER_KEY and use it")
+
+
 @cli.group()
 def erasure() -> None:
     """Erasure certificates."""
@@ -276,6 +433,8 @@ def erasure_verify(certificate: Path, public_key: Path | None) -> None:
         f"VALID: subject {verified.subject_id} erased ({verified.reason}); "
         f"{len(verified.key_ids)} keys destroyed at {verified.shredded_at.isoformat()}"
     )
+    if verified.processors:
+        click.echo(f"  tell the sub-processors that received the data: {', '.join(verified.processors)}")
 
 
 def main() -> None:

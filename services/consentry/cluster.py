@@ -39,12 +39,12 @@ from consentry.core.avro import AvroCodec
 from consentry.core.clock import SystemClock
 from consentry.core.errors import ConsentryError, SettingsError
 from consentry.core.events import event_from_record
-from consentry.core.keys import KeyProvider, LocalKeyFileProvider
+from consentry.core.keys import KeyProvider
 from consentry.core.policy import load_policy
 from consentry.core.settings import Settings
 from consentry.core.views import ViewStore
 from consentry.ledger.application import Ledger, open_recorder
-from consentry.platform import Platform
+from consentry.platform import Platform, key_provider
 from consentry.processors.projector import project_new
 from consentry.relay.relay import EVENTS_TOPIC, LogEntry, Relay, topic_partitions
 from consentry.shredder.service import Shredder
@@ -131,9 +131,12 @@ def recorder_env(dsn: str, *, create: bool) -> dict[str, str]:
 
 def provider_of(settings: Settings) -> KeyProvider:
     """Every service that seals, opens or signs shares the master key (or key file)."""
-    if settings.master_key:
-        return LocalKeyFileProvider.from_master_key(settings.master_key.get_secret_value())
-    return LocalKeyFileProvider.open(settings.key_path)
+    return key_provider(settings)
+
+
+def open_keystore(settings: Settings) -> PostgresKeystore:
+    """The shared keystore alone (CONSENTRY_PG_DSN: ledger or shredder role), for `consentry keys`."""
+    return PostgresKeystore(dsn_of(settings, "pg_dsn"), provider_of(settings), schema=KEYSTORE_SCHEMA)
 
 
 def migrate(owner_dsn: str, provider: KeyProvider) -> None:

@@ -25,10 +25,11 @@ from starlette.exceptions import HTTPException
 from consentry import __version__
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.adapters.sqlite_views import SQLiteViewStore
+from consentry.audit.anomalies import AnomalyWatch
 from consentry.audit.http import audit_router
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, SystemClock
-from consentry.core.errors import ConflictError, Reason
+from consentry.core.errors import ConflictError, ConsentryError, Reason
 from consentry.core.intake import IntakeParser
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider
 from consentry.core.keystore import Keystore
@@ -42,7 +43,8 @@ from consentry.ledger.application import Ledger, open_recorder
 from consentry.processors.runner import EmbeddedRunner
 from consentry.query.http import query_router
 from consentry.shredder import certificates
-from consentry.shredder.service import Shredder
+from consentry.shredder.retention import RetentionSchedule
+from consentry.shredder.service import Shredder, ShredResult
 
 log = logging.getLogger("consentry")
 
@@ -77,6 +79,11 @@ class Platform:
     embedded: bool = True
     _shredded_to: int = field(default=0, init=False, repr=False)
     _shred_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    retention: RetentionSchedule = field(default_factory=RetentionSchedule, init=False, repr=False)
+    anomalies: AnomalyWatch = field(default_factory=AnomalyWatch, init=False, repr=False)
+    _watch_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _sweepers: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None) -> Platform:
@@ -85,11 +92,7 @@ class Platform:
         policy = load_policy(settings.policy)
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        provider = (
-            LocalKeyFileProvider.from_master_key(settings.master_key.get_secret_value())
-            if settings.master_key
-            else LocalKeyFileProvider.open(settings.key_path)
-        )
+        provider = key_provider(settings)
         keystore = SQLiteKeystore(data / "keystore.db", provider, the_clock)
         factory, recorder = open_recorder(
             {
@@ -159,12 +162,66 @@ class Platform:
                 self._shredded_to = self.shredder.follow(self._shredded_to)
             self.runner.refresh()
 
+    def sweep_retention(self) -> list[ShredResult]:
+        """Shreds every purpose whose retention ran out, with a `retention` certificate each."""
+        with self._shred_lock:
+            results = self.shredder.sweep(self.retention)
+        if results:
+            self.runner.refresh()
+        return results
+
+    def sweep_anomalies(self) -> int:
+        """Flags the new reads that break the policy's anomaly rules; answers how many."""
+        with self._watch_lock:
+            return self.anomalies.sweep(self.ledger)
+
+    def start_background(self) -> None:
+        """Retention and anomaly sweeps, now and then every CONSENTRY_RETENTION_INTERVAL and
+        CONSENTRY_ANOMALY_INTERVAL seconds, each in a daemon thread."""
+        work = (
+            ("retention", self.sweep_retention, self.settings.retention_interval),
+            ("anomalies", self.sweep_anomalies, self.settings.anomaly_interval),
+        )
+        for name, sweep, interval in work:
+            thread = threading.Thread(
+                target=self._every, args=(name, sweep, interval), name=f"consentry-{name}", daemon=True
+            )
+            self._sweepers.append(thread)
+            thread.start()
+
+    def _every(self, name: str, sweep: Callable[[], object], interval: float) -> None:
+        while not self._stopping.is_set():
+            try:
+                done = sweep()
+                if done:
+                    log.info("%s sweep: %s", name, len(done) if isinstance(done, list) else done)
+            except ConsentryError:
+                log.exception("the %s sweep failed; it runs again at the next interval", name)
+            self._stopping.wait(interval)
+
     def close(self) -> None:
         """Stops the runner and closes every store; safe to call twice."""
+        self._stopping.set()
+        for thread in self._sweepers:
+            if thread is not threading.current_thread():
+                thread.join(timeout=30)
         self.runner.stop()
         self.views.close()
         self.keystore.close()
         self.ledger.close()
+
+
+def key_provider(settings: Settings) -> LocalKeyFileProvider:
+    """The master key's derived secrets if one is set, else the key file (created if absent)."""
+    if settings.master_key:
+        return LocalKeyFileProvider.from_master_key(settings.master_key.get_secret_value())
+    return LocalKeyFileProvider.open(settings.key_path)
+
+
+def open_keystore(settings: Settings) -> Keystore:
+    """The embedded keystore alone, for maintenance such as `consentry keys rotate`."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteKeystore(settings.data_dir / "keystore.db", key_provider(settings))
 
 
 class Measured:
@@ -227,7 +284,14 @@ def create_app(platform: Platform) -> FastAPI:
             ledger, platform.views, platform.runner.refresh, platform.erase, platform.certificate
         )
     )
-    app.include_router(audit_router(ledger, platform.runner.rebuild if platform.embedded else None))
+    signing_public = platform.provider.signing_key().public_key()
+    app.include_router(
+        audit_router(
+            ledger,
+            platform.runner.rebuild if platform.embedded else None,
+            lambda c, s: certificates.certificate_document(c, s, signing_public),
+        )
+    )
 
     app.add_middleware(BodyLimit, max_bytes=platform.settings.max_request_bytes)
 

@@ -17,6 +17,7 @@ from typing import Any, Final, cast
 import faust
 
 from consentry.adapters.postgres_views import PostgresViewStore
+from consentry.audit.anomalies import AnomalyWatch
 from consentry.cluster import (
     DLQ_TOPIC,
     INTAKE_TOPIC,
@@ -35,6 +36,7 @@ from consentry.core.settings import Settings
 from consentry.core.transit import IntakeOpener
 from consentry.intake.gate import DeadLetter, IntakeGate, dlq_message
 from consentry.relay.relay import EVENTS_TOPIC
+from consentry.shredder.retention import RetentionSchedule
 from consentry.shredder.service import Shredder
 
 KINDS: Final = ("processors", "shredder", "intake")
@@ -122,6 +124,22 @@ def shredder_app(settings: Settings, dsn: str) -> faust.App:
             event = ledger.mapper.decode(value)
             if isinstance(event, ev.ErasureRequested | ev.ConsentWithdrawn):
                 await asyncio.to_thread(shredder.handle, event)
+
+    schedule, watch = RetentionSchedule(), AnomalyWatch()
+
+    @app.timer(settings.retention_interval)  # type: ignore[untyped-decorator]  # faust: untyped
+    async def retention() -> None:
+        # Every shredder worker sweeps; a purpose two of them shred is certified once (same cause).
+        done = await asyncio.to_thread(shredder.sweep, schedule)
+        if done:
+            log.info("retention shredded %d purposes", len(done))
+
+    @app.timer(settings.anomaly_interval)  # type: ignore[untyped-decorator]  # faust: untyped
+    async def anomalies() -> None:
+        # Flags carry their rule's window or read in their cause: two workers never flag twice.
+        flagged = await asyncio.to_thread(watch.sweep, ledger)
+        if flagged:
+            log.info("flagged %d access anomalies", flagged)
 
     return app
 

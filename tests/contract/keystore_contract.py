@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from consentry.core.errors import KeyExists, KeyNotFound, ScopeShredded
-from consentry.core.keystore import KeyRow, Keystore, ShreddedKey, Tombstone
+from consentry.core.errors import KeyExists, KeyNotFound, KeyProviderError, ScopeShredded
+from consentry.core.keys import LocalKeyFileProvider
+from consentry.core.keystore import KeyRow, Keystore, Rewrapped, ShreddedKey, Tombstone
 from consentry.core.sealing import CONSENT_SCOPE, IDENTITY_SCOPE, DataKey, purpose_scope
 from tests.support import files_under
 
@@ -503,3 +504,49 @@ class KeystoreContract(ABC):
         assert all(keystore.find_reference(ref) is None for ref in alice_refs)
         assert keystore.find_reference(bob_ref) == bob
         assert keystore.link_reference(alice_refs[0], bob) == bob
+
+    # -- KEK rotation --------------------------------------------------------------------------
+
+    def test_rewrap_then_retire_keeps_every_key_and_makes_copies_wrapped_before_useless(
+        self, keystore: Keystore, tmp_path: Path
+    ) -> None:
+        provider = LocalKeyFileProvider.open(tmp_path / "rotating-keys.json")
+        keystore.provider = provider  # before any key exists, so every key is wrapped under it
+        subjects = [uuid.uuid4() for _ in range(4)]
+        keys = [keystore.create(s, scope) for s in subjects for scope in (MARKETING, CONSENT_SCOPE)]
+        gone = keystore.create(uuid.uuid4(), SUPPORT)
+        keystore.destroy(gone.subject_id, [SUPPORT])
+        copies = {k.key_id: keystore._key_by_id(k.key_id) for k in keys}  # what a backup keeps
+        assert keystore.kek_usage() == {1: len(keys)}
+
+        assert provider.add_kek() == 2
+        assert keystore.rewrap(batch=3) == Rewrapped(len(keys), 0)
+        assert keystore.rewrap() == Rewrapped(0, 0)
+        assert keystore.kek_usage() == {2: len(keys)}
+        assert provider.retire_keks() == (1,)
+
+        reopened = LocalKeyFileProvider.open(tmp_path / "rotating-keys.json")
+        for key in keys:
+            assert same_key(forget_cache(keystore).get_by_id(key.key_id), key)
+            copy = copies[key.key_id]
+            assert isinstance(copy, KeyRow) and copy.wrapped.kek_version == 1
+            for holder in (provider, reopened):
+                with pytest.raises(KeyProviderError, match="retired"):
+                    holder.unwrap(copy.wrapped, key.subject_id, key.scope, key.key_id)
+        with pytest.raises(ScopeShredded):
+            keystore.get_by_id(gone.key_id)
+
+    def test_rewrap_counts_keys_no_kek_opens_and_leaves_them_alone(
+        self, keystore: Keystore, tmp_path: Path
+    ) -> None:
+        keystore.provider = LocalKeyFileProvider.open(tmp_path / "one.json")
+        foreign = keystore.create(uuid.uuid4(), MARKETING)
+        other = LocalKeyFileProvider.open(tmp_path / "other.json")
+        other.add_kek()
+        keystore.provider = other
+        mine = keystore.create(uuid.uuid4(), MARKETING)
+        before = keystore._key_by_id(foreign.key_id)
+        assert keystore.rewrap() == Rewrapped(0, 1)
+        assert keystore._key_by_id(foreign.key_id) == before
+        assert keystore.kek_usage() == {1: 1, 2: 1}
+        assert same_key(forget_cache(keystore).get_by_id(mine.key_id), mine)

@@ -491,8 +491,8 @@ class TestPostgresKeystore(KeystoreContract):
         copies = {k.key_id: blob_of(before, k.key_id) for k in keys}  # what a WAL or a backup keeps
 
         rotating = self.open(LocalKeyFileProvider(keks, 2, index, seed))
-        assert rotating.rewrap(batch=3) == len(keys)
-        assert rotating.rewrap() == 0
+        assert rotating.rewrap(batch=3).rewrapped == len(keys)
+        assert rotating.rewrap().rewrapped == 0
 
         retired = LocalKeyFileProvider({2: keks[2]}, 2, index, seed)
         after = self.open(retired)

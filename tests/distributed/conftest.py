@@ -78,18 +78,27 @@ def processors_env() -> dict[str, str]:
     return {"CONSENTRY_PG_VIEWS_DSN": pg_dsn("processors")}
 
 
-def launch(logs: Path, *services: str) -> Stack:
-    """Migrates the database and starts the API plus the named services; returns once it answers."""
-    key = master_key()
-    REGISTER.secret(f"master key of the stack in {logs}", base64.b64decode(key))
-    migrate(pg_dsn("owner"), LocalKeyFileProvider.from_master_key(key))
+def launch(logs: Path, *services: str, settings: dict[str, str] | None = None) -> Stack:
+    """Starts the API plus the named services; returns once it answers.
+
+    Without `settings` the stack gets a fresh master key (and the database is migrated for it);
+    `settings` (a key file, a policy...) override the defaults, and then the caller has migrated.
+    """
+    if settings is None:
+        key = master_key()
+        REGISTER.secret(f"master key of the stack in {logs}", base64.b64decode(key))
+        migrate(pg_dsn("owner"), LocalKeyFileProvider.from_master_key(key))
+        settings = {"CONSENTRY_MASTER_KEY": key}
     port = free_port()
-    env = os.environ.copy() | {
-        "CONSENTRY_MASTER_KEY": key,
-        "CONSENTRY_POLICY": str(EXAMPLE_POLICY),
-        "CONSENTRY_KAFKA_BOOTSTRAP": kafka_bootstrap(),
-        "CONSENTRY_PARTITIONS": "3",
-    }
+    env = (
+        os.environ.copy()
+        | {
+            "CONSENTRY_POLICY": str(EXAMPLE_POLICY),
+            "CONSENTRY_KAFKA_BOOTSTRAP": kafka_bootstrap(),
+            "CONSENTRY_PARTITIONS": "3",
+        }
+        | settings
+    )
     stack = Stack(f"http://127.0.0.1:{port}", logs, env)
     stack.start(
         "api",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -47,6 +50,18 @@ def timeline(server: Server, subject: str) -> list[dict[str, Any]]:
     assert answer.status_code == 200, answer.text
     events: list[dict[str, Any]] = answer.json()["events"]
     return events
+
+
+def consentry(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs the `consentry` command (output captured as text), with extra environment variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "consentry.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=os.environ.copy() | env,
+    )
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def _answers(base: str) -> bool:
         return False
 
 
-def start_server(data_dir: Path) -> Server:
+def start_server(data_dir: Path, policy: Path = EXAMPLE_POLICY) -> Server:
     """Starts the embedded platform on data_dir and returns once it answers /healthz."""
     port = _free_port()
     log = log_path(data_dir).open("ab")
@@ -85,7 +85,7 @@ def start_server(data_dir: Path) -> Server:
             "--data-dir",
             str(data_dir),
             "--policy",
-            str(EXAMPLE_POLICY),
+            str(policy),
             "--port",
             str(port),
         ],
@@ -109,9 +109,9 @@ def start_server(data_dir: Path) -> Server:
 
 
 @contextmanager
-def running_server(data_dir: Path) -> Iterator[Server]:
+def running_server(data_dir: Path, policy: Path = EXAMPLE_POLICY) -> Iterator[Server]:
     """A server on data_dir for the duration of a with block."""
-    started = start_server(data_dir)
+    started = start_server(data_dir, policy)
     try:
         yield started
     finally:

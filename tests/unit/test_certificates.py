@@ -147,3 +147,23 @@ def test_only_ed25519_pem_keys_are_accepted() -> None:
         load_public_key(pem)
     with pytest.raises(CertificateError, match="PEM"):
         load_public_key("not a key")
+
+
+def test_format_1_certificates_without_processors_still_verify() -> None:
+    certificate, _ = _issue()
+    content = json.loads(certificate)
+    del content["processors"]
+    old, signature = _resigned(canonical_json(content), format="consentry.erasure-certificate/1")
+    assert verify(old, signature, SIGNER.public_key()).processors == ()
+    with pytest.raises(CertificateError, match="fields"):
+        verify(*_resigned(old, processors=[]), SIGNER.public_key())  # /1 never names processors
+
+
+def test_the_processors_to_tell_are_signed_sorted_and_unique() -> None:
+    certificate, signature = _issue(processors=["mailer-example", "archive-example", "mailer-example"])
+    assert verify(certificate, signature, SIGNER.public_key()).processors == (
+        "archive-example",
+        "mailer-example",
+    )
+    with pytest.raises(CertificateError, match="sorted and unique"):
+        verify(*_resigned(certificate, processors=["b", "a"]), SIGNER.public_key())

@@ -20,6 +20,7 @@ from consentry.client import (
     data_update,
     erasure_request,
     record_json,
+    task_report,
 )
 from consentry.core.transit import IntakeKey, IntakeOpener
 from consentry.intake.gate import Admitted, IntakeGate
@@ -36,6 +37,7 @@ def _every_kind(ref: str, evidence: str, name: str) -> list[IntakeRecord]:
         data_update(ref, "support", {"email": fake_email(), "first_name": name}),
         contact_report(ref, "support", "email", correlation_id="c-1"),
         access_report(ref, "support", "agent-1", "support_agent", ["email"]),
+        task_report(ref, "ticket-4711", "support_agent"),
         consent_withdrawal(ref, "support", "web"),
         erasure_request(ref),
     ]

@@ -90,7 +90,7 @@ DO UPDATE SET key_id = EXCLUDED.key_id, shredded_at = EXCLUDED.shredded_at
 RETURNING key_id, scope, version
 """
 _TO_REWRAP = """
-SELECT key_id, subject_id, scope, kek_version, wrapped FROM {s}.data_keys
+SELECT key_id, subject_id, scope, version, kek_version, wrapped, created_at FROM {s}.data_keys
 WHERE kek_version <> %s AND key_id > %s ORDER BY key_id LIMIT %s
 """
 # Matching the old bytes, so a key destroyed (or re-wrapped) meanwhile is left as it is.
@@ -214,20 +214,6 @@ class PostgresKeystore(Keystore):
                 raise KeystoreError("only the owner of the keystore tables may VACUUM them")
             return int(self._run(_DEAD_ROWS, (self.schema,))[0][0])
 
-    def rewrap(self, batch: int = 500) -> int:
-        """Re-wraps every key under the provider's active KEK, so older KEKs can be retired."""
-        active, after, count = self.provider.active_version, "", 0
-        while rows := self._run(_TO_REWRAP, (active, after, batch)):
-            with self._transaction():
-                for key_id, subject_id, scope, kek_version, blob in rows:
-                    secret = self.provider.unwrap(
-                        WrappedKey(kek_version, blob), subject_id, scope, key_id
-                    )
-                    new = self.provider.wrap(secret, subject_id, scope, key_id)
-                    count += self._execute(_REWRAP, (new.kek_version, new.blob, key_id, blob)).rowcount
-            after = rows[-1][0]
-        return count
-
     # -- storage primitives ------------------------------------------------------------------
 
     def _latest(self, subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:
@@ -277,6 +263,20 @@ class PostgresKeystore(Keystore):
         """Deletes the subject's rows (narrowed by scope or key id) and tombstones them."""
         rows = self._run(_DESTROY, {"u": subject_id, "c": scopes, "k": key_ids, "at": at})
         return [ShreddedKey(key_id, scope, version) for key_id, scope, version in rows]
+
+    def _stale_keys(self, active: int, after: str, limit: int) -> list[KeyRow]:
+        rows = self._run(_TO_REWRAP, (active, after, limit))
+        return [
+            KeyRow(key_id, subject_id, scope, version, WrappedKey(kek, bytes(blob)), created)
+            for key_id, subject_id, scope, version, kek, blob, created in rows
+        ]
+
+    def _replace_wrapped(self, key_id: str, old: WrappedKey, new: WrappedKey) -> int:
+        return self._execute(_REWRAP, (new.kek_version, new.blob, key_id, old.blob)).rowcount
+
+    def _kek_counts(self) -> dict[int, int]:
+        rows = self._run("SELECT kek_version, count(*) FROM {s}.data_keys GROUP BY kek_version")
+        return {int(v): int(n) for v, n in rows}
 
     def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
         self._run(

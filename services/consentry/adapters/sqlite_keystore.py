@@ -200,6 +200,44 @@ class SQLiteKeystore(Keystore):
             threading.Event().wait(0.02)
         raise KeystoreError("keystore WAL could not be checkpointed after a destroy")
 
+    def _stale_keys(self, active: int, after: str, limit: int) -> list[KeyRow]:
+        rows = self._query(
+            "SELECT key_id, subject_id, scope, version, kek_version, wrapped, created_at FROM data_keys "
+            "WHERE kek_version<>? AND key_id>? ORDER BY key_id LIMIT ?",
+            (active, after, limit),
+        )
+        return [
+            KeyRow(
+                str(key_id),
+                uuid.UUID(bytes=bytes(subject)),
+                str(scope),
+                int(version),
+                WrappedKey(int(kek), bytes(wrapped)),
+                datetime.fromisoformat(str(created)),
+            )
+            for key_id, subject, scope, version, kek, wrapped, created in rows
+        ]
+
+    def _replace_wrapped(self, key_id: str, old: WrappedKey, new: WrappedKey) -> int:
+        with self._db_lock:
+            try:
+                cursor = self._db.execute(
+                    "UPDATE data_keys SET kek_version=?, wrapped=? WHERE key_id=? AND wrapped=?",
+                    (new.kek_version, new.blob, key_id, old.blob),
+                )
+            except sqlite3.Error as exc:
+                raise KeystoreError(f"keystore re-wrap failed: {exc}") from exc
+            return int(cursor.rowcount)
+
+    def _kek_counts(self) -> dict[int, int]:
+        rows = self._query("SELECT kek_version, count(*) FROM data_keys GROUP BY kek_version")
+        return {int(v): int(n) for v, n in rows}
+
+    def _after_rewrap(self) -> None:
+        """The WAL still holds the pages with the old wrapped bytes; empty it."""
+        with self._db_lock:
+            self._checkpoint()
+
     def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
         self._query("INSERT OR IGNORE INTO references_index VALUES (?,?)", (blind, subject_id.bytes))
         found = self._get_reference(blind)

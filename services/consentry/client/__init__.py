@@ -21,6 +21,7 @@ from consentry.client.records import (
     erasure_request,
     new_idempotency_key,
     record_json,
+    task_report,
 )
 from consentry.core.errors import Reason
 from consentry.core.intake import (
@@ -31,6 +32,7 @@ from consentry.core.intake import (
     DataUpdate,
     ErasureRequest,
     IntakeRecord,
+    TaskReport,
 )
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "RecordInvalid",
     "RecordResult",
     "Status",
+    "TaskReport",
     "access_report",
     "consent_grant",
     "consent_withdrawal",
@@ -56,4 +59,5 @@ __all__ = [
     "erasure_request",
     "new_idempotency_key",
     "record_json",
+    "task_report",
 ]

@@ -22,6 +22,7 @@ from consentry.core.intake import (
     DataUpdate,
     ErasureRequest,
     IntakeRecord,
+    TaskReport,
 )
 from consentry.core.sealing import Personal
 
@@ -169,6 +170,25 @@ def access_report(
         actor_id=actor_id,
         role=role,
         field_names=tuple(field_names),
+    )
+
+
+def task_report(
+    ref: str,
+    task_id: str,
+    role: str,
+    status: str = "open",
+    *,
+    idempotency_key: str | None = None,
+    occurred_at: datetime | None = None,
+    correlation_id: str | None = None,
+) -> TaskReport:
+    """A task about the customer (`task_id`, e.g. a ticket number) is open or closed for `role`."""
+    return TaskReport(
+        **_common(ref, idempotency_key, occurred_at, correlation_id),
+        task_id=task_id,
+        role=role,
+        status=status,
     )
 
 

@@ -28,6 +28,11 @@ class Reason(StrEnum):
     ROLE_NOT_ALLOWED = "role_not_allowed"
     CONFLICT = "conflict"
     SEALED_ENVELOPE_INVALID = "sealed_envelope_invalid"
+    OPTED_OUT = "opted_out"
+    QUIET_HOURS = "quiet_hours"
+    CAP_REACHED = "cap_reached"
+    NO_AGREEMENT = "no_agreement"
+    AGREEMENT_EXPIRED = "agreement_expired"
     UNAUTHORIZED = "unauthorized"
 
 

@@ -158,6 +158,22 @@ class SubjectErased(LedgerEvent):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class TaskUpdated(LedgerEvent):
+    task_id: str
+    role: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccessAnomalyFlagged(LedgerEvent):
+    actor_id: str
+    role: str
+    rule: str
+    access_event_id: uuid.UUID
+    detail: str
+
+
 EVENT_TYPES: Final[dict[str, type[LedgerEvent]]] = {
     f"{EVENTS_NAMESPACE}.{cls.__name__}": cls
     for cls in (
@@ -174,6 +190,8 @@ EVENT_TYPES: Final[dict[str, type[LedgerEvent]]] = {
         ErasureRequested,
         KeysShredded,
         SubjectErased,
+        TaskUpdated,
+        AccessAnomalyFlagged,
     )
 }
 for _name, _cls in EVENT_TYPES.items():

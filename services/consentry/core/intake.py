@@ -96,6 +96,14 @@ class AccessReport(IntakeRecord):
     intake_type: ClassVar[str] = "access.report"
 
 
+@dataclass(frozen=True, slots=True)
+class TaskReport(IntakeRecord):
+    task_id: str
+    role: str
+    status: str
+    intake_type: ClassVar[str] = "task.report"
+
+
 INTAKE_TYPES: Final[dict[str, type[IntakeRecord]]] = {
     cls.intake_type: cls
     for cls in (
@@ -105,6 +113,7 @@ INTAKE_TYPES: Final[dict[str, type[IntakeRecord]]] = {
         ErasureRequest,
         ContactReport,
         AccessReport,
+        TaskReport,
     )
 }
 

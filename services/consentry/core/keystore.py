@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Final
 
 from consentry.core.clock import Clock, SystemClock
-from consentry.core.errors import KeyExists, KeyNotFound, ScopeShredded
+from consentry.core.errors import KeyExists, KeyNotFound, KeyProviderError, ScopeShredded
 from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.sealing import DataKey
 
@@ -62,6 +62,14 @@ class ShreddedKey:
     key_id: str
     scope: str
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrapped:
+    """What one `rewrap` did: keys moved to the active KEK, keys no KEK of the provider opens."""
+
+    rewrapped: int
+    unreadable: int
 
 
 def normalise_reference(value: str) -> str:
@@ -290,6 +298,36 @@ class Keystore(ABC):
             self._cache_by_id.clear()
             self._cache_by_id.update((k.key_id, k) for k in self._cache.values())
 
+    # -- KEK rotation --------------------------------------------------------------------------
+
+    def rewrap(self, batch: int = 500) -> Rewrapped:
+        """Re-wraps every live key under the provider's active KEK, so older KEKs can be retired.
+
+        A key that no KEK of the provider opens (written under another key file, or tampered with)
+        is left as it is and counted as unreadable: rotation cannot make it any less readable.
+        """
+        done = unreadable = 0
+        after = ""
+        while rows := self._stale_keys(self.provider.active_version, after, batch):
+            with self._lock, self._transaction():
+                for row in rows:
+                    try:
+                        secret = self.provider.unwrap(row.wrapped, row.subject_id, row.scope, row.key_id)
+                    except KeyProviderError:
+                        unreadable += 1
+                        continue
+                    new = self.provider.wrap(secret, row.subject_id, row.scope, row.key_id)
+                    done += self._replace_wrapped(row.key_id, row.wrapped, new)
+            after = rows[-1].key_id
+        if done:
+            self._after_rewrap()
+        return Rewrapped(done, unreadable)
+
+    def kek_usage(self) -> dict[int, int]:
+        """How many live keys each KEK version wraps."""
+        with self._lock:
+            return self._kek_counts()
+
     # -- blind index of external references ----------------------------------------------------
 
     def blind_index(self, namespace: str, value: str) -> bytes:
@@ -352,6 +390,21 @@ class Keystore(ABC):
         self, subject_id: uuid.UUID, key_ids: Sequence[str], at: datetime
     ) -> list[ShreddedKey]:
         """Deletes the subject's rows with those key ids and writes their tombstones, atomically."""
+
+    @abstractmethod
+    def _stale_keys(self, active: int, after: str, limit: int) -> list[KeyRow]:
+        """Up to `limit` live rows not wrapped under `active`, with key ids above `after`, by key id."""
+
+    @abstractmethod
+    def _replace_wrapped(self, key_id: str, old: WrappedKey, new: WrappedKey) -> int:
+        """Stores `new` for the key if it still holds `old` (not destroyed meanwhile); rows changed."""
+
+    @abstractmethod
+    def _kek_counts(self) -> dict[int, int]:
+        """Live keys per KEK version."""
+
+    def _after_rewrap(self) -> None:  # noqa: B027 - optional hook
+        """Lets an adapter scrub the old wrapped bytes from its files (SQLite empties its WAL)."""
 
     @abstractmethod
     def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:

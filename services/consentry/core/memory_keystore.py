@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 
 from consentry.core.clock import Clock
 from consentry.core.errors import KeyExists
-from consentry.core.keys import KeyProvider
+from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.keystore import KeyRow, Keystore, ShreddedKey, Tombstone
 
 
@@ -69,6 +71,22 @@ class InMemoryKeystore(Keystore):
                 self._rows[slot] = Tombstone(subject_id, row.scope, row.version, row.key_id, at)
                 destroyed.append(ShreddedKey(row.key_id, row.scope, row.version))
         return destroyed
+
+    def _stale_keys(self, active: int, after: str, limit: int) -> list[KeyRow]:
+        rows = [r for r in self._rows.values() if isinstance(r, KeyRow)]
+        stale = [r for r in rows if r.wrapped.kek_version != active and r.key_id > after]
+        return sorted(stale, key=lambda r: r.key_id)[:limit]
+
+    def _replace_wrapped(self, key_id: str, old: WrappedKey, new: WrappedKey) -> int:
+        for slot, row in self._rows.items():
+            if isinstance(row, KeyRow) and row.key_id == key_id and row.wrapped == old:
+                self._rows[slot] = replace(row, wrapped=new)
+                return 1
+        return 0
+
+    def _kek_counts(self) -> dict[int, int]:
+        versions = [r.wrapped.kek_version for r in self._rows.values() if isinstance(r, KeyRow)]
+        return dict(Counter(versions))
 
     def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
         return self._refs.setdefault(blind, subject_id)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import date
+from collections.abc import Iterable
+from datetime import date, datetime, time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -20,6 +22,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -48,10 +51,39 @@ class _Model(BaseModel):
 
 
 class ContactCap(_Model):
-    """At most `max` contacts per `per_days` days for a purpose."""
+    """At most `max` contacts per `per_days` days for a purpose (counting only `channels`, if set)."""
 
     max: int = Field(ge=0)
     per_days: int = Field(ge=1)
+    channels: tuple[Name, ...] = ()
+
+    def counts(self, channel: str | None) -> bool:
+        """Whether a contact over the channel counts against the cap (None: any channel)."""
+        return not self.channels or channel is None or channel in self.channels
+
+
+class QuietHours(_Model):
+    """No contact for the purpose between `start` and `end` (local time of `timezone`)."""
+
+    start: time
+    end: time
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}'") from None
+        return value
+
+    def covers(self, moment: datetime) -> bool:
+        """True if the moment falls in the quiet hours (which may span midnight)."""
+        local = moment.astimezone(ZoneInfo(self.timezone)).time()
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
 
 
 class Purpose(_Model):
@@ -62,6 +94,7 @@ class Purpose(_Model):
     fields: tuple[Name, ...] = Field(min_length=1)
     retention_days: int = Field(ge=1)
     contact_cap: ContactCap | None = None
+    quiet_hours: QuietHours | None = None
 
 
 class Role(_Model):
@@ -101,6 +134,38 @@ class SubProcessor(_Model):
 
     agreements: tuple[Agreement, ...] = Field(min_length=1)
 
+    def agreement_for(
+        self, purpose: str, fields: Iterable[str], today: date
+    ) -> tuple[Agreement | None, str]:
+        """The agreement in force that covers the purpose and every field, or why there is none."""
+        wanted = set(fields)
+        covering = [a for a in self.agreements if purpose in a.purposes and wanted <= set(a.fields)]
+        for agreement in covering:
+            if today <= agreement.expires:
+                return agreement, ""
+        return None, "agreement_expired" if covering else "no_agreement"
+
+
+class RateRule(_Model):
+    """Flag an actor whose reads in `window_minutes` exceed `factor` times their usual number.
+
+    "Usual" is the actor's average per window over the `baseline_days` before; an actor is flagged
+    only once they pass `min_reads` in the window too, so new or quiet staff are not flagged at once.
+    """
+
+    window_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    baseline_days: int = Field(default=14, ge=1, le=365)
+    factor: float = Field(default=3.0, gt=1)
+    min_reads: int = Field(default=50, ge=1)
+
+
+class AnomalyRules(_Model):
+    """Access anomalies to flag as `AccessAnomalyFlagged` events (reads are never blocked by them)."""
+
+    rate: RateRule | None = None
+    open_task_roles: tuple[Name, ...] = ()
+    """Roles whose reads of a subject need an open task for that role (`task.report` records)."""
+
 
 class Policy(_Model):
     """The whole policy; its version is recorded on every access event."""
@@ -111,6 +176,7 @@ class Policy(_Model):
     actors: dict[Name, Actor] = Field(default_factory=dict)
     producers: dict[Name, Producer] = Field(default_factory=dict)
     processors: dict[Name, SubProcessor] = Field(default_factory=dict)
+    anomalies: AnomalyRules = Field(default_factory=AnomalyRules)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Policy:
@@ -147,6 +213,11 @@ class Policy(_Model):
                     for f in agreement.fields
                     if f not in allowed
                 ]
+        problems += [
+            f"anomalies.open_task_roles: unknown role '{r}'"
+            for r in self.anomalies.open_task_roles
+            if r not in self.roles
+        ]
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -15,6 +15,8 @@
 | CONSENTRY_PG_DSN | PostgreSQL DSN of the service's own role (ledger, keystore) | unset |
 | CONSENTRY_PG_VIEWS_DSN | PostgreSQL DSN for the read models (API: query role; processors) | unset |
 | CONSENTRY_PG_OWNER_DSN | PostgreSQL DSN of the owner role, for `consentry migrate` only | unset |
+| CONSENTRY_RETENTION_INTERVAL | seconds between retention sweeps (embedded, shredder worker) | 3600 |
+| CONSENTRY_ANOMALY_INTERVAL | seconds between access-anomaly sweeps (embedded, shredder worker) | 60 |
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Settings(BaseSettings):
     pg_dsn: SecretStr | None = None
     pg_views_dsn: SecretStr | None = None
     pg_owner_dsn: SecretStr | None = None
+    retention_interval: float = Field(default=3600.0, gt=0, le=86_400)
+    anomaly_interval: float = Field(default=60.0, gt=0, le=86_400)
 
     @property
     def key_path(self) -> Path:

@@ -29,7 +29,7 @@ from consentry.core import intake as rec
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, new_id
 from consentry.core.errors import ConflictError, Reason, Rejected, ScopeShredded
-from consentry.core.events import ConsentGranted, LedgerEvent
+from consentry.core.events import ConsentGranted, DataUpdated, LedgerEvent
 from consentry.core.keystore import Keystore
 from consentry.core.policy import Policy
 from consentry.core.sealing import purpose_scope
@@ -329,7 +329,7 @@ class Ledger:
         for event in slot.events:
             # A re-consent starts a new key version exactly where it stands in the batch, so data
             # collected before it (under the withdrawn consent) stays under the old, doomed key.
-            if isinstance(event, ConsentGranted) and event.meta.event_id in slot.renew:
+            if isinstance(event, ConsentGranted | DataUpdated) and event.meta.event_id in slot.renew:
                 self.keystore.create(
                     slot.state.subject_id, purpose_scope(event.purpose), new_version=True
                 )

@@ -53,4 +53,47 @@ class RecordShredding:
     causation_id: str | None = None
 
 
-StaffCommand = RecordAccess | DenyAccess | RequestErasure | RecordShredding
+@dataclass(frozen=True, slots=True)
+class RecordContact:
+    """Staff are about to contact the subject for a purpose over a channel (if the policy allows)."""
+
+    subject_id: uuid.UUID
+    actor: Actor
+    purpose: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordShare:
+    """Fields of a purpose are about to be sent to a sub-processor under an agreement."""
+
+    subject_id: uuid.UUID
+    actor: Actor
+    purpose: str
+    processor: str
+    agreement: str
+    field_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FlagAnomaly:
+    """A read broke an access rule; `cause` names the breach, so a repeated flag is a duplicate."""
+
+    subject_id: uuid.UUID
+    actor_id: str
+    role: str
+    rule: str
+    access_event_id: uuid.UUID
+    detail: str
+    cause: str
+
+
+StaffCommand = (
+    RecordAccess
+    | DenyAccess
+    | RequestErasure
+    | RecordShredding
+    | RecordContact
+    | RecordShare
+    | FlagAnomaly
+)

@@ -20,11 +20,15 @@ from consentry.core.events import GENESIS, Actor, EventMeta, LedgerEvent
 from consentry.core.policy import LawfulBasis, Policy
 from consentry.ledger.commands import (
     DenyAccess,
+    FlagAnomaly,
     RecordAccess,
+    RecordContact,
+    RecordShare,
     RecordShredding,
     RequestErasure,
     StaffCommand,
 )
+from consentry.ledger.contact import contact_verdict
 
 Status = Literal["granted", "withdrawn", "expired"]
 
@@ -55,6 +59,10 @@ class SubjectState:
     erased: bool = False
     seen: dict[bytes, uuid.UUID] = field(default_factory=dict)
     shredded_causes: set[str] = field(default_factory=set)
+    lapsed: set[str] = field(default_factory=set)
+    """Purposes whose keys retention shredded: new data for them starts a new key version."""
+    contacts: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
+    """When and over which channel the subject was contacted, per purpose."""
     # The sequence of the subject's last event that changes more than the access log: views that
     # have applied it hold the subject's current data, consents and erasure status.
     data_version: int = 0
@@ -74,6 +82,8 @@ class SubjectState:
             self.erased,
             dict(self.seen),
             set(self.shredded_causes),
+            set(self.lapsed),
+            {purpose: list(made) for purpose, made in self.contacts.items()},
             self.data_version,
         )
 
@@ -86,6 +96,7 @@ class SubjectState:
             self.seen.setdefault(event.meta.idempotency, event.meta.event_id)
         match event:
             case ev.ConsentGranted():
+                self.lapsed.discard(event.purpose)
                 self.purposes[event.purpose] = PurposeStatus(
                     "granted", event.lawful_basis, event.meta.occurred_at, event.expires_at
                 )
@@ -97,12 +108,19 @@ class SubjectState:
                 current = self.purposes.get(event.purpose)
                 if current is not None and current.status == "granted":
                     current.status = "expired"
+            case ev.DataUpdated():
+                self.lapsed.discard(event.purpose)
+            case ev.ContactRecorded():
+                made = (event.meta.occurred_at, event.channel)
+                self.contacts.setdefault(event.purpose, []).append(made)
             case ev.ErasureRequested():
                 self.erasure_requested = True
             case ev.SubjectErased():
                 self.erased = True
             case ev.KeysShredded() if event.meta.causation_id is not None:
                 self.shredded_causes.add(event.meta.causation_id)
+                if event.reason == "retention":
+                    self.lapsed.update(s.removeprefix("purpose:") for s in event.scopes)
             case _:
                 pass
 
@@ -274,6 +292,15 @@ def decide(state: SubjectState, record: rec.IntakeRecord, ctx: Context) -> Decis
         case rec.ContactReport():
             build.add(lambda m: ev.ContactRecorded(m, record.purpose, record.channel))
             return build.accept()
+        case rec.TaskReport():
+            if record.status not in ("open", "closed") or record.role not in ctx.policy.roles:
+                return build.reject(
+                    Reason.INVALID_VALUE,
+                    "status must be open or closed, role one of the policy's",
+                    record=False,
+                )
+            build.add(lambda m: ev.TaskUpdated(m, record.task_id, record.role, record.status))
+            return build.accept()
         case rec.AccessReport():
             fields = ctx.policy.purposes[record.purpose].fields
             if any(f not in fields for f in record.field_names):
@@ -311,6 +338,8 @@ def _grant(state: SubjectState, record: rec.ConsentGrant, ctx: Context, build: _
         )
     previous = state.purposes.get(record.purpose)
     renew = (f"purpose:{record.purpose}",) if previous and previous.status == "withdrawn" else ()
+    if record.purpose in state.lapsed:
+        renew = (f"purpose:{record.purpose}",)
     build.add(
         lambda m: ev.ConsentGranted(
             m,
@@ -358,7 +387,8 @@ def _update(state: SubjectState, record: rec.DataUpdate, ctx: Context, build: _B
             Reason.NO_CONSENT, "the subject objected to the purpose", record.purpose, names
         )
     build.add(lambda m: ev.DataUpdated(m, record.purpose, dict(record.fields), record.rectification))
-    return build.accept()
+    # After retention shredded the purpose, new data starts a new key version.
+    return build.accept((f"purpose:{record.purpose}",) if record.purpose in state.lapsed else ())
 
 
 def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> Decision:
@@ -383,6 +413,39 @@ def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> De
             if state.erasure_requested:
                 return Decision((), Outcome("duplicate", state.subject_id, None))
             build.add(lambda m: ev.ErasureRequested(m, command.reason))
+            return build.accept()
+        case RecordContact():
+            build = _Builder(state, ctx, ctx.now, actor=command.actor)
+            verdict = contact_verdict(state, ctx.policy, command.purpose, command.channel, ctx.now)
+            if verdict.reason is not None:
+                return build.reject(verdict.reason, "the policy refuses the contact now", record=False)
+            build.add(lambda m: ev.ContactRecorded(m, command.purpose, command.channel))
+            return build.accept()
+        case FlagAnomaly():
+            key = hashlib.sha256(command.cause.encode()).digest()
+            if key in state.seen:
+                return Decision((), Outcome("duplicate", state.subject_id, state.seen[key]))
+            build = _Builder(state, ctx, ctx.now, key)
+            build.add(
+                lambda m: ev.AccessAnomalyFlagged(
+                    m,
+                    command.actor_id,
+                    command.role,
+                    command.rule,
+                    command.access_event_id,
+                    command.detail,
+                )
+            )
+            return build.accept()
+        case RecordShare():
+            build = _Builder(state, ctx, ctx.now, actor=command.actor)
+            if state.erasure_requested:
+                return build.reject(Reason.SUBJECT_ERASED, "the subject is erased", record=False)
+            build.add(
+                lambda m: ev.DataShared(
+                    m, command.purpose, command.processor, command.agreement, command.field_names
+                )
+            )
             return build.accept()
         case RecordShredding():
             build = _Builder(state, ctx, ctx.now, causation_id=command.causation_id)

@@ -12,19 +12,48 @@ from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.core.errors import Reason
 from consentry.core.events import Actor
-from consentry.core.policy import LawfulBasis
+from consentry.core.policy import LawfulBasis, Permission
 from consentry.core.problems import Problem
+from consentry.core.sealing import SealedValue
 from consentry.core.views import ViewStore
 from consentry.ledger.application import Ledger
-from consentry.ledger.commands import DenyAccess, RecordAccess, RequestErasure
+from consentry.ledger.commands import (
+    DenyAccess,
+    RecordAccess,
+    RecordContact,
+    RecordShare,
+    RequestErasure,
+)
+from consentry.ledger.contact import ContactVerdict, contact_verdict
 from consentry.ledger.subject import SubjectState
 from consentry.query.access import Caller, caller_from_header
 from consentry.query.reader import Reader
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
+Channel = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_\-]{0,62}$")]
+
+
+class ShareBody(BaseModel):
+    """A share to a sub-processor: by default the fields its agreement covers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    processor: str = Field(max_length=63)
+    purpose: str = Field(max_length=63)
+    fields: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=64)
+
+
+class ContactBody(BaseModel):
+    """A contact staff are about to make."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = Field(max_length=63)
+    channel: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,62}$")
 
 
 class CatchUp(Protocol):
@@ -78,15 +107,9 @@ def query_router(
     def profile(subject_id: uuid.UUID, purpose: str, authorization: Auth = None) -> dict[str, Any]:
         who = caller(authorization)
         state = known(subject_id)
-        role = who.role_for(ledger.policy, purpose, "read")
         if ledger.policy.purpose(purpose) is None:
             raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
-        if role is None:
-            raise refuse(state, who, who.roles[0], purpose, "role_not_allowed", "profile", 403)
-        if state.erasure_requested:
-            raise refuse(state, who, role, purpose, "subject_erased", "profile", 410)
-        if not _purpose_active(ledger, state, purpose):
-            raise refuse(state, who, role, purpose, "no_consent", "profile", 403)
+        role = admit(state, who, purpose, "read", "profile")
         # The answer needs the subject's data in the views, not other reads' access events.
         catch_up(state.subject_id, state.data_version)
         sealed = views.values(subject_id, purpose).get(purpose, {})
@@ -97,23 +120,88 @@ def query_router(
                 )
             ]
         )[0]
-        if outcome.status != "accepted":
-            raise Problem(410, "subject-erased", "the subject is erased")
         # The access event is durable now; the access-log view picks it up with the next catch-up
         # (every view read catches up first), so the answer does not wait for it.
-        fields = reader.open_fields(subject_id, sealed)
-        if None in fields.values():
-            # A key went between the access event and the opening: an erasure or withdrawal won.
-            fresh = ledger.load(subject_id)
-            if fresh.erasure_requested:
-                raise Problem(410, "subject-erased", "the subject was erased during the read")
-            if not _purpose_active(ledger, fresh, purpose):
-                raise Problem(403, "no-consent", "consent was withdrawn during the read")
+        fields = disclose(outcome.status, subject_id, purpose, sealed)
         return {
             "subject_id": str(subject_id),
             "purpose": purpose,
             "access_event_id": str(outcome.event_id),
             "policy_version": ledger.policy.version,
+            "fields": fields,
+        }
+
+    def admit(state: SubjectState, who: Caller, purpose: str, permission: Permission, kind: str) -> str:
+        """The caller's role for a disclosure; every refusal is recorded as AccessDenied first."""
+        role = who.role_for(ledger.policy, purpose, permission)
+        if role is None:
+            raise refuse(state, who, who.roles[0], purpose, "role_not_allowed", kind, 403)
+        if state.erasure_requested:
+            raise refuse(state, who, role, purpose, "subject_erased", kind, 410)
+        if not _purpose_active(ledger, state, purpose):
+            raise refuse(state, who, role, purpose, "no_consent", kind, 403)
+        return role
+
+    def disclose(
+        status: str, subject_id: uuid.UUID, purpose: str, sealed: dict[str, SealedValue]
+    ) -> dict[str, str | None]:
+        """Opens the values once their disclosure event is recorded (`status` "accepted")."""
+        if status != "accepted":
+            raise Problem(410, "subject-erased", "the subject is erased")
+        fields = reader.open_fields(subject_id, sealed)
+        if None in fields.values():
+            # A key went between the disclosure event and the opening: an erasure or withdrawal won.
+            fresh = ledger.load(subject_id)
+            if fresh.erasure_requested:
+                raise Problem(410, "subject-erased", "the subject was erased during the read")
+            if not _purpose_active(ledger, fresh, purpose):
+                raise Problem(403, "no-consent", "consent was withdrawn during the read")
+        return fields
+
+    @router.post(
+        "/v1/subjects/{subject_id}/shares",
+        status_code=201,
+        summary="Export a purpose's fields to a sub-processor under its agreement (DataShared first)",
+    )
+    def share(subject_id: uuid.UUID, body: ShareBody, authorization: Auth = None) -> dict[str, Any]:
+        who = caller(authorization)
+        state = known(subject_id)
+        policy, purpose = ledger.policy, body.purpose
+        declared = policy.purpose(purpose)
+        if declared is None:
+            raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
+        processor = policy.processors.get(body.processor)
+        if processor is None:
+            raise Problem(422, "unknown-processor", "the processor is not in the policy")
+        wanted = set(body.fields or ())
+        if not wanted <= set(declared.fields):
+            raise Problem(422, "field-not-allowed", "a field is not of the purpose")
+        role = admit(state, who, purpose, "share", "share")
+        agreement, why = processor.agreement_for(purpose, wanted, ledger.clock.now().date())
+        if agreement is None:
+            raise refuse(state, who, role, purpose, why, "share", 403)
+        names = wanted or set(agreement.fields) & set(declared.fields)
+        catch_up(state.subject_id)
+        held = views.values(subject_id, purpose).get(purpose, {})
+        sealed = {name: value for name, value in held.items() if name in names}
+        command = RecordShare(
+            subject_id,
+            Actor(who.actor_id, role),
+            purpose,
+            body.processor,
+            agreement.id,
+            tuple(sorted(sealed)),
+        )
+        outcome = ledger.execute([command])[0]
+        fields = disclose(outcome.status, subject_id, purpose, sealed)
+        return {
+            "subject_id": str(subject_id),
+            "processor": body.processor,
+            "agreement": agreement.id,
+            "agreement_expires": agreement.expires.isoformat(),
+            "purpose": purpose,
+            "share_event_id": str(outcome.event_id),
+            "policy_version": policy.version,
             "fields": fields,
         }
 
@@ -139,15 +227,51 @@ def query_router(
         }
 
     @router.get("/v1/subjects/{subject_id}/contact-check", summary="May this subject be contacted?")
-    def contact_check(subject_id: uuid.UUID, purpose: str, authorization: Auth = None) -> dict[str, Any]:
+    def contact_check(
+        subject_id: uuid.UUID, purpose: str, channel: Channel = None, authorization: Auth = None
+    ) -> dict[str, Any]:
+        """Consent, opt-out, quiet hours and the purpose's contact cap, as of now."""
         caller(authorization)
         state = known(subject_id)
         if state.erasure_requested:
             return {"allowed": False, "reason": "subject_erased"}
         if ledger.policy.purpose(purpose) is None:
             raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
-        allowed = _purpose_active(ledger, state, purpose)
-        return {"allowed": allowed, "reason": None if allowed else "no_consent", "purpose": purpose}
+        verdict = contact_verdict(state, ledger.policy, purpose, channel, ledger.clock.now())
+        return {"purpose": purpose, "channel": channel} | _verdict(verdict)
+
+    @router.post(
+        "/v1/subjects/{subject_id}/contacts",
+        status_code=201,
+        summary="Record a contact, if the policy allows it now (checked and recorded in one write)",
+    )
+    def record_contact(
+        subject_id: uuid.UUID, contact: ContactBody, authorization: Auth = None
+    ) -> dict[str, Any]:
+        who = caller(authorization)
+        state = known(subject_id)
+        if ledger.policy.purpose(contact.purpose) is None:
+            raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
+        role = who.role_for(ledger.policy, contact.purpose, "contact")
+        if role is None:
+            raise Problem(403, "role-not-allowed", "the caller's roles may not contact for the purpose")
+        command = RecordContact(subject_id, Actor(who.actor_id, role), contact.purpose, contact.channel)
+        outcome = ledger.execute([command])[0]
+        if outcome.status != "accepted":
+            reason = outcome.reason.value if outcome.reason else "refused"
+            status = 410 if reason == "subject_erased" else 403
+            raise Problem(status, reason.replace("_", "-"), f"contact refused: {reason}")
+        catch_up(state.subject_id)
+        after = contact_verdict(
+            ledger.load(subject_id), ledger.policy, contact.purpose, contact.channel, ledger.clock.now()
+        )
+        return {
+            "subject_id": str(subject_id),
+            "purpose": contact.purpose,
+            "channel": contact.channel,
+            "event_id": str(outcome.event_id),
+            "next": _verdict(after),
+        }
 
     @router.get("/v1/subjects/{subject_id}/export", summary="Everything held about the subject (DSAR)")
     def export(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
@@ -180,6 +304,17 @@ def query_router(
         return document
 
     return router
+
+
+def _verdict(verdict: ContactVerdict) -> dict[str, Any]:
+    return {
+        "allowed": verdict.allowed,
+        "reason": None if verdict.reason is None else verdict.reason.value,
+        "contacts_in_window": verdict.in_window,
+        "cap": verdict.cap,
+        "per_days": verdict.per_days,
+        "next_allowed_at": verdict.next_allowed_at.isoformat() if verdict.next_allowed_at else None,
+    }
 
 
 def _purpose_active(ledger: Ledger, state: SubjectState, purpose: str) -> bool:

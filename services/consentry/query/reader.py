@@ -83,7 +83,24 @@ class Reader:
             }
             for a in self.views.accesses(subject_id)
         ]
+        base["shares"] = self._shares(subject_id)
         return base
+
+    def _shares(self, subject_id: uuid.UUID) -> list[dict[str, Any]]:
+        """Which sub-processors received which fields, under which agreement, sent by whom."""
+        return [
+            {
+                "event_id": str(event.meta.event_id),
+                "processor": event.processor,
+                "agreement": event.agreement,
+                "purpose": event.purpose,
+                "fields": list(event.field_names),
+                "actor": event.meta.actor.actor_id if event.meta.actor else None,
+                "at": event.meta.recorded_at.isoformat(),
+            }
+            for event in self.ledger.history(subject_id)
+            if isinstance(event, ev.DataShared)
+        ]
 
     def _references(self, subject_id: uuid.UUID) -> list[dict[str, str | None]]:
         refs = []

@@ -1,7 +1,8 @@
 """Erasure certificates: canonical, PII-free JSON signed with the platform's Ed25519 key.
 
-A certificate says which keys of which subject were destroyed, why, when, at whose request, and which
-event of the subject's hash chain it follows. It holds pseudonymous ids only, so it can be handed to
+A certificate says which keys of which subject were destroyed, why, when, at whose request, which
+event of the subject's hash chain it follows, and (format 2) which sub-processors received the
+subject's data of those scopes and must be told. It holds pseudonymous ids only, so it can be handed to
 the customer or a regulator and verified offline with the published public key.
 """
 
@@ -24,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from consentry.core.errors import ConsentryError
 from consentry.core.keys import KeyProvider
 
-CERTIFICATE_FORMAT: Final = "consentry.erasure-certificate/1"
+CERTIFICATE_FORMAT: Final = "consentry.erasure-certificate/2"
+FORMAT_1: Final = "consentry.erasure-certificate/1"
 REASONS: Final = frozenset({"erasure", "withdrawal", "retention"})
 _FIELDS: Final = frozenset(
     {
@@ -43,6 +45,7 @@ _FIELDS: Final = frozenset(
         "public_key_id",
     }
 )
+_FIELDS_2: Final = _FIELDS | {"processors"}
 
 
 class CertificateError(ConsentryError):
@@ -65,6 +68,8 @@ class Certificate:
     causation_id: str
     chain_head: str
     public_key_id: str
+    processors: tuple[str, ...] = ()
+    """Sub-processors that received the subject's data of these scopes: they must be told."""
 
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:
@@ -100,6 +105,7 @@ def issue(
     chain_head: bytes,
     signing_key: Ed25519PrivateKey,
     certificate_id: uuid.UUID | None = None,
+    processors: Iterable[str] = (),
 ) -> tuple[bytes, bytes]:
     """The canonical certificate bytes and their Ed25519 signature."""
     if reason not in REASONS:
@@ -119,6 +125,7 @@ def issue(
             "causation_id": causation_id,
             "chain_head": chain_head.hex(),
             "public_key_id": public_key_id(signing_key.public_key()),
+            "processors": sorted(set(processors)),
         }
     )
     return body, signing_key.sign(body)
@@ -144,16 +151,17 @@ def verify(certificate: bytes, signature: bytes, public_key: Ed25519PublicKey) -
 
 def _parse(content: dict[str, Any]) -> Certificate:
     # Exactly the known fields: anything extra could carry data a certificate must never hold.
-    if set(content) != _FIELDS:
-        raise CertificateError("the certificate fields are not those of the format")
-    if content["format"] != CERTIFICATE_FORMAT:
+    expected = {CERTIFICATE_FORMAT: _FIELDS_2, FORMAT_1: _FIELDS}.get(str(content.get("format")))
+    if expected is None:
         raise CertificateError(f"the certificate format must be {CERTIFICATE_FORMAT}")
+    if set(content) != expected:
+        raise CertificateError("the certificate fields are not those of the format")
     if content["reason"] not in REASONS:
         raise CertificateError("unknown certificate reason")
     for name in ("requester", "causation_id", "chain_head", "public_key_id"):
         if not isinstance(content[name], str):
             raise CertificateError(f"certificate field {name} must be text")
-    lists = {name: content[name] for name in ("scopes", "key_ids")}
+    lists = {name: content.get(name, []) for name in ("scopes", "key_ids", "processors")}
     for name, items in lists.items():
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise CertificateError(f"certificate field {name} must be a list of text")
@@ -172,6 +180,7 @@ def _parse(content: dict[str, Any]) -> Certificate:
         causation_id=content["causation_id"],
         chain_head=content["chain_head"],
         public_key_id=content["public_key_id"],
+        processors=tuple(lists["processors"]),
     )
 
 

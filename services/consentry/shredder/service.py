@@ -31,6 +31,7 @@ from consentry.ledger.application import Ledger, chain_hash
 from consentry.ledger.commands import RecordShredding
 from consentry.ledger.subject import SubjectState
 from consentry.shredder import certificates
+from consentry.shredder.retention import Held, RetentionSchedule, fold
 
 log = logging.getLogger("consentry.shredder")
 
@@ -86,8 +87,10 @@ class Shredder:
         # Tombstones name every destroyed key, also on a re-run when this erase destroyed none.
         tombstones = keystore.shredded_keys(subject_id)
         scopes, key_ids = _union(tombstones, _sealed(snap.events))
-        result = self._certify(snap, request, "erasure", scopes, key_ids, _when(tombstones))
-        return self._record(request, result, erased=True)
+        result = self._certify(
+            snap, _Cause.of(request), "erasure", scopes, key_ids, _when(tombstones), _shared_with(snap)
+        )
+        return self._record(_Cause.of(request), result, erased=True)
 
     def withdraw(self, subject_id: uuid.UUID, purpose: str) -> ShredResult | None:
         """Destroys the purpose's keys as they were at its last withdrawal; None if never withdrawn."""
@@ -97,17 +100,71 @@ class Shredder:
         if snap.state.erasure_requested or found is None:
             return None
         position, request = found
-        done = _caused_by(snap.events[position + 1 :], request)
+        done = _caused_by(snap.events[position + 1 :], str(request.meta.event_id))
         if done is not None:
             return _result(done, already_done=True)
-        scope, keystore = purpose_scope(purpose), self.ledger.keystore
         # Withdrawn data is what was sealed before the withdrawal; a key that existed by then goes too.
         # A version created later belongs to a re-consent and stays.
-        sealed = {s.key_id for s in _sealed(snap.events[:position]) if s.scope == scope}
+        return self._shred_scope(
+            snap,
+            _Cause.of(request),
+            "withdrawal",
+            purpose,
+            snap.events[:position],
+            request.meta.recorded_at,
+        )
+
+    def expire(self, subject_id: uuid.UUID, purpose: str) -> ShredResult | None:
+        """Destroys a purpose's keys if its retention ran out (checked on the subject's own history).
+
+        None if nothing is due. Keys created after this call started (a new consent or contract
+        racing it) are not touched.
+        """
+        now = self.clock.now()
+        snap = self._snapshot(subject_id)
+        if snap.state.erasure_requested:
+            return None
+        held: dict[str, Held] = {}
+        for event in snap.events:
+            fold(held, event)
+        deadline = held.get(purpose, Held()).deadline(self.ledger.policy, purpose)
+        if deadline is None or deadline > now:
+            return None
+        cause = _Cause(retention_cause(purpose, deadline), deadline, "retention")
+        done = _caused_by(snap.events, cause.causation_id)
+        if done is not None:
+            return _result(done, already_done=True)
+        return self._shred_scope(snap, cause, "retention", purpose, snap.events, now)
+
+    def sweep(self, schedule: RetentionSchedule) -> list[ShredResult]:
+        """Reads the log's new events into the schedule, then shreds every purpose past retention."""
+        ledger = self.ledger
+        schedule.follow(
+            ledger.notifications(schedule.position), ledger.codec.writer_of, ledger.mapper.decode
+        )
+        results = []
+        for due in list(schedule.due(ledger.policy, self.clock.now())):
+            result = self.expire(due.subject_id, due.purpose)
+            if result is not None and not result.already_done:
+                results.append(result)
+        return results
+
+    def _shred_scope(
+        self,
+        snap: _Snapshot,
+        cause: _Cause,
+        reason: str,
+        purpose: str,
+        events: Sequence[ev.LedgerEvent],
+        until: datetime,
+    ) -> ShredResult:
+        """Destroys the purpose's keys sealed in `events` or created by `until`, certifies, records."""
+        scope, keystore, subject_id = purpose_scope(purpose), self.ledger.keystore, snap.state.subject_id
+        sealed = {s.key_id for s in _sealed(events) if s.scope == scope}
         existing = {
             row.key_id
             for row in keystore.key_versions(subject_id, scope)
-            if isinstance(row, KeyRow) and row.created_at <= request.meta.recorded_at
+            if isinstance(row, KeyRow) and row.created_at <= until
         }
         keystore.destroy_keys(subject_id, sealed | existing)
         # A crashed earlier run destroyed keys it never certified: they belong to this certificate.
@@ -118,8 +175,9 @@ class Shredder:
             if t.scope == scope and t.key_id not in certified
         ]
         key_ids = {t.key_id for t in tombstones if t.key_id is not None} | (sealed - certified)
-        result = self._certify(snap, request, "withdrawal", [scope], key_ids, _when(tombstones))
-        return self._record(request, result, erased=False)
+        processors = _shared_with(snap, purpose)
+        result = self._certify(snap, cause, reason, [scope], key_ids, _when(tombstones), processors)
+        return self._record(cause, result, erased=False)
 
     def handle(self, event: ev.LedgerEvent) -> ShredResult | None:
         """Reacts to one ledger event, as the runners deliver them."""
@@ -218,25 +276,27 @@ class Shredder:
     def _certify(
         self,
         snap: _Snapshot,
-        request: ev.LedgerEvent,
+        cause: _Cause,
         reason: str,
         scopes: Iterable[str],
         key_ids: Iterable[str],
         shredded_at: datetime | None,
+        processors: Iterable[str] = (),
     ) -> ShredResult:
         certificate, signature = certificates.issue(
             subject_id=snap.state.subject_id,
             reason=reason,
             scopes=scopes,
             key_ids=key_ids,
-            requested_at=request.meta.occurred_at,
+            requested_at=cause.requested_at,
             # Nothing was destroyed (no key existed): the certificate confirms that as of now.
             shredded_at=shredded_at or self.clock.now(),
             issued_at=self.clock.now(),
-            requester=_requester(request),
-            causation_id=str(request.meta.event_id),
+            requester=cause.requester,
+            causation_id=cause.causation_id,
             chain_head=snap.head,
             signing_key=self.ledger.keystore.provider.signing_key(),
+            processors=processors,
         )
         # Checked before it is recorded: a certificate that does not verify must never be stored.
         public_key = self.ledger.keystore.provider.signing_key().public_key()
@@ -245,7 +305,7 @@ class Shredder:
             snap.state.subject_id, reason, parsed.scopes, parsed.key_ids, certificate, signature
         )
 
-    def _record(self, request: ev.LedgerEvent, result: ShredResult, *, erased: bool) -> ShredResult:
+    def _record(self, cause: _Cause, result: ShredResult, *, erased: bool) -> ShredResult:
         command = RecordShredding(
             subject_id=result.subject_id,
             reason=result.reason,
@@ -254,7 +314,7 @@ class Shredder:
             certificate=result.certificate,
             signature=result.signature,
             erased=erased,
-            causation_id=str(request.meta.event_id),
+            causation_id=cause.causation_id,
         )
         outcome = self.ledger.execute([command])[0]
         if outcome.status == "accepted":
@@ -262,7 +322,7 @@ class Shredder:
         if outcome.status == "duplicate":
             # Another shredder recorded this request first: its certificate is the one.
             snap = self._snapshot(result.subject_id)
-            done = _caused_by(snap.events, request)
+            done = _caused_by(snap.events, cause.causation_id)
             if done is not None:
                 return _result(done, already_done=True)
             if erased:
@@ -305,13 +365,37 @@ def _last_withdrawal(
     return None
 
 
-def _caused_by(events: Iterable[ev.LedgerEvent], request: ev.LedgerEvent) -> ev.KeysShredded | None:
-    """The recorded shredding of that request, if any."""
-    cause = str(request.meta.event_id)
+def retention_cause(purpose: str, deadline: datetime) -> str:
+    """The causation id of a retention shredding: the same purpose and deadline, the same id."""
+    return f"retention:{purpose}:{deadline.isoformat()}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Cause:
+    """Why a shredding happens: a request event, or a retention deadline."""
+
+    causation_id: str
+    requested_at: datetime
+    requester: str
+
+    @classmethod
+    def of(cls, request: ev.LedgerEvent) -> _Cause:
+        return cls(str(request.meta.event_id), request.meta.occurred_at, _requester(request))
+
+
+def _caused_by(events: Iterable[ev.LedgerEvent], cause: str) -> ev.KeysShredded | None:
+    """The recorded shredding of that cause, if any."""
     for event in events:
         if isinstance(event, ev.KeysShredded) and event.meta.causation_id == cause:
             return event
     return None
+
+
+def _shared_with(snap: _Snapshot, purpose: str | None = None) -> set[str]:
+    """The sub-processors the subject's data (of the purpose, if given) was shared with."""
+    return {
+        e.processor for e in snap.events if isinstance(e, ev.DataShared) and purpose in (None, e.purpose)
+    }
 
 
 def _sealed(events: Iterable[ev.LedgerEvent]) -> list[SealedValue]:
