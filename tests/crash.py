@@ -32,11 +32,20 @@ class Traffic:
     base: str
     workload: Workload
     retries: int = 0
+    cut_off: int = 0
     reads: int = 0
+    busy: threading.Event = field(default_factory=threading.Event)
+    """Set while a request is on its way: a killer aiming at requests waits for it."""
     _rng: random.Random = field(init=False)
+    _http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.workload.seed + 1)
+        # One keep-alive connection: a request is on its way to the server while `busy` is set.
+        self._http = httpx.Client(base_url=self.base, timeout=30)
+
+    def close(self) -> None:
+        self._http.close()
 
     def step(self) -> None:
         """One intake batch; now and then a profile read or a DPO erasure as well."""
@@ -63,10 +72,15 @@ class Traffic:
         deadline = time.monotonic() + STALL_SECONDS
         headers = {"Authorization": f"Bearer {token}"}
         while True:
+            self.busy.set()
             try:
-                answer = httpx.request(method, self.base + path, json=body, headers=headers, timeout=30)
-            except httpx.TransportError:
+                answer = self._http.request(method, path, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                # Refused: nobody listening yet. Anything else: a crash cut the request off.
+                self.cut_off += not isinstance(exc, httpx.ConnectError)
                 answer = None
+            finally:
+                self.busy.clear()
             if answer is not None and answer.status_code != 409:
                 assert answer.status_code in ok, (method, path, answer.status_code, answer.text[:500])
                 return answer
@@ -77,11 +91,17 @@ class Traffic:
 
 @dataclass
 class Killer:
-    """Runs a plan of crash steps in a thread, each after a random pause of `pause` seconds."""
+    """Runs a plan of crash steps in a thread, each after a random pause of `pause` seconds.
+
+    With `aim`, each step waits (up to a second) for a request on its way, then strikes within the
+    next `jitter` seconds: a crash in the middle of a request, where a lost answer hides a write.
+    """
 
     plan: Sequence[tuple[str, Callable[[], None]]]
     seed: int
     pause: tuple[float, float]
+    aim: threading.Event | None = None
+    jitter: float = 0.03
     done: list[str] = field(default_factory=list)
     error: BaseException | None = None
     _thread: threading.Thread | None = None
@@ -95,6 +115,8 @@ class Killer:
         try:
             for name, step in self.plan:
                 time.sleep(rng.uniform(*self.pause))
+                if self.aim is not None and self.aim.wait(timeout=1):
+                    time.sleep(rng.uniform(0, self.jitter))
                 step()
                 self.done.append(name)
         except BaseException as exc:  # noqa: BLE001 - pytest.fail raises BaseException; re-raised below
@@ -111,14 +133,14 @@ class Killer:
             raise self.error
 
 
-def drive(traffic: Traffic, killer: Killer, after: int = 3) -> None:
-    """Keeps the traffic going while the killer works through its plan, then `after` more steps."""
+def drive(step: Callable[[], None], killer: Killer, after: int = 3) -> None:
+    """Keeps the traffic stepping while the killer works through its plan, then `after` more steps."""
     killer.start()
     try:
         while killer.running:
-            traffic.step()
+            step()
         for _ in range(after):
-            traffic.step()
+            step()
     finally:
         killer.join()
     assert killer.done == [name for name, _ in killer.plan]

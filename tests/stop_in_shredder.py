@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ from typing import Any
 from consentry import cli
 from consentry.core import events as ev
 from consentry.shredder import certificates, service
+
+HARNESS = Path(__file__).resolve()
+
+
+def reached(signal_file: Path, timeout: float = 60) -> str:
+    """Waits until the process is held at the stop point; the subject id it is shredding."""
+    deadline = time.monotonic() + timeout
+    while not signal_file.exists():
+        assert time.monotonic() < deadline, "the shredder never reached the stop point"
+        time.sleep(0.05)
+    return signal_file.read_text()
 
 
 def _stop_here(signal_file: Path, subject_id: uuid.UUID) -> None:

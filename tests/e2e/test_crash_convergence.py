@@ -63,15 +63,17 @@ def crash_run(tmp_path: Path, kills: int, seed: int) -> dict[str, object]:
         current[0] = start_server(data_dir, port=port)
 
     traffic = Traffic(current[0].base, Workload(seed))
-    killer = Killer([("consentry run", kill_and_restart)] * kills, seed, pause=(0.2, 1.5))
+    plan = [("consentry run", kill_and_restart)] * kills
+    killer = Killer(plan, seed, pause=(0.2, 1.0), aim=traffic.busy)
     try:
-        drive(traffic, killer)
+        drive(traffic.step, killer)
         _settled(current[0])
         verified = httpx.get(
             f"{current[0].base}/v1/audit/verify", headers={"Authorization": f"Bearer {DPO}"}
         ).json()
         assert verified["ok"] is True, verified["breaks"]
     finally:
+        traffic.close()
         current[0].stop()
 
     ledger = sqlite_ledger(data_dir)
@@ -96,6 +98,7 @@ def crash_run(tmp_path: Path, kills: int, seed: int) -> dict[str, object]:
         "kills": len(killer.done),
         "records": len(traffic.workload.sent),
         **traffic.workload.counts(),
+        "requests_cut_off": traffic.cut_off,
         "retried_requests": traffic.retries,
         "events": verified["events"],
     }

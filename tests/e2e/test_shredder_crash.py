@@ -11,7 +11,6 @@ answer reads as the request demands and still verify every hash chain.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -23,9 +22,9 @@ from consentry.core.sealing import CONSENT_SCOPE, IDENTITY_SCOPE, purpose_scope
 from consentry.shredder.certificates import verify_document
 from tests.e2e.api import DPO, MARKETING, SHOP, SUPPORT, send_accepted
 from tests.e2e.conftest import Server, running_server, start_server
-from tests.support import ROOT, canary, record, scan, sqlite_ledger
+from tests.stop_in_shredder import HARNESS, reached
+from tests.support import canary, record, scan, sqlite_ledger
 
-HARNESS = ROOT / "tests" / "stop_in_shredder.py"
 MARKETING_SCOPE, SUPPORT_SCOPE = purpose_scope("marketing"), purpose_scope("support")
 
 
@@ -63,14 +62,6 @@ def _request(server: Server, kind: str, ref: str, subject: str) -> threading.Thr
     return thread
 
 
-def _wait_for(signal: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while not signal.exists():
-        assert time.monotonic() < deadline, "the shredder never reached the crash point"
-        time.sleep(0.05)
-    return signal.read_text()
-
-
 def _crash_at(tmp_path: Path, point: str, kind: str) -> tuple[Path, str, str, list[str]]:
     """Runs the request into the crash point and SIGKILLs the server there."""
     data_dir, signal = tmp_path / "data", tmp_path / "stopped"
@@ -78,7 +69,7 @@ def _crash_at(tmp_path: Path, point: str, kind: str) -> tuple[Path, str, str, li
     try:
         ref, subject, planted = _seed(server)
         request = _request(server, kind, ref, subject)
-        assert _wait_for(signal) == subject
+        assert reached(signal) == subject
     finally:
         server.process.kill()
         server.process.wait(timeout=30)
