@@ -50,8 +50,9 @@ class Traffic:
     def step(self) -> None:
         """One intake batch; now and then a profile read or a DPO erasure as well."""
         records = self.workload.batch()
+        retries = self.retries
         answer = self._call("POST", "/v1/events", SHOP, {"events": records})
-        self.workload.answered(records, answer.json()["results"])
+        self.workload.answered(records, answer.json()["results"], retried=self.retries > retries)
         subjects = self.workload.subjects()
         roll = self._rng.random()
         if subjects and roll < 0.3:

@@ -165,6 +165,7 @@ def crash_run(stack: Stack, kills: int, seed: int) -> dict[str, object]:
         "records": len(workload.sent),
         **workload.counts(),
         "kafka_envelopes": kafka.envelopes,
+        "profile_reads": traffic.reads,
         "requests_cut_off": traffic.cut_off,
         "retried_requests": traffic.retries,
         "events": verified["events"],

@@ -98,6 +98,7 @@ def crash_run(tmp_path: Path, kills: int, seed: int) -> dict[str, object]:
         "kills": len(killer.done),
         "records": len(traffic.workload.sent),
         **traffic.workload.counts(),
+        "profile_reads": traffic.reads,
         "requests_cut_off": traffic.cut_off,
         "retried_requests": traffic.retries,
         "events": verified["events"],
