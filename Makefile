@@ -9,7 +9,7 @@ PORT ?= 8000
 DATA_DIR ?= var/data
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install run up down test test-unit test-contract test-integration test-e2e lint fmt bench clean
+.PHONY: help install run up down test soak test-unit test-contract test-integration test-e2e lint fmt bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -33,6 +33,13 @@ down: ## stop what `make up` started (services first, then Kafka and PostgreSQL)
 
 test: $(STAMP) ## start what the tests need, run every test, stop what was started
 	@bash infra/with-services.sh $(BIN)/pytest -q tests
+
+soak: $(STAMP) ## long variants: 25-kill crash runs, 20x property examples; numbers in var/soak/report.jsonl
+	@mkdir -p var/soak; rm -f var/soak/report.jsonl; status=0; started=$$(date +%s); \
+	  CONSENTRY_SOAK=1 CONSENTRY_SOAK_REPORT=$(CURDIR)/var/soak/report.jsonl \
+	  bash infra/with-services.sh $(BIN)/pytest -q -m "soak or hypothesis" tests || status=$$?; \
+	  echo "soak: $$(( $$(date +%s) - started )) s, exit $$status; var/soak/report.jsonl:"; \
+	  cat var/soak/report.jsonl 2>/dev/null; exit $$status
 
 test-unit: $(STAMP) ## unit tests only (no files, no services)
 	$(BIN)/pytest -q tests/unit

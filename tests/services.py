@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -38,6 +40,17 @@ def kafka_bootstrap() -> str:
 
 def kafka_data_dir() -> str:
     return _env("CONSENTRY_KAFKA_DATA_DIR", "Kafka")
+
+
+def restart_kafka() -> None:
+    """Restarts this run's broker on the same port and data (`infra/kafka/start.sh --restart`)."""
+    _env("CONSENTRY_RUN_DIR", "Kafka")
+    script = Path(__file__).resolve().parent.parent / "infra" / "kafka" / "start.sh"
+    done = subprocess.run(
+        ["bash", str(script), "--restart"], capture_output=True, text=True, check=False, timeout=180
+    )
+    if done.returncode != 0:
+        pytest.fail(f"the Kafka broker did not restart:\n{done.stdout}{done.stderr}")
 
 
 def free_port() -> int:

@@ -2,6 +2,8 @@
 # Starts a real, single-node Apache Kafka broker (KRaft, broker and controller in one JVM) on
 # 127.0.0.1 with fresh data, and writes $CONSENTRY_RUN_DIR/kafka/env (CONSENTRY_KAFKA_BOOTSTRAP=…).
 # The jars come from Maven Central through fetch.sh (pinned in pom.xml). Stop it with stop.sh.
+# `start.sh --restart` stops the broker of this run dir and starts it again on the same ports and
+# data, nothing wiped or formatted: a broker restart, as the crash tests need it.
 #
 # Environment: CONSENTRY_RUN_DIR (default <repo>/var/run), PYTHON (default <repo>/.venv/bin/python,
 # needs aiokafka), JAVA (default java, 17+), KAFKA_START_TIMEOUT (seconds, default 60),
@@ -23,22 +25,32 @@ command -v "$java" >/dev/null || { echo "start.sh: java (17+) is required" >&2; 
 [[ -x "$python" ]] || command -v "$python" >/dev/null ||
   { echo "start.sh: no Python at $python (set PYTHON, or make install)" >&2; exit 1; }
 
-# A broker left running from this run dir is stopped first: its data is about to be wiped.
-bash "$here/stop.sh"
-rm -rf -- "$run"
-mkdir -p "$run/data"
+common=(-Djava.awt.headless=true
+  -Dorg.slf4j.simpleLogger.defaultLogLevel="${KAFKA_LOG_LEVEL:-info}"
+  -Dorg.slf4j.simpleLogger.showDateTime=true
+  -Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd\'T\'HH:mm:ss.SSS
+  -cp "$libs/*")
+# The storage tool runs for a second: a JVM tuned to start fast, not to run long.
+tool=(-Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "${common[@]}" kafka.tools.StorageTool)
 
-# Two free ports on 127.0.0.1, held together so that they differ.
-read -r port cport < <("$(command -v python3 || echo "$python")" - <<'PY'
+# A fresh broker: free ports, server.properties and formatted storage in a wiped run dir.
+fresh() {
+  # A broker left running from this run dir is stopped first: its data is about to be wiped.
+  bash "$here/stop.sh"
+  rm -rf -- "$run"
+  mkdir -p "$run/data"
+
+  # Two free ports on 127.0.0.1, held together so that they differ.
+  read -r port cport < <("$(command -v python3 || echo "$python")" - <<'PY'
 import socket
 socks = [socket.socket() for _ in range(2)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 PY
-)
+  )
 
-cat >"$run/server.properties" <<PROPS
+  cat >"$run/server.properties" <<PROPS
 # Written by infra/kafka/start.sh: one local node, broker and controller in one process (KRaft).
 process.roles=broker,controller
 node.id=1
@@ -64,19 +76,22 @@ share.coordinator.state.topic.num.partitions=1
 group.initial.rebalance.delay.ms=0
 PROPS
 
-common=(-Djava.awt.headless=true
-  -Dorg.slf4j.simpleLogger.defaultLogLevel="${KAFKA_LOG_LEVEL:-info}"
-  -Dorg.slf4j.simpleLogger.showDateTime=true
-  -Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd\'T\'HH:mm:ss.SSS
-  -cp "$libs/*")
-# The storage tool runs for a second: a JVM tuned to start fast, not to run long.
-tool=(-Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "${common[@]}" kafka.tools.StorageTool)
+  cluster_id=$("$java" "${tool[@]}" random-uuid 2>>"$run/format.log" | tail -n1)
+  [[ "$cluster_id" =~ ^[A-Za-z0-9_-]{22}$ ]] ||
+    { echo "start.sh: StorageTool random-uuid gave '$cluster_id'" >&2; cat "$run/format.log" >&2; exit 1; }
+  if ! "$java" "${tool[@]}" format -t "$cluster_id" -c "$run/server.properties" >>"$run/format.log" 2>&1; then
+    echo "start.sh: formatting Kafka storage failed:" >&2; cat "$run/format.log" >&2; exit 1
+  fi
+}
 
-cluster_id=$("$java" "${tool[@]}" random-uuid 2>>"$run/format.log" | tail -n1)
-[[ "$cluster_id" =~ ^[A-Za-z0-9_-]{22}$ ]] ||
-  { echo "start.sh: StorageTool random-uuid gave '$cluster_id'" >&2; cat "$run/format.log" >&2; exit 1; }
-if ! "$java" "${tool[@]}" format -t "$cluster_id" -c "$run/server.properties" >>"$run/format.log" 2>&1; then
-  echo "start.sh: formatting Kafka storage failed:" >&2; cat "$run/format.log" >&2; exit 1
+if [[ "${1:-}" == "--restart" ]]; then
+  [[ -f "$run/server.properties" && -d "$run/data" ]] ||
+    { echo "start.sh --restart: no broker was started from $run" >&2; exit 1; }
+  bash "$here/stop.sh"
+  port=$(sed -n 's|^advertised.listeners=PLAINTEXT://127.0.0.1:\([0-9]*\)$|\1|p' "$run/server.properties")
+  [[ "$port" =~ ^[0-9]+$ ]] || { echo "start.sh --restart: no port in $run/server.properties" >&2; exit 1; }
+else
+  fresh
 fi
 
 # Until the broker is ready, any way out of this script stops it.
@@ -100,7 +115,7 @@ pid= waiter=
 trap abort EXIT INT TERM
 
 "$java" -Xmx"${KAFKA_HEAP:-512m}" -Xms"${KAFKA_HEAP:-512m}" "${common[@]}" \
-  kafka.Kafka "$run/server.properties" >"$run/kafka.log" 2>&1 </dev/null &
+  kafka.Kafka "$run/server.properties" >>"$run/kafka.log" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >"$run/kafka.pid"
 

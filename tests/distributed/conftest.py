@@ -30,18 +30,32 @@ class Stack:
     logs: Path
     env: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, tuple[tuple[str, ...], dict[str, str]]] = field(default_factory=dict)
 
     def client(self, token: str) -> httpx.Client:
         return client(self.base, token, timeout=30)
 
     def start(self, name: str, *args: str, **env: str) -> None:
+        """Starts a service: `consentry ARGS...` with the stack's environment plus `env`."""
+        self.launch(name, ("-m", "consentry.cli"), args, env)
+        self.commands[name] = (args, env)
+
+    def launch(
+        self, name: str, launcher: tuple[str, ...], args: tuple[str, ...], env: dict[str, str]
+    ) -> None:
+        """Starts `python LAUNCHER... ARGS...`: the command under a test harness, say."""
         log = (self.logs / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "consentry.cli", *args],
+            [sys.executable, *launcher, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env | env,
         )
+
+    def restart(self, name: str) -> None:
+        """Starts the service again as the `consentry` command last started it."""
+        args, env = self.commands[name]
+        self.start(name, *args, **env)
 
     def stop(self, name: str) -> int:
         """SIGTERM and wait: every service must stop cleanly while the broker is up."""

@@ -4,77 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
 from consentry.adapters.postgres_views import PostgresViewStore
 from consentry.client import Producer, consent_grant, data_update
 from consentry.shredder.certificates import verify_document
+from tests.distributed.checks import customer, eventually, settled, subject_of, views
 from tests.distributed.conftest import Stack, processors_env
 from tests.integration.test_avro_interop import apache_read
 from tests.services import kafka_bootstrap, kafka_data_dir, pg_data_dir, pg_dsn
-from tests.support import canary, record, scan
+from tests.support import canary, scan
 
 SHOP, SUPPORT, DPO = "demo-shop-token", "demo-support-token", "demo-dpo-token"
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found is not None:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _customer(stack: Stack) -> tuple[str, list[str]]:
-    ref_value, email, name = canary("ref"), canary("mail") + "@example.com", canary("name")
-    ref = f"shop:{ref_value}"
-    with stack.client(SHOP) as shop:
-        answer = shop.post(
-            "/v1/events",
-            json={
-                "events": [
-                    record("consent.grant", ref, purpose="support", evidence=canary("evidence")),
-                    record(
-                        "data.update",
-                        ref,
-                        purpose="support",
-                        fields={"email": email, "first_name": name},
-                    ),
-                ]
-            },
-        )
-    assert answer.status_code == 200, answer.text
-    assert [r["status"] for r in answer.json()["results"]] == ["accepted", "accepted"]
-    return ref, [ref_value, email, name]
-
-
-def _subject(stack: Stack, ref: str) -> str:
-    with stack.client(SUPPORT) as support:
-        found: str = support.get("/v1/subjects", params={"ref": ref}).json()["subject_id"]
-        return found
-
-
-def _views() -> dict[str, list[tuple[object, ...]]]:
-    store = PostgresViewStore(pg_dsn("owner"))
-    try:
-        return store.dump()
-    finally:
-        store.close()
 
 
 def test_records_flow_through_kafka_into_the_views_and_erasure_purges_everything(stack: Stack) -> None:
-    ref, canaries = _customer(stack)
-    subject = _subject(stack, ref)
+    ref, canaries = customer(stack)
+    subject = subject_of(stack, ref)
     with stack.client(SUPPORT) as support, stack.client(DPO) as dpo:
         profile = eventually(
             lambda: _fields(
@@ -118,8 +68,8 @@ def _purged(subject: uuid.UUID) -> bool | None:
 
 
 def test_a_third_party_client_reads_the_topic_with_the_schema_files_alone(stack: Stack) -> None:
-    ref, _ = _customer(stack)
-    subject = _subject(stack, ref)
+    ref, _ = customer(stack)
+    subject = subject_of(stack, ref)
     consumer = KafkaConsumer(
         bootstrap_servers=kafka_bootstrap(),
         isolation_level="read_committed",
@@ -152,9 +102,9 @@ def type_name(datum: dict[str, Any]) -> str:
 
 
 def test_views_rebuilt_from_offset_zero_equal_the_live_ones(stack: Stack) -> None:
-    _customer(stack)
-    ref, _ = _customer(stack)
-    subject = _subject(stack, ref)
+    customer(stack)
+    ref, _ = customer(stack)
+    subject = subject_of(stack, ref)
     with stack.client(SUPPORT) as support:
         eventually(
             lambda: _fields(
@@ -162,74 +112,12 @@ def test_views_rebuilt_from_offset_zero_equal_the_live_ones(stack: Stack) -> Non
             ),
             "the profile",
         )
-    live = eventually(lambda: _settled(), "the processors to drain the topic", timeout=60)
+    live = eventually(settled, "the processors to drain the topic", timeout=60)
     assert stack.stop("processors") == 0
     replayed = stack.run("replay", "--kafka", **processors_env())
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    assert _views() == live, replayed.stdout
+    assert views() == live, replayed.stdout
     stack.start("processors", "worker", "processors", **processors_env())
-
-
-def test_killed_relay_and_processors_lose_nothing_duplicate_nothing_and_converge(
-    stack: Stack,
-) -> None:
-    for round_ in range(6):
-        _customer(stack)
-        if round_ == 2:
-            stack.kill("relay")
-            stack.kill("processors")
-        if round_ == 4:
-            stack.start("relay", "relay", CONSENTRY_PG_DSN=pg_dsn("processors"))
-            stack.start("processors", "worker", "processors", **processors_env())
-    logged = _ledger_positions()
-    relayed = eventually(lambda: _caught_up(len(logged)), "the relay to catch up", timeout=60)
-    assert sorted(relayed) == sorted(logged), "the topic lost or duplicated an event"
-    live = eventually(lambda: _settled(), "the processors to drain the topic", timeout=60)
-    assert stack.stop("processors") == 0
-    replayed = stack.run("replay", "--kafka", **processors_env())
-    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    assert _views() == live
-    stack.start("processors", "worker", "processors", **processors_env())
-
-
-def _caught_up(count: int) -> list[int] | None:
-    found = _topic_positions()
-    return found if len(found) >= count else None
-
-
-def _ledger_positions() -> list[int]:
-    with psycopg.connect(pg_dsn("owner")) as conn:
-        rows = conn.execute("SELECT notification_id FROM ledger.stored_events").fetchall()
-    return [int(r[0]) for r in rows]
-
-
-def _topic_positions() -> list[int]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap(),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    try:
-        partitions = consumer.partitions_for_topic("consentry.events") or set()
-        tps = [TopicPartition("consentry.events", p) for p in partitions]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        return [int(dict(m.headers)["consentry-position"]) for m in consumer]
-    finally:
-        consumer.close()
-
-
-def _settled() -> dict[str, list[tuple[object, ...]]] | None:
-    """The views once they hold every subject's last event in the ledger (None until then)."""
-    with psycopg.connect(pg_dsn("owner")) as conn:
-        rows = conn.execute(
-            "SELECT originator_id, max(originator_version) FROM ledger.stored_events GROUP BY 1"
-        ).fetchall()
-    ledger = {uuid.UUID(str(subject)).bytes: int(version) for subject, version in rows}
-    views = _views()
-    applied = {bytes(subject): int(sequence) for subject, sequence in views["applied"]}  # type: ignore[call-overload]
-    return views if applied == ledger else None
 
 
 def test_sealed_records_over_kafka_reach_the_ledger_and_refusals_reach_the_dlq(stack: Stack) -> None:

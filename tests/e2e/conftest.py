@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,15 +72,24 @@ def _answers(base: str) -> bool:
         return False
 
 
-def start_server(data_dir: Path, policy: Path = EXAMPLE_POLICY) -> Server:
-    """Starts the embedded platform on data_dir and returns once it answers /healthz."""
-    port = _free_port()
+def start_server(
+    data_dir: Path,
+    policy: Path = EXAMPLE_POLICY,
+    *,
+    port: int | None = None,
+    launcher: Sequence[str] = ("-m", "consentry.cli"),
+) -> Server:
+    """Starts the embedded platform on data_dir and returns once it answers /healthz.
+
+    `port` keeps a restarted server where its clients expect it; `launcher` is what Python runs
+    instead of the `consentry` command (a test harness that passes the rest of the arguments on).
+    """
+    port = port or _free_port()
     log = log_path(data_dir).open("ab")
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "consentry.cli",
+            *launcher,
             "run",
             "--data-dir",
             str(data_dir),
