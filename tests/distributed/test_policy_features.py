@@ -21,8 +21,9 @@ from consentry.cluster import migrate
 from consentry.core.errors import KeyProviderError
 from consentry.core.keys import LocalKeyFileProvider, WrappedKey
 from consentry.shredder.certificates import verify_document
+from tests.distributed.checks import SHOP, SUPPORT, eventually
 from tests.distributed.conftest import Stack, launch, shut_down
-from tests.distributed.test_cluster import DPO, SHOP, SUPPORT, eventually
+from tests.distributed.test_cluster import DPO
 from tests.e2e.api import MARKETING
 from tests.services import pg_dsn
 from tests.support import EXAMPLE_POLICY, canary, record
