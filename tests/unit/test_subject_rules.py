@@ -115,3 +115,18 @@ def test_a_second_shredding_record_for_the_same_request_is_a_duplicate() -> None
     again = decide_staff(state, shredding(cause), _ctx())
     assert (again.events, again.outcome.status) == ((), "duplicate")
     assert decide_staff(state, shredding(str(uuid.uuid4())), _ctx()).outcome.status == "accepted"
+
+
+def test_access_records_leave_the_data_version_where_the_last_data_change_put_it() -> None:
+    state = _fold(SubjectState(uuid.uuid4()), _rec("consent.grant"), _rec("data.update"))
+    changed = state.version
+    assert state.data_version == changed
+    read = RecordAccess(
+        state.subject_id, ev.Actor("sam-support", "support_agent"), "marketing", ("email",)
+    )
+    for event in decide_staff(state, read, _ctx()).events:
+        state.apply(event)
+    assert (state.version, state.data_version) == (changed + 1, changed)
+    _fold(state, _rec("consent.withdrawal"))
+    assert state.data_version == state.version == changed + 2
+    assert state.clone().data_version == state.data_version
