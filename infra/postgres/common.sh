@@ -8,10 +8,22 @@ pg_run_root=${CONSENTRY_RUN_DIR:-$pg_repo/var/run}
 mkdir -p "$pg_run_root"
 pg_run_root=$(cd "$pg_run_root" && pwd) # absolute: the server and pg_ctl run from /
 pg_run_dir=$pg_run_root/postgres
-pg_data_dir=$pg_run_dir/data
-pg_sock_dir=$pg_run_dir/socket
-pg_log=$pg_run_dir/postgres.log
 pg_pid_file=$pg_run_dir/postgres.pid
+# The server's own files (data, socket, its log) live in the run dir, unless the server user cannot
+# reach it (a clone under a 0700 directory, say): then start.sh puts them in a directory of their
+# own under /var/tmp and records where in $pg_run_dir/server-dir.
+pg_server_pointer=$pg_run_dir/server-dir
+pg_set_server_paths() {
+  pg_server_dir=$1
+  pg_data_dir=$pg_server_dir/data
+  pg_sock_dir=$pg_server_dir/socket
+  pg_log=$pg_server_dir/postgres.log
+}
+if [[ -f $pg_server_pointer ]]; then
+  pg_set_server_paths "$(cat "$pg_server_pointer")"
+else
+  pg_set_server_paths "$pg_run_dir"
+fi
 
 # initdb, pg_ctl and postgres refuse to run as root: as root, they run as this system user.
 pg_os_user=${CONSENTRY_PG_OS_USER:-consentry-pg}

@@ -45,17 +45,24 @@ if pg_is_root && ! id -u "$pg_os_user" >/dev/null 2>&1; then
 fi
 
 # --- A fresh run dir: whatever ran from it before is stopped, its data wiped. ---
-bash "$pg_here/stop.sh" >&2 # a leftover from an earlier run
+bash "$pg_here/stop.sh" >&2 # a leftover from an earlier run (stop.sh also drops a relocated dir)
+pg_set_server_paths "$pg_run_dir"
 cd / # the server user may not be able to enter the caller's cwd
 mkdir -p "$pg_run_dir"
 chmod 0755 "$pg_run_dir"
+if pg_is_root && ! as_pg test -x "$pg_run_dir"; then
+  pg_set_server_paths "$(mktemp -d /var/tmp/consentry-pg.XXXXXX)"
+  chown "$pg_os_user:" "$pg_server_dir"
+  echo "$pg_server_dir" >"$pg_server_pointer"
+  echo "postgres: $pg_os_user cannot reach $pg_run_dir; the server's files go to $pg_server_dir" >&2
+fi
 rm -rf "$pg_data_dir" "$pg_sock_dir"
-rm -f "$pg_run_dir/env" "$pg_pid_file" "$pg_log" "$pg_run_dir/superuser.password"
+rm -f "$pg_run_dir/env" "$pg_pid_file" "$pg_log" "$pg_server_dir/superuser.password"
 # The socket dir is 0700: local connections are trusted, so only the server user (and root) may
 # reach the socket. Clients other than start.sh connect over TCP with passwords.
 install -d -m 0700 "$pg_data_dir" "$pg_sock_dir"
 : >"$pg_log"
-superuser_pwfile=$pg_run_dir/superuser.password
+superuser_pwfile=$pg_server_dir/superuser.password
 (umask 077 && random_password >"$superuser_pwfile")
 chmod 0600 "$superuser_pwfile"
 if pg_is_root; then

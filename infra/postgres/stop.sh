@@ -18,6 +18,14 @@ our_pid() {
   echo "$pid"
 }
 
+# A server dir start.sh put outside the run dir goes with the server (it holds nothing else).
+drop_server_dir() {
+  if [[ -f $pg_server_pointer ]]; then
+    if [[ $pg_server_dir == /var/tmp/consentry-pg.* ]]; then rm -rf "$pg_server_dir"; fi
+    rm -f "$pg_server_pointer"
+  fi
+}
+
 # Alive and not a zombie (an exited postmaster may wait a moment for init to reap it).
 alive() {
   local _pid _comm state
@@ -41,6 +49,7 @@ if [[ -n $bindir && -f $pg_data_dir/postmaster.pid ]] &&
   if as_pg "$bindir/pg_ctl" -D "$pg_data_dir" status >/dev/null 2>&1; then
     if as_pg "$bindir/pg_ctl" -D "$pg_data_dir" -m fast -w -t 60 -s stop; then
       rm -f "$pg_pid_file"
+      drop_server_dir
       echo "postgres stopped"
       exit 0
     fi
@@ -66,3 +75,4 @@ if pid=$(our_pid); then
   echo "postgres stopped (pid $pid, by signal)"
 fi
 rm -f "$pg_pid_file"
+drop_server_dir
