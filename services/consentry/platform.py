@@ -351,7 +351,8 @@ def create_app(platform: Platform) -> FastAPI:
         return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/keys/certificate-public-key", tags=["audit"])
-    def public_key() -> dict[str, str]:
+    async def public_key() -> dict[str, str]:
+        # No blocking work: served on the event loop, without a thread hand-off.
         return {"algorithm": "Ed25519", "public_key": certificates.public_key_pem(platform.provider)}
 
     @app.get("/v1/keys/intake-public-key", tags=["intake"])

@@ -74,11 +74,15 @@ class SqlViewStore(ViewStore):
     def _transaction(self) -> AbstractContextManager[Cursor]:
         """A cursor inside a transaction that commits on success and rolls back on error."""
 
+    def _read(self) -> AbstractContextManager[Cursor]:
+        """A cursor for one read statement: by default inside a transaction of its own."""
+        return self._transaction()
+
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
-        with self._transaction() as cur:
+        with self._read() as cur:
             cur.execute(self._sql(sql), params)
             return cur.fetchall()
 

@@ -69,6 +69,13 @@ class SQLiteViewStore(SqlViewStore):
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        # One SELECT is its own read transaction in SQLite: no write lock (BEGIN IMMEDIATE) and no
+        # commit for it.
+        with self._lock:
+            yield self._db.cursor()
+
     def reset(self, name: str) -> None:
         super().reset(name)
         with self._lock:
