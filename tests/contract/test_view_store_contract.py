@@ -94,6 +94,41 @@ class ViewStoreContract(ABC):
         assert store.values(subject) == {}
         assert store.position("views") == 0
 
+    def test_one_page_of_interleaved_changes_equals_the_changes_one_at_a_time(
+        self, store: ViewStore
+    ) -> None:
+        # The store may batch a page's changes per table; the order within each table must hold
+        # (a value put, dropped and put again; a subject active, then erasing; marks rising).
+        a, b, event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        first, second = sealed("purpose:support"), sealed("purpose:support")
+        page = [
+            PutSubject(a, "active", T0, 1),
+            PutValue(a, "support", "email", first, event, T0),
+            MarkApplied(a, 1),
+            AddAccess(
+                a, AccessRow(event, "al", "agent", "support", ("email",), "profile", True, "", T0)
+            ),
+            DropValues(a, ("purpose:support",)),
+            PutConsent(b, ConsentRow("support", "granted", "consent", T0, None), event),
+            PutValue(b, "support", "email", first, event, T0),
+            PutValue(a, "support", "email", second, event, T0 + timedelta(seconds=1)),
+            MarkApplied(a, 2),
+            PutSubject(a, "erasing", T0, 2),
+            DropValues(b, None),
+            PutErasure(a, ErasureRow("requested", T0, event)),
+            MarkApplied(b, 5),
+        ]
+        store.apply("views", page, 13)
+        together = store.dump()
+        store.reset("views")
+        for position, change in enumerate(page, start=1):
+            store.apply("views", [change], position)
+        assert store.dump() == together
+        assert store.values(a) == {"support": {"email": second}}
+        assert store.values(b) == {}
+        assert store.subject_status(a) == "erasing"
+        assert store.applied([a, b]) == {a: 2, b: 5}
+
     def test_positions_by_prefix_and_reset(self, store: ViewStore) -> None:
         store.apply_at([], {"kafka:0": 5, "kafka:1": 9, "other": 1})
         assert store.positions("kafka:") == {"kafka:0": 5, "kafka:1": 9}
