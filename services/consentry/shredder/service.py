@@ -83,7 +83,8 @@ class Shredder:
             raise ShredderError("erasure was not requested for the subject")
         request = _last(snap.events, ev.ErasureRequested)
         keystore = self.ledger.keystore
-        keystore.erase_subject(subject_id)
+        # The digests of the requests it answered outlive the reference: a retry is still a duplicate.
+        keystore.erase_subject(subject_id, snap.state.seen.keys())
         # Tombstones name every destroyed key, also on a re-run when this erase destroyed none.
         tombstones = keystore.shredded_keys(subject_id)
         scopes, key_ids = _union(tombstones, _sealed(snap.events))
