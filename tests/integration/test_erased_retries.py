@@ -8,6 +8,7 @@ subjects do, so the retry is answered `duplicate`, exactly as before the erasure
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from consentry.core.errors import Reason
 from consentry.ledger.application import Ledger
 from consentry.ledger.subject import Outcome
 from consentry.shredder.service import Shredder
-from tests.support import canary, record, sqlite_ledger, submit
+from tests.support import T0, canary, record, sqlite_ledger, submit
 
 
 @pytest.fixture(params=[False, True], ids=["folded", "sole-writer"])
@@ -94,3 +95,25 @@ def test_a_new_request_for_an_erased_reference_is_decided_as_before(ledger: Ledg
     assert (retry.status, retry.subject_id) == ("duplicate", subject_id)
     assert returning.status == "accepted" and returning.subject_id not in (None, subject_id)
     assert ledger.find_subject("shop", ref.removeprefix("shop:")) == returning.subject_id
+
+
+def test_a_reused_key_for_another_customer_is_not_taken_for_the_erased_subjects_retry(
+    ledger: Ledger,
+) -> None:
+    # A producer that reuses one idempotency key per customer (say, its consent form's id): the
+    # record of another customer, at another time, is a new request, not a retry.
+    key = f"signup-form-{uuid.uuid4().hex[:8]}"
+    first_ref, other_ref = f"shop:{canary('ref')}", f"shop:{canary('ref')}"
+    grant = record("consent.grant", first_ref, idempotency_key=key)
+    (granted,) = _accepted(ledger, grant)
+    (requested,) = _accepted(ledger, record("erasure.request", first_ref))
+    erased = _shred(ledger, requested.subject_id)
+
+    later = (T0 + timedelta(minutes=5)).isoformat()
+    other = record("consent.grant", other_ref, idempotency_key=key, occurred_at=later)
+    (new,) = submit(ledger, other)
+    assert new.status == "accepted" and new.subject_id not in (None, erased, granted.subject_id)
+    assert ledger.find_subject("shop", other_ref.removeprefix("shop:")) == new.subject_id
+    # The erased customer's own resend is still its duplicate.
+    (retry,) = submit(ledger, grant)
+    assert (retry.status, retry.subject_id) == ("duplicate", erased)

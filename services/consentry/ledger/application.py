@@ -46,6 +46,7 @@ from consentry.ledger.subject import (
     decide,
     decide_staff,
     idempotency_hash,
+    retry_digest,
 )
 
 MAX_ATTEMPTS: Final = 8
@@ -237,8 +238,9 @@ class Ledger:
         return self._append(pending, outcomes, link=True)
 
     def _erased_subject(self, producer: str, record: rec.IntakeRecord) -> uuid.UUID | None:
-        """The erased subject that answered this very request (same producer and key), if any."""
-        return self.keystore.find_erased_request(idempotency_hash(producer, record.idempotency_key))
+        """The erased subject that answered this very request (same producer, key and time), if any."""
+        digest = retry_digest(idempotency_hash(producer, record.idempotency_key), record.occurred_at)
+        return self.keystore.find_erased_request(digest)
 
     def _execute_once(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
         ctx = self._context(None)
