@@ -7,9 +7,10 @@ closed for good, and the blind index of references is deterministic and normalis
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -450,6 +451,59 @@ class KeystoreContract(ABC):
         assert same_key(forget_cache(keystore).get(bob, IDENTITY_SCOPE), bob_key)
         assert not keystore.is_shredded(bob, MARKETING)
         assert keystore.get_or_create(bob, MARKETING).version == 1
+
+    def test_erase_subject_keeps_the_request_digests_pointing_at_the_erased_subject(
+        self, keystore: Keystore
+    ) -> None:
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        keystore.create(alice, MARKETING)
+        keystore.link_reference(keystore.blind_index("shop", "1001"), alice)
+        grant, erasure, unknown = (hashlib.sha256(n.encode()).digest() for n in ("c-1", "e-1", "x-1"))
+        assert keystore.find_erased_request(grant) is None
+        keystore.erase_subject(alice, [grant, erasure, grant])
+        keystore.erase_subject(bob)
+        fresh = forget_cache(keystore)
+        assert [fresh.find_erased_request(d) for d in (grant, erasure)] == [alice, alice]
+        assert fresh.find_erased_request(unknown) is None
+
+    def test_erasing_again_keeps_each_digest_with_the_subject_it_first_pointed_at(
+        self, keystore: Keystore
+    ) -> None:
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        digests = [hashlib.sha256(n.encode()).digest() for n in ("c-1", "e-1", "u-1")]
+        keystore.create(alice, MARKETING)
+        keystore.erase_subject(alice, digests[:2])
+        assert keystore.erase_subject(alice, digests) == []  # a crashed shredder's re-run
+        keystore.erase_subject(bob, digests[1:])  # a producer that reused a key for another subject
+        assert [keystore.find_erased_request(d) for d in digests] == [alice, alice, alice]
+        assert keystore.is_shredded(alice, MARKETING) and keystore.is_shredded(bob, MARKETING)
+
+    def test_a_failed_erasure_keeps_keys_references_and_writes_no_digest(
+        self, keystore: Keystore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        subject = uuid.uuid4()
+        key = keystore.create(subject, MARKETING)
+        ref = keystore.blind_index("shop", "1001")
+        keystore.link_reference(ref, subject)
+        digest = hashlib.sha256(b"e-1").digest()
+        write = keystore._put_erased_requests
+
+        def write_then_fail(digests: Sequence[bytes], subject_id: uuid.UUID) -> None:
+            write(digests, subject_id)
+            raise RuntimeError("the erasure's last write failed")
+
+        monkeypatch.setattr(keystore, "_put_erased_requests", write_then_fail)
+        with pytest.raises(RuntimeError):
+            keystore.erase_subject(subject, [digest])
+        monkeypatch.undo()
+        # All or nothing: the key, the reference and an open subject are all still there.
+        fresh = forget_cache(keystore)
+        assert same_key(fresh.get_by_id(key.key_id), key)
+        assert fresh.find_reference(ref) == subject
+        assert fresh.find_erased_request(digest) is None
+        assert not fresh.is_shredded(subject, CONSENT_SCOPE)
+        assert [s.key_id for s in fresh.erase_subject(subject, [digest])] == [key.key_id]
+        assert (fresh.find_reference(ref), fresh.find_erased_request(digest)) == (None, subject)
 
     # -- blind index of references ---------------------------------------------------------------
 

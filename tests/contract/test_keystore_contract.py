@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from pathlib import Path
 
@@ -87,8 +88,9 @@ class TestSQLiteKeystore(KeystoreContract):
         carol_ref = keystore.blind_index("shop", "1003")
         keystore.link_reference(bob_ref, bob)
         keystore.link_reference(carol_ref, carol)
+        bob_request = hashlib.sha256(b"bob-e-1").digest()
         keystore.destroy(alice, [MARKETING])
-        keystore.erase_subject(bob)
+        keystore.erase_subject(bob, [bob_request])
         keystore.tombstone(carol, CONSENT_SCOPE)
         keystore.close()
 
@@ -106,6 +108,7 @@ class TestSQLiteKeystore(KeystoreContract):
             with pytest.raises(ScopeShredded):
                 reopened.create(bob, CONSENT_SCOPE, new_version=True)
             assert reopened.find_reference(bob_ref) is None
+            assert reopened.find_erased_request(bob_request) == bob
             with pytest.raises(ScopeShredded):
                 reopened.get_or_create(carol, CONSENT_SCOPE)
             assert same_key(reopened.get_by_id(carol_key.key_id), carol_key)

@@ -549,7 +549,7 @@ class TestPostgresKeystoreRoles:
         for store in self.opened:
             store.close()
         with connect(pg_env("CONSENTRY_PG_DSN_OWNER")) as owner:
-            for table in ("data_keys", "tombstones", "references_index"):
+            for table in ("data_keys", "tombstones", "references_index", "erased_requests"):
                 query = sql.SQL("DELETE FROM keystore.{} WHERE subject_id = ANY(%s)")
                 owner.execute(query.format(sql.Identifier(table)), (used,))
 
@@ -568,8 +568,10 @@ class TestPostgresKeystoreRoles:
         assert ledger.link_reference(ref, alice) == alice
         assert same_key(shredder.get_by_id(key.key_id), key)
         assert shredder.create(bob, MARKETING).version == 1
-        assert [s.key_id for s in shredder.erase_subject(alice)] == [key.key_id]
+        request = uuid.uuid4().bytes * 2  # a request digest of a test's own
+        assert [s.key_id for s in shredder.erase_subject(alice, [request])] == [key.key_id]
         assert ledger.find_reference(ref) is None
+        assert ledger.find_erased_request(request) == alice
         with pytest.raises(ScopeShredded):
             ledger.get_or_create(alice, MARKETING)
 
@@ -600,6 +602,7 @@ class TestPostgresKeystoreRoles:
             lambda: processors.get(subjects[0], MARKETING),
             lambda: processors.get_by_id(key.key_id),
             lambda: processors.find_reference(processors.blind_index("shop", "1001")),
+            lambda: processors.find_erased_request(b"\x00" * 32),
             lambda: processors.create(subjects[1], MARKETING),
         ):
             with pytest.raises(KeystoreError, match="permission denied") as caught:

@@ -17,6 +17,7 @@ from consentry.client import (
     data_update,
     erasure_request,
 )
+from tests.e2e.api import SUPPORT, timeline
 from tests.e2e.conftest import Server
 from tests.support import canary, codec, fake_email
 
@@ -37,6 +38,29 @@ def test_a_grant_and_an_update_are_accepted_and_a_resend_is_a_duplicate(server: 
     assert all(isinstance(r.event_id, uuid.UUID) and r.reason is None for r in first)
     assert [r.status for r in again] == ["duplicate", "duplicate"]
     assert all(r.subject_id == subject for r in again)
+
+
+def test_a_resend_after_the_subject_was_erased_is_still_a_duplicate(server: Server) -> None:
+    ref = "shop:" + canary("ref")
+    grant = consent_grant(ref, "support", "web", "2026-11", evidence=canary("evidence"))
+    update = data_update(ref, "support", {"email": fake_email()})
+    erasure = erasure_request(ref)
+    with Producer(SHOP, http_url=server.base) as shop:
+        first = shop.send_http([grant, update])
+        # The embedded platform shreds right after the request is written: the reference is gone.
+        (requested,) = shop.send_http([erasure])
+        subject = first[0].subject_id
+        assert isinstance(subject, uuid.UUID) and requested.status == "accepted"
+        events = timeline(server, str(subject))
+        assert events[-1]["type"] == "SubjectErased"
+        with server.client(SUPPORT) as support:
+            assert support.get("/v1/subjects", params={"ref": ref}).status_code == 404
+        again = shop.send_http([update, erasure, grant])
+    assert [(r.status, r.subject_id) for r in again] == [("duplicate", subject)] * 3
+    assert (again[0].event_id, again[1].event_id) == (first[1].event_id, requested.event_id)
+    assert timeline(server, str(subject)) == events
+    with server.client(SUPPORT) as support:
+        assert support.get("/v1/subjects", params={"ref": ref}).status_code == 404
 
 
 def test_a_field_outside_the_purpose_is_rejected_with_its_reason(server: Server) -> None:

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS {s}.tombstones (
 CREATE INDEX IF NOT EXISTS tombstones_by_key ON {s}.tombstones (key_id);
 CREATE TABLE IF NOT EXISTS {s}.references_index (blind BYTEA PRIMARY KEY, subject_id UUID NOT NULL);
 CREATE INDEX IF NOT EXISTS references_by_subject ON {s}.references_index (subject_id);
+CREATE TABLE IF NOT EXISTS {s}.erased_requests (digest BYTEA PRIMARY KEY, subject_id UUID NOT NULL);
 ALTER TABLE {s}.data_keys ALTER COLUMN wrapped SET STATISTICS 0;
 ALTER TABLE {s}.references_index ALTER COLUMN blind SET STATISTICS 0;
 ALTER TABLE {s}.data_keys SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0);
@@ -88,6 +89,10 @@ SELECT subject_id, scope, version, key_id, %(at)s FROM gone
 ON CONFLICT (subject_id, scope, version)
 DO UPDATE SET key_id = EXCLUDED.key_id, shredded_at = EXCLUDED.shredded_at
 RETURNING key_id, scope, version
+"""
+_PUT_ERASED = """
+INSERT INTO {s}.erased_requests (digest, subject_id)
+SELECT digest, %(u)s FROM unnest(%(d)s::bytea[]) AS digest ON CONFLICT DO NOTHING
 """
 _TO_REWRAP = """
 SELECT key_id, subject_id, scope, version, kek_version, wrapped, created_at FROM {s}.data_keys
@@ -170,9 +175,9 @@ class PostgresKeystore(Keystore):
         with self._subject_transaction(subject_id):
             return super().destroy_keys(subject_id, key_ids)
 
-    def erase_subject(self, subject_id: uuid.UUID) -> list[ShreddedKey]:
+    def erase_subject(self, subject_id: uuid.UUID, requests: Iterable[bytes] = ()) -> list[ShreddedKey]:
         with self._subject_transaction(subject_id):
-            return super().erase_subject(subject_id)
+            return super().erase_subject(subject_id, requests)
 
     def tombstone(self, subject_id: uuid.UUID, scope: str) -> None:
         with self._subject_transaction(subject_id):
@@ -296,6 +301,13 @@ class PostgresKeystore(Keystore):
         return self._execute(
             "DELETE FROM {s}.references_index WHERE subject_id = %s", (subject_id,)
         ).rowcount
+
+    def _put_erased_requests(self, digests: Sequence[bytes], subject_id: uuid.UUID) -> None:
+        self._run(_PUT_ERASED, {"u": subject_id, "d": list(digests)})
+
+    def _get_erased_request(self, digest: bytes) -> uuid.UUID | None:
+        rows = self._run("SELECT subject_id FROM {s}.erased_requests WHERE digest = %s", (digest,))
+        return rows[0][0] if rows else None
 
     # -- connection, transactions, locks -----------------------------------------------------
 

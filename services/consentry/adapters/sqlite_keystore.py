@@ -2,7 +2,8 @@
 
 `secure_delete` overwrites deleted rows with zeros in the database file; the truncating checkpoint
 then empties the write-ahead log, which still holds the pages as they were before the delete. Once
-`destroy` returns, the wrapped key bytes are in none of the keystore's files.
+`destroy` returns, the wrapped key bytes are in none of the keystore's files. Inside a transaction (a
+batch, an erasure) the checkpoint waits for the commit: until then the WAL holds the delete only.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ CREATE TABLE IF NOT EXISTS references_index (
     subject_id BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS references_by_subject ON references_index (subject_id);
+CREATE TABLE IF NOT EXISTS erased_requests (
+    digest BLOB PRIMARY KEY,
+    subject_id BLOB NOT NULL
+);
 """
 
 
@@ -70,6 +75,10 @@ class SQLiteKeystore(Keystore):
         except sqlite3.Error as exc:
             raise KeystoreError(f"cannot open keystore {path.name}: {exc}") from exc
         self._db_lock = threading.Lock()
+        # Callers hold the base class's lock around every transaction, so these need no lock of
+        # their own: whether one is open, and whether its commit must empty the WAL.
+        self._in_transaction = False
+        self._scrub = False
 
     def close(self) -> None:
         with self._db_lock:
@@ -77,17 +86,28 @@ class SQLiteKeystore(Keystore):
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """A batch's statements in one transaction: one sync to disk instead of one per key."""
+        """Statements in one transaction (one sync to disk); nested calls join the open one.
+
+        A commit that deleted key bytes or references empties the WAL before it returns.
+        """
+        if self._in_transaction:
+            yield
+            return
         with self._db_lock:
             self._db.execute("BEGIN IMMEDIATE")
+        self._in_transaction, self._scrub = True, False
         try:
             yield
         except BaseException:
             with self._db_lock:
                 self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._in_transaction = False
         with self._db_lock:
             self._db.execute("COMMIT")
+            if self._scrub:
+                self._checkpoint()
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         with self._db_lock:
@@ -173,9 +193,8 @@ class SQLiteKeystore(Keystore):
         self, subject_id: uuid.UUID, at: datetime, where: str, params: list[object]
     ) -> list[ShreddedKey]:
         """Tombstones then deletes the matching rows in one transaction, then empties the WAL."""
-        with self._db_lock:
+        with self._transaction(), self._db_lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
                 rows = self._db.execute(
                     f"SELECT key_id, scope, version FROM data_keys WHERE {where}",  # noqa: S608 - placeholders only
                     params,
@@ -188,12 +207,9 @@ class SQLiteKeystore(Keystore):
                     ],
                 )
                 self._db.execute(f"DELETE FROM data_keys WHERE {where}", params)  # noqa: S608
-                self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
                 raise KeystoreError(f"keystore destroy failed: {exc}") from exc
-            if rows:
-                self._checkpoint()
+            self._scrub = self._scrub or bool(rows)
         return [ShreddedKey(str(k), str(s), int(v)) for k, s, v in rows]
 
     def _checkpoint(self) -> None:
@@ -255,13 +271,26 @@ class SQLiteKeystore(Keystore):
         return uuid.UUID(bytes=bytes(rows[0][0])) if rows else None
 
     def _drop_references(self, subject_id: uuid.UUID) -> int:
-        with self._db_lock:
+        with self._transaction(), self._db_lock:
             count = self._db.execute(
                 "DELETE FROM references_index WHERE subject_id=?", (subject_id.bytes,)
             ).rowcount
-            if count:
-                self._checkpoint()
-            return int(count)
+            self._scrub = self._scrub or count > 0
+        return int(count)
+
+    def _put_erased_requests(self, digests: Sequence[bytes], subject_id: uuid.UUID) -> None:
+        with self._db_lock:
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO erased_requests VALUES (?,?)",
+                    [(digest, subject_id.bytes) for digest in digests],
+                )
+            except sqlite3.Error as exc:
+                raise KeystoreError(f"keystore insert failed: {exc}") from exc
+
+    def _get_erased_request(self, digest: bytes) -> uuid.UUID | None:
+        rows = self._query("SELECT subject_id FROM erased_requests WHERE digest=?", (digest,))
+        return uuid.UUID(bytes=bytes(rows[0][0])) if rows else None
 
 
 def _where(subject_id: uuid.UUID, column: str, values: Sequence[str] | None) -> tuple[str, list[object]]:

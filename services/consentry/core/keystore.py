@@ -1,10 +1,12 @@
 """The keystore port: the only mutable, deletable store.
 
-It keeps one wrapped data key per (subject, scope, version) and the blind index of external
-references. Destroying a scope deletes its key bytes and leaves a tombstone, so the scope can never be
-silently recreated: a returning customer gets a new subject, or the caller asks for a new key version
-on purpose. Single versions can be destroyed too, so a withdrawal never takes a re-consent's newer
-version with it. Adapters implement the storage primitives; wrapping, caching and the rules live here.
+It keeps one wrapped data key per (subject, scope, version), the blind index of external
+references, and the request digests of erased subjects, so that a retried request is still known
+once its reference is gone. Destroying a scope deletes its key bytes and leaves a tombstone, so the
+scope can never be silently recreated: a returning customer gets a new subject, or the caller asks
+for a new key version on purpose. Single versions can be destroyed too, so a withdrawal never takes
+a re-consent's newer version with it. Adapters implement the storage primitives; wrapping, caching
+and the rules live here.
 """
 
 from __future__ import annotations
@@ -244,13 +246,26 @@ class Keystore(ABC):
             rows = self._versions(subject_id, None)
             return [r for r in rows if isinstance(r, Tombstone) and r.key_id is not None]
 
-    def erase_subject(self, subject_id: uuid.UUID) -> list[ShreddedKey]:
-        """Destroys every key and reference of the subject and closes it for good."""
-        with self._lock:
+    def erase_subject(self, subject_id: uuid.UUID, requests: Iterable[bytes] = ()) -> list[ShreddedKey]:
+        """Destroys every key and reference of the subject and closes it for good, in one transaction.
+
+        `requests` are the digests of the requests the subject's history answered (its idempotency
+        digests, already in the log in the clear). They keep pointing at the subject, so a request
+        retried after its reference went with the erasure is still known (`find_erased_request`).
+        """
+        digests = sorted(set(requests))
+        with self._lock, self._transaction():
             destroyed = self.destroy(subject_id)
             self.tombstone(subject_id, SUBJECT_SCOPE)
             self.drop_references(subject_id)
+            if digests:
+                self._put_erased_requests(digests, subject_id)
             return destroyed
+
+    def find_erased_request(self, digest: bytes) -> uuid.UUID | None:
+        """The erased subject whose history answered the request with that digest, if any."""
+        with self._lock:
+            return self._get_erased_request(digest)
 
     def tombstone(self, subject_id: uuid.UUID, scope: str) -> None:
         """Closes a scope that has no active key, so it can never be created silently."""
@@ -356,7 +371,10 @@ class Keystore(ABC):
     # -- storage primitives --------------------------------------------------------------------
 
     def _transaction(self) -> AbstractContextManager[None]:
-        """One durable transaction around a batch; adapters that commit per statement override it."""
+        """One durable transaction around a batch or an erasure; nested calls join the open one.
+
+        Adapters that commit per statement override it.
+        """
         return nullcontext()
 
     @abstractmethod
@@ -417,3 +435,11 @@ class Keystore(ABC):
     @abstractmethod
     def _drop_references(self, subject_id: uuid.UUID) -> int:
         """Deletes the subject's references."""
+
+    @abstractmethod
+    def _put_erased_requests(self, digests: Sequence[bytes], subject_id: uuid.UUID) -> None:
+        """Points each request digest at the erased subject; a digest already stored stays as it is."""
+
+    @abstractmethod
+    def _get_erased_request(self, digest: bytes) -> uuid.UUID | None:
+        """The erased subject of a request digest."""

@@ -22,14 +22,15 @@ class InMemoryKeystore(Keystore):
         super().__init__(provider, clock)
         self._rows: dict[tuple[uuid.UUID, str, int], KeyRow | Tombstone] = {}
         self._refs: dict[bytes, uuid.UUID] = {}
+        self._erased: dict[bytes, uuid.UUID] = {}
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        rows, refs = dict(self._rows), dict(self._refs)
+        rows, refs, erased = dict(self._rows), dict(self._refs), dict(self._erased)
         try:
             yield
         except BaseException:
-            self._rows, self._refs = rows, refs
+            self._rows, self._refs, self._erased = rows, refs, erased
             raise
 
     def _latest(self, subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:
@@ -99,3 +100,10 @@ class InMemoryKeystore(Keystore):
         for blind in gone:
             del self._refs[blind]
         return len(gone)
+
+    def _put_erased_requests(self, digests: Sequence[bytes], subject_id: uuid.UUID) -> None:
+        for digest in digests:
+            self._erased.setdefault(digest, subject_id)
+
+    def _get_erased_request(self, digest: bytes) -> uuid.UUID | None:
+        return self._erased.get(digest)

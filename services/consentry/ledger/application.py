@@ -3,6 +3,8 @@
 A batch is decided against subject states loaded once, sealed by the mapper, linked into each
 subject's hash chain and inserted in one transaction. A concurrent writer on the same subject makes
 the insert conflict (unique subject/version), and the whole batch is decided again on fresh state.
+A record whose reference leads nowhere may be the retry of a request an erased subject answered: the
+keystore's request digests of erased subjects lead back to it, and its history answers `duplicate`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,16 @@ from consentry.core.sealing import purpose_scope
 from consentry.ledger.commands import StaffCommand
 from consentry.ledger.group import GroupCommit
 from consentry.ledger.mapper import SealingMapper
-from consentry.ledger.subject import Context, Decision, Outcome, SubjectState, decide, decide_staff
+from consentry.ledger.subject import (
+    Context,
+    Decision,
+    Outcome,
+    SubjectState,
+    decide,
+    decide_staff,
+    idempotency_hash,
+    retry_digest,
+)
 
 MAX_ATTEMPTS: Final = 8
 STATE_CACHE: Final = 100_000
@@ -207,17 +218,29 @@ class Ledger:
                 continue
             blind = self.keystore.blind_index(record.namespace, record.ref_value)
             subject_id = by_blind.get(blind) or self.keystore.find_reference(blind)
-            new = subject_id is None
-            if subject_id is None:
-                subject_id = self.ids()
-            by_blind[blind] = subject_id
-            slot = self._pending(pending, subject_id, new=new)
+            erased = None if subject_id is not None else self._erased_subject(producer, record)
+            if erased is not None:
+                # A retry of a request the subject answered before its erasure dropped the reference:
+                # its history answers `duplicate`. The reference stays unknown for the batch's
+                # other records, as it is for later batches.
+                slot = self._pending(pending, erased)
+            else:
+                new = subject_id is None
+                if subject_id is None:
+                    subject_id = self.ids()
+                by_blind[blind] = subject_id
+                slot = self._pending(pending, subject_id, new=new)
             decision = decide(slot.state, record, ctx)
             self._absorb(slot, decision)
             if decision.events and slot.base_version == 0:
                 slot.blind = blind
             outcomes.append(decision.outcome)
         return self._append(pending, outcomes, link=True)
+
+    def _erased_subject(self, producer: str, record: rec.IntakeRecord) -> uuid.UUID | None:
+        """The erased subject that answered this very request (same producer, key and time), if any."""
+        digest = retry_digest(idempotency_hash(producer, record.idempotency_key), record.occurred_at)
+        return self.keystore.find_erased_request(digest)
 
     def _execute_once(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
         ctx = self._context(None)

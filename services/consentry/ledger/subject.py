@@ -10,8 +10,8 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Final, Literal
 
 from consentry.core import events as ev
 from consentry.core import intake as rec
@@ -29,6 +29,8 @@ from consentry.ledger.commands import (
     StaffCommand,
 )
 from consentry.ledger.contact import contact_verdict
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 Status = Literal["granted", "withdrawn", "expired"]
 
@@ -158,6 +160,16 @@ class Decision:
 def idempotency_hash(producer: str, key: str) -> bytes:
     """What the log keeps of an idempotency key."""
     return hashlib.sha256(f"{producer}\x00{key}".encode()).digest()
+
+
+def retry_digest(idempotency: bytes, occurred_at: datetime) -> bytes:
+    """What the keystore keeps of a request an erased subject answered: its idempotency digest
+    bound to when the request says it occurred. A resend of that very request matches it; a
+    producer that reuses the key for another customer's record (another time) does not, so that
+    record is never mistaken for a duplicate of the erased subject's."""
+    since = occurred_at - _EPOCH
+    micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    return hashlib.sha256(idempotency + micros.to_bytes(8, "big", signed=True)).digest()
 
 
 class _Builder:

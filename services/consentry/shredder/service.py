@@ -29,7 +29,7 @@ from consentry.core.keystore import KeyRow, Tombstone
 from consentry.core.sealing import SealedValue, purpose_scope
 from consentry.ledger.application import Ledger, chain_hash
 from consentry.ledger.commands import RecordShredding
-from consentry.ledger.subject import SubjectState
+from consentry.ledger.subject import SubjectState, retry_digest
 from consentry.shredder import certificates
 from consentry.shredder.retention import Held, RetentionSchedule, fold
 
@@ -83,7 +83,8 @@ class Shredder:
             raise ShredderError("erasure was not requested for the subject")
         request = _last(snap.events, ev.ErasureRequested)
         keystore = self.ledger.keystore
-        keystore.erase_subject(subject_id)
+        # The digests of the requests it answered outlive the reference: a retry is still a duplicate.
+        keystore.erase_subject(subject_id, _retry_digests(snap.events))
         # Tombstones name every destroyed key, also on a re-run when this erase destroyed none.
         tombstones = keystore.shredded_keys(subject_id)
         scopes, key_ids = _union(tombstones, _sealed(snap.events))
@@ -346,6 +347,15 @@ def _result(event: ev.KeysShredded, *, already_done: bool) -> ShredResult:
         event.signature,
         already_done,
     )
+
+
+def _retry_digests(events: Sequence[ev.LedgerEvent]) -> set[bytes]:
+    """The retry digest of every request the subject's history answered (see `retry_digest`)."""
+    return {
+        retry_digest(e.meta.idempotency, e.meta.occurred_at)
+        for e in events
+        if e.meta.idempotency is not None
+    }
 
 
 def _last(events: Sequence[ev.LedgerEvent], kind: type[E]) -> E:
