@@ -18,6 +18,7 @@ from consentry.core.sealing import SealedValue
 from consentry.core.views import (
     AccessRow,
     AddAccess,
+    Change,
     ConsentRow,
     DropValues,
     ErasureRow,
@@ -101,7 +102,7 @@ class ViewStoreContract(ABC):
         # (a value put, dropped and put again; a subject active, then erasing; marks rising).
         a, b, event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         first, second = sealed("purpose:support"), sealed("purpose:support")
-        page = [
+        page: list[Change] = [
             PutSubject(a, "active", T0, 1),
             PutValue(a, "support", "email", first, event, T0),
             MarkApplied(a, 1),
