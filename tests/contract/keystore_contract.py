@@ -28,7 +28,6 @@ SUPPORT = purpose_scope("support")
 def forget_cache(keystore: Keystore) -> Keystore:
     """Empties the base class's key cache, so the next read goes to the adapter's storage."""
     keystore._cache.clear()
-    keystore._cache_by_id.clear()
     return keystore
 
 

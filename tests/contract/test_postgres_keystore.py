@@ -264,7 +264,7 @@ class TestPostgresKeystore(KeystoreContract):
             reader.get(subject, MARKETING)
         with pytest.raises(ScopeShredded):
             reader.get_by_id(key.key_id)
-        assert not reader._cache and not reader._cache_by_id
+        assert not len(reader._cache)
 
     def race_create_with_erase(
         self, creator: PostgresKeystore, provider: PausingProvider

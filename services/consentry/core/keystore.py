@@ -18,8 +18,7 @@ import threading
 import unicodedata
 import uuid
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +26,7 @@ from typing import Final
 
 from consentry.core.clock import Clock, SystemClock
 from consentry.core.errors import KeyExists, KeyNotFound, KeyProviderError, ScopeShredded
+from consentry.core.key_cache import KeyCache
 from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.sealing import DataKey
 
@@ -87,11 +87,9 @@ class Keystore(ABC):
     ) -> None:
         self.provider = provider
         self.clock: Clock = clock or SystemClock()
-        self._cache: OrderedDict[tuple[uuid.UUID, str], DataKey] = OrderedDict()
-        self._cache_by_id: dict[str, DataKey] = {}
-        self._cache_size = cache_size
+        self._cache = KeyCache(cache_size)
         self._lock = threading.RLock()
-        self._batch_keys: list[str] | None = None
+        self._batch_keys: list[DataKey] | None = None
         # Ids minted here for new subjects: no key of theirs can exist but the cached ones.
         self._fresh: dict[uuid.UUID, None] = {}
         self._batch_created: dict[tuple[uuid.UUID, str], DataKey] = {}
@@ -116,8 +114,7 @@ class Keystore(ABC):
                 with self._transaction():
                     yield
             except BaseException:
-                created = set(self._batch_keys)
-                self._forget(lambda k: k.key_id in created)
+                self._cache.forget_keys(self._batch_keys)
                 raise
             finally:
                 self._batch_keys = None
@@ -165,9 +162,8 @@ class Keystore(ABC):
 
     def _find(self, subject_id: uuid.UUID, scope: str) -> DataKey | None:
         """The newest key of the scope, None if it never had one; ScopeShredded if it is closed."""
-        cached = self._cache.get((subject_id, scope))
+        cached = self._cache.newest(subject_id, scope)
         if cached is not None:
-            self._cache.move_to_end((subject_id, scope))
             return cached
         if subject_id in self._fresh:
             # Minted in this batch: its only keys are the ones this batch created.
@@ -180,7 +176,7 @@ class Keystore(ABC):
                 raise ScopeShredded("the subject is erased")
             return None
         key = self._unwrap(latest)
-        self._remember(key)
+        self._cache.remember(key)
         return key
 
     def _create(self, subject_id: uuid.UUID, scope: str, version: int) -> DataKey:
@@ -197,15 +193,15 @@ class Keystore(ABC):
         self._insert_key(row)
         key = DataKey.build(key_id, subject_id, scope, version, secret)
         if self._batch_keys is not None:
-            self._batch_keys.append(key_id)
+            self._batch_keys.append(key)
             self._batch_created[(subject_id, scope)] = key
-        self._remember(key)
+        self._cache.remember(key)
         return key
 
     def get_by_id(self, key_id: str) -> DataKey:
         """The key with that id; ScopeShredded if destroyed, KeyNotFound if never known."""
         with self._lock:
-            cached = self._cache_by_id.get(key_id)
+            cached = self._cache.by_id(key_id)
             if cached is not None:
                 return cached
             found = self._key_by_id(key_id)
@@ -214,7 +210,7 @@ class Keystore(ABC):
             if isinstance(found, Tombstone):
                 raise ScopeShredded("the key was shredded")
             key = self._unwrap(found)
-            self._remember(key)
+            self._cache.remember(key)
             return key
 
     def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None) -> list[ShreddedKey]:
@@ -222,7 +218,7 @@ class Keystore(ABC):
         with self._lock:
             self._fresh.pop(subject_id, None)
             wanted = None if scopes is None else sorted(set(scopes))
-            self._forget(lambda k: k.subject_id == subject_id and (wanted is None or k.scope in wanted))
+            self._cache.forget(subject_id, lambda k: wanted is None or k.scope in wanted)
             return self._destroy(subject_id, wanted, self.clock.now())
 
     def destroy_keys(self, subject_id: uuid.UUID, key_ids: Iterable[str]) -> list[ShreddedKey]:
@@ -232,7 +228,7 @@ class Keystore(ABC):
             if not wanted:
                 return []
             self._fresh.pop(subject_id, None)
-            self._forget(lambda k: k.subject_id == subject_id and k.key_id in wanted)
+            self._cache.forget(subject_id, lambda k: k.key_id in wanted)
             return self._destroy_keys(subject_id, wanted, self.clock.now())
 
     def key_versions(self, subject_id: uuid.UUID, scope: str) -> list[KeyRow | Tombstone]:
@@ -292,26 +288,6 @@ class Keystore(ABC):
     def _unwrap(self, row: KeyRow) -> DataKey:
         secret = self.provider.unwrap(row.wrapped, row.subject_id, row.scope, row.key_id)
         return DataKey.build(row.key_id, row.subject_id, row.scope, row.version, secret)
-
-    def _forget(self, doomed: Callable[[DataKey], bool]) -> None:
-        """Drops cached keys before their rows go, so no cache hit outlives a destroy."""
-        for slot in [slot for slot, key in self._cache.items() if doomed(key)]:
-            del self._cache[slot]
-        for key_id in [key_id for key_id, key in self._cache_by_id.items() if doomed(key)]:
-            del self._cache_by_id[key_id]
-
-    def _remember(self, key: DataKey) -> None:
-        slot = (key.subject_id, key.scope)
-        newest = self._cache.get(slot)
-        if newest is None or newest.version <= key.version:
-            self._cache[slot] = key
-            self._cache.move_to_end(slot)
-        self._cache_by_id[key.key_id] = key
-        while len(self._cache) > self._cache_size:
-            self._cache_by_id.pop(self._cache.popitem(last=False)[1].key_id, None)
-        if len(self._cache_by_id) > 2 * self._cache_size:
-            self._cache_by_id.clear()
-            self._cache_by_id.update((k.key_id, k) for k in self._cache.values())
 
     # -- KEK rotation --------------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""The keystore's cache of unwrapped data keys, found by scope, by key id and by subject.
+
+Keys are cached so sealing and opening need no unwrap per value. A destroy must drop the subject's
+cached keys before its rows go; the cache indexes keys by subject so that costs as much as the
+subject has keys, not as much as the cache holds (a full scan of 50,000 keys is tens of
+milliseconds per erasure, under the keystore's lock).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+from consentry.core.sealing import DataKey
+
+
+class KeyCache:
+    """The newest key of each (subject, scope) by recent use, every cached version by id."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._newest: OrderedDict[tuple[uuid.UUID, str], DataKey] = OrderedDict()
+        self._by_id: dict[str, DataKey] = {}
+        # Mirrors _by_id by subject, so a destroy visits only the subject's own keys.
+        self._by_subject: dict[uuid.UUID, dict[str, DataKey]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def newest(self, subject_id: uuid.UUID, scope: str) -> DataKey | None:
+        """The newest cached key of the scope (now the most recently used), if any."""
+        slot = (subject_id, scope)
+        found = self._newest.get(slot)
+        if found is not None:
+            self._newest.move_to_end(slot)
+        return found
+
+    def by_id(self, key_id: str) -> DataKey | None:
+        return self._by_id.get(key_id)
+
+    def remember(self, key: DataKey) -> None:
+        """Caches a key; the least recently used scopes go once the cache is full."""
+        slot = (key.subject_id, key.scope)
+        newest = self._newest.get(slot)
+        if newest is None or newest.version <= key.version:
+            self._newest[slot] = key
+            self._newest.move_to_end(slot)
+        self._add(key)
+        while len(self._newest) > self._size:
+            self._drop(self._newest.popitem(last=False)[1])
+        if len(self._by_id) > 2 * self._size:
+            # Older versions pile up by id only: keep the ids of the newest keys.
+            self._by_id.clear()
+            self._by_subject.clear()
+            for kept in self._newest.values():
+                self._add(kept)
+
+    def forget(self, subject_id: uuid.UUID, doomed: Callable[[DataKey], bool]) -> None:
+        """Drops the subject's cached keys that `doomed` picks."""
+        for key in [k for k in self._by_subject.get(subject_id, {}).values() if doomed(k)]:
+            self._drop(key)
+            slot = (key.subject_id, key.scope)
+            if self._newest.get(slot) is key:
+                del self._newest[slot]
+
+    def forget_keys(self, keys: Iterable[DataKey]) -> None:
+        """Drops exactly these keys (the ones a failed batch created)."""
+        keys = list(keys)
+        doomed = {key.key_id for key in keys}
+        for subject_id in {key.subject_id for key in keys}:
+            self.forget(subject_id, lambda k: k.key_id in doomed)
+
+    def clear(self) -> None:
+        self._newest.clear()
+        self._by_id.clear()
+        self._by_subject.clear()
+
+    def _add(self, key: DataKey) -> None:
+        self._by_id[key.key_id] = key
+        self._by_subject.setdefault(key.subject_id, {})[key.key_id] = key
+
+    def _drop(self, key: DataKey) -> None:
+        if self._by_id.get(key.key_id) is key:
+            del self._by_id[key.key_id]
+        held = self._by_subject.get(key.subject_id)
+        if held is not None and held.get(key.key_id) is key:
+            del held[key.key_id]
+            if not held:
+                del self._by_subject[key.subject_id]
