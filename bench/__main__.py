@@ -32,6 +32,7 @@ from bench.figures import BenchResult
 from bench.pipeline import say
 from bench.report import Run, number, write
 from bench.workload import BENCH_DIR
+from consentry.core.runtime import tune_gc
 
 BENCHMARKS: Final[dict[str, Callable[[RunContext], BenchResult]]] = {
     "ingest": ingest.run,
@@ -100,6 +101,8 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the suite and writes the results; 0 if every selected benchmark ran."""
     args = parse(argv)
+    # The platform runs in this process for ingest, as in `consentry run`: with its GC settings.
+    tune_gc()
     options = Options.make(quick=args.quick, sizes=args.sizes)
     selected = [name for name in BENCHMARKS if not args.only or name in args.only]
     run = Run(_info(options, selected))

@@ -29,6 +29,7 @@ import httpx
 
 from bench.pipeline import Lane, LogStore, open_variant
 from bench.workload import BATCH, READ_PURPOSE, SUPPORT_TOKEN, Workload, subjects_for
+from consentry.core.runtime import tune_gc
 from consentry.platform import create_app
 
 
@@ -98,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=20_000, help="events (read: reads) to profile")
     parser.add_argument("--top", type=int, default=25, help="how many functions to list")
     args = parser.parse_args(argv)
+    tune_gc()  # profile the process as `consentry run` sets it up
     profiler = cProfile.Profile(time.process_time)  # CPU time: steady on a busy machine
     with tempfile.TemporaryDirectory(prefix="consentry-hotspots-") as root:
         MODES[args.mode](Path(root), args.events, profiler)

@@ -24,6 +24,7 @@ from bench.context import ReplayStats, RunContext
 from bench.figures import BenchError, BenchResult, Figure, Target
 from bench.pipeline import open_variant, say
 from consentry.adapters.sql_views import VIEW_TABLES
+from consentry.core.runtime import tune_gc
 
 NAME: Final = "replay"
 RATE: Final = Target(">=", 50_000)
@@ -127,4 +128,5 @@ def child(data_dir: Path) -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    tune_gc()  # as `consentry replay` runs
     print(json.dumps(child(Path(sys.argv[1]))))

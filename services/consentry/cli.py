@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from consentry.core.errors import ConsentryError, SettingsError
+from consentry.core.runtime import tune_gc
 from consentry.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ policy_option = click.option(
 @click.group()
 def cli() -> None:
     """Consentry: consent-first customer data with crypto-shredding erasure."""
+    tune_gc()
 
 
 @cli.command()
