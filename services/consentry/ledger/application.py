@@ -278,7 +278,8 @@ class Ledger:
     def _remember(self, slots: Sequence[_Pending], positions: Sequence[int] | None) -> None:
         with self._memo:
             for slot in slots if self._sole_writer else ():
-                self._states[slot.state.subject_id] = slot.state.clone()
+                # The batch is done with its slots: their states are handed over, not copied.
+                self._states[slot.state.subject_id] = slot.state
                 self._states.move_to_end(slot.state.subject_id)
             while len(self._states) > STATE_CACHE:
                 self._states.popitem(last=False)
