@@ -17,6 +17,6 @@ GC_THRESHOLDS: Final = (20_000, 10, 10)
 
 
 def tune_gc() -> None:
-    """Collects cycles less often and never walks what exists at start-up (modules, schemas)."""
+    """Collects cycles less often and never walks what exists now (for a command: its imports)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
