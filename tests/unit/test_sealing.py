@@ -10,7 +10,7 @@ import pytest
 
 from consentry.core.errors import KeyProviderError, SealError
 from consentry.core.keys import LocalKeyFileProvider
-from consentry.core.sealing import DataKey, Personal, open_sealed, seal
+from consentry.core.sealing import DataKey, Personal, open_sealed, seal, seal_aad
 from tests.support import canary, master_key
 
 
@@ -24,6 +24,15 @@ def test_a_sealed_value_opens_with_its_key_field_and_subject() -> None:
     sealed = seal(key, "email", secret)
     assert secret.encode() not in sealed.ciphertext
     assert open_sealed(key, "email", sealed) == secret
+
+
+def test_a_keys_cached_aad_is_the_aad_of_its_own_subject_scope_field_and_id() -> None:
+    key = _key(scope="identity")
+    moved = replace(key, subject_id=uuid.uuid4(), scope="consent", key_id=uuid.uuid4().hex)
+    for k in (key, moved):
+        for field_name in ("email", "given_name", "é"):
+            assert k.aad(field_name) == seal_aad(k.subject_id, k.scope, field_name, k.key_id)
+    assert key.aad("email") != moved.aad("email")
 
 
 def test_any_flipped_ciphertext_or_nonce_bit_fails_closed() -> None:

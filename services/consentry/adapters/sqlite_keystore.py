@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS erased_requests (
 """
 
 
+_INSERT_KEY: Final = "INSERT INTO data_keys VALUES (?,?,?,?,?,?,?)"
+
+
 class SQLiteKeystore(Keystore):
     """Keys in one SQLite file; safe to share between threads of one process."""
 
@@ -79,6 +82,9 @@ class SQLiteKeystore(Keystore):
         # their own: whether one is open, and whether its commit must empty the WAL.
         self._in_transaction = False
         self._scrub = False
+        # Key rows created inside the open transaction, sent to SQLite together (one executemany)
+        # before any other statement runs, so every read still sees them, and before the commit.
+        self._staged: list[tuple[object, ...]] = []
 
     def close(self) -> None:
         with self._db_lock:
@@ -98,8 +104,11 @@ class SQLiteKeystore(Keystore):
         self._in_transaction, self._scrub = True, False
         try:
             yield
+            with self._connection():
+                pass  # the staged key rows go in now, inside the transaction
         except BaseException:
             with self._db_lock:
+                self._staged.clear()
                 self._db.execute("ROLLBACK")
             raise
         finally:
@@ -109,8 +118,22 @@ class SQLiteKeystore(Keystore):
             if self._scrub:
                 self._checkpoint()
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection under its lock, once the transaction's staged key rows are in."""
         with self._db_lock:
+            if self._staged:
+                rows, self._staged = self._staged, []
+                try:
+                    self._db.executemany(_INSERT_KEY, rows)
+                except sqlite3.IntegrityError as exc:
+                    raise KeyExists("key version taken") from exc
+                except sqlite3.Error as exc:
+                    raise KeystoreError(f"keystore insert failed: {exc}") from exc
+            yield self._db
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        with self._connection():
             try:
                 return self._db.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
@@ -148,20 +171,22 @@ class SQLiteKeystore(Keystore):
         return [_to_row(subject_id, str(found), tuple(rest)) for found, *rest in rows]
 
     def _insert_key(self, row: KeyRow) -> None:
-        with self._db_lock:
+        values = (
+            row.key_id,
+            row.subject_id.bytes,
+            row.scope,
+            row.version,
+            row.wrapped.kek_version,
+            row.wrapped.blob,
+            row.created_at.isoformat(),
+        )
+        if self._in_transaction:
+            # A batch's keys go in together; SQLite's write lock is already this transaction's.
+            self._staged.append(values)
+            return
+        with self._connection() as db:
             try:
-                self._db.execute(
-                    "INSERT INTO data_keys VALUES (?,?,?,?,?,?,?)",
-                    (
-                        row.key_id,
-                        row.subject_id.bytes,
-                        row.scope,
-                        row.version,
-                        row.wrapped.kek_version,
-                        row.wrapped.blob,
-                        row.created_at.isoformat(),
-                    ),
-                )
+                db.execute(_INSERT_KEY, values)
             except sqlite3.IntegrityError as exc:
                 raise KeyExists("key version taken") from exc
             except sqlite3.Error as exc:
@@ -193,7 +218,7 @@ class SQLiteKeystore(Keystore):
         self, subject_id: uuid.UUID, at: datetime, where: str, params: list[object]
     ) -> list[ShreddedKey]:
         """Tombstones then deletes the matching rows in one transaction, then empties the WAL."""
-        with self._transaction(), self._db_lock:
+        with self._transaction(), self._connection():
             try:
                 rows = self._db.execute(
                     f"SELECT key_id, scope, version FROM data_keys WHERE {where}",  # noqa: S608 - placeholders only
@@ -240,7 +265,7 @@ class SQLiteKeystore(Keystore):
         ]
 
     def _replace_wrapped(self, key_id: str, old: WrappedKey, new: WrappedKey) -> int:
-        with self._db_lock:
+        with self._connection():
             try:
                 cursor = self._db.execute(
                     "UPDATE data_keys SET kek_version=?, wrapped=? WHERE key_id=? AND wrapped=?",
@@ -256,7 +281,7 @@ class SQLiteKeystore(Keystore):
 
     def _after_rewrap(self) -> None:
         """The WAL still holds the pages with the old wrapped bytes; empty it."""
-        with self._db_lock:
+        with self._connection():
             self._checkpoint()
 
     def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
@@ -271,7 +296,7 @@ class SQLiteKeystore(Keystore):
         return uuid.UUID(bytes=bytes(rows[0][0])) if rows else None
 
     def _drop_references(self, subject_id: uuid.UUID) -> int:
-        with self._transaction(), self._db_lock:
+        with self._transaction(), self._connection():
             count = self._db.execute(
                 "DELETE FROM references_index WHERE subject_id=?", (subject_id.bytes,)
             ).rowcount
@@ -279,7 +304,7 @@ class SQLiteKeystore(Keystore):
         return int(count)
 
     def _put_erased_requests(self, digests: Sequence[bytes], subject_id: uuid.UUID) -> None:
-        with self._db_lock:
+        with self._connection():
             try:
                 self._db.executemany(
                     "INSERT OR IGNORE INTO erased_requests VALUES (?,?)",

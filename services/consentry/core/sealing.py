@@ -7,6 +7,7 @@ field unnoticed, and processors can copy sealed values into read models without 
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import uuid
@@ -96,6 +97,15 @@ class DataKey:
     version: int
     secret: bytes = field(repr=False)
     cipher: AESGCM = field(repr=False, compare=False)
+    # The AAD's parts around the field name, the same for every value the key seals or opens;
+    # derived from the fields above (also by `dataclasses.replace`), never passed in.
+    aad_head: bytes = field(init=False, repr=False, compare=False)
+    aad_tail: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        head = _aad_part(_AAD_LABEL) + _aad_part(self.subject_id.bytes) + _aad_part(self.scope.encode())
+        object.__setattr__(self, "aad_head", head)
+        object.__setattr__(self, "aad_tail", _aad_part(self.key_id.encode()))
 
     @classmethod
     def build(
@@ -103,10 +113,20 @@ class DataKey:
     ) -> DataKey:
         return cls(key_id, subject_id, scope, version, secret, AESGCM(secret))
 
+    def aad(self, field_name: str) -> bytes:
+        """The associated data of this key's value of `field_name` (as `seal_aad` builds it)."""
+        return self.aad_head + _field_part(field_name) + self.aad_tail
+
 
 def seal_aad(subject_id: uuid.UUID, scope: str, field_name: str, key_id: str) -> bytes:
     """The associated data binding a sealed value to its subject, scope, field and key."""
-    return _aad_head(subject_id, scope) + _aad_part(field_name.encode()) + _aad_part(key_id.encode())
+    return (
+        _aad_part(_AAD_LABEL)
+        + _aad_part(subject_id.bytes)
+        + _aad_part(scope.encode())
+        + _aad_part(field_name.encode())
+        + _aad_part(key_id.encode())
+    )
 
 
 def _aad_part(data: bytes) -> bytes:
@@ -114,8 +134,10 @@ def _aad_part(data: bytes) -> bytes:
     return struct.pack(">H", len(data)) + data
 
 
-def _aad_head(subject_id: uuid.UUID, scope: str) -> bytes:
-    return _aad_part(_AAD_LABEL) + _aad_part(subject_id.bytes) + _aad_part(scope.encode())
+@functools.lru_cache(maxsize=4096)
+def _field_part(field_name: str) -> bytes:
+    # Field names come from the schemas and the policy: a few dozen, each encoded once.
+    return _aad_part(field_name.encode())
 
 
 def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
@@ -126,16 +148,12 @@ def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
 def seal_many(key: DataKey, plaintexts: Mapping[str, str]) -> dict[str, SealedValue]:
     """Seals several fields' values under one key (one draw of random bytes for all nonces)."""
     nonces = os.urandom(NONCE_LEN * len(plaintexts))
-    encrypt, scope, key_id = key.cipher.encrypt, key.scope, key.key_id
-    # The AAD's parts but the field name are the same for every value.
-    head, tail = _aad_head(key.subject_id, scope), _aad_part(key_id.encode())
+    encrypt, scope, key_id, aad = key.cipher.encrypt, key.scope, key.key_id, key.aad
     sealed = {}
     for index, (field_name, plaintext) in enumerate(plaintexts.items()):
         nonce = nonces[index * NONCE_LEN : (index + 1) * NONCE_LEN]
-        aad = head + _aad_part(field_name.encode()) + tail
-        sealed[field_name] = SealedValue(
-            scope, key_id, nonce, encrypt(nonce, plaintext.encode("utf-8"), aad)
-        )
+        ciphertext = encrypt(nonce, plaintext.encode("utf-8"), aad(field_name))
+        sealed[field_name] = SealedValue(scope, key_id, nonce, ciphertext)
     return sealed
 
 
@@ -143,9 +161,8 @@ def open_sealed(key: DataKey, field_name: str, sealed: SealedValue) -> str:
     """Opens a sealed value; fails closed on any tampered byte, swapped context or wrong key."""
     if sealed.key_id != key.key_id or sealed.scope != key.scope:
         raise SealError("sealed value belongs to another key")
-    aad = seal_aad(key.subject_id, key.scope, field_name, key.key_id)
     try:
-        return key.cipher.decrypt(sealed.nonce, sealed.ciphertext, aad).decode("utf-8")
+        return key.cipher.decrypt(sealed.nonce, sealed.ciphertext, key.aad(field_name)).decode("utf-8")
     except (InvalidTag, ValueError) as exc:
         raise SealError("sealed value failed authentication") from exc
 
