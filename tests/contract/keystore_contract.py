@@ -85,6 +85,17 @@ class KeystoreContract(ABC):
             assert same_key(fresh.get_by_id(key.key_id), key)
         assert fresh.find_reference(ref) == subject
 
+    def test_a_key_created_in_a_batch_is_found_inside_it_without_the_cache(
+        self, keystore: Keystore
+    ) -> None:
+        subject = uuid.uuid4()
+        with keystore.batch():
+            created = keystore.create(subject, MARKETING)
+            # Each lookup below must reach the adapter's own storage.
+            assert same_key(forget_cache(keystore).get(subject, MARKETING), created)
+            assert forget_cache(keystore).create(subject, MARKETING, new_version=True).version == 2
+        assert [row.version for row in keystore.key_versions(subject, MARKETING)] == [1, 2]
+
     def test_a_failed_batch_keeps_no_key_and_no_reference(self, keystore: Keystore) -> None:
         subject = uuid.uuid4()
         ref = keystore.blind_index("shop", "batch-failed")
