@@ -17,7 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consentry.core.avro import AvroCodec, Contract
-from consentry.core.avro_compiled import Unsupported, compile_schema, read_long, write_long
+from consentry.core.avro_compiled import (
+    Unsupported,
+    compile_schema,
+    parse_uuid,
+    read_long,
+    write_long,
+)
 from tests.support import SCHEMAS
 
 CODEC = AvroCodec(SCHEMAS)
@@ -144,3 +150,41 @@ def test_naive_timestamps_and_unknown_types_are_refused() -> None:
         with pytest.raises(Unsupported):
             compile_schema(schema)
     assert uuid.UUID(int=0)  # uuids are covered by the schema-driven properties above
+
+
+def _parsed(parse: Any, text: str) -> tuple[str, int | None]:
+    try:
+        return "ok", parse(text).int
+    except ValueError as exc:
+        return type(exc).__name__, None
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda s: s,
+        str.upper,
+        lambda s: s.replace("-", ""),
+        lambda s: "{" + s + "}",
+        lambda s: "urn:uuid:" + s,
+        lambda s: "{" + s[1:-1] + "}",
+        lambda s: "urn:uuid:" + s.replace("-", "")[:23],
+        lambda s: s[:-1] + "g",
+        lambda s: "+" + s[1:],
+        lambda s: " " + s[1:],
+        lambda s: s[:3] + "_" + s[4:],
+        lambda s: s + "0",
+        lambda s: "",
+    ],
+)
+def test_the_uuid_parser_answers_exactly_as_uuid_does(shape: Any) -> None:
+    text = shape(str(uuid.uuid4()))
+    assert _parsed(parse_uuid, text) == _parsed(uuid.UUID, text)
+    if _parsed(uuid.UUID, text)[0] == "ok":
+        parsed, expected = parse_uuid(text), uuid.UUID(text)
+        assert (parsed, hash(parsed), parsed.is_safe, str(parsed)) == (
+            expected,
+            hash(expected),
+            expected.is_safe,
+            str(expected),
+        )

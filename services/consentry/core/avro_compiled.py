@@ -94,6 +94,28 @@ def _null(value: Any) -> None:
         raise TypeError("null expected")
 
 
+_SAFE_UNKNOWN: Final = uuid.SafeUUID.unknown
+_new_object = object.__new__
+_set = object.__setattr__
+
+
+def parse_uuid(text: str) -> uuid.UUID:
+    """`uuid.UUID(text)`, without its prefix and brace handling when the text has none.
+
+    Once the hyphens are gone, a text of 32 characters is either what UUID() would parse the
+    same way (`int(digits, 16)`, then the same two attributes set) or one that both reject with
+    ValueError: braces or a `urn:uuid:` prefix are not hex digits here and leave fewer than 32
+    characters there. Anything else goes to UUID() itself.
+    """
+    digits = text.replace("-", "")
+    if len(digits) != 32:
+        return uuid.UUID(text)
+    value = _new_object(uuid.UUID)
+    _set(value, "int", int(digits, 16))
+    _set(value, "is_safe", _SAFE_UNKNOWN)
+    return value
+
+
 def _bad(what: str) -> ValueError:
     return ValueError(what)
 
@@ -106,7 +128,7 @@ _NAMESPACE: Final[dict[str, Any]] = {
     "_ts": _timestamp_micros,
     "_null": _null,
     "_bad": _bad,
-    "_UUID": uuid.UUID,
+    "_UUID": parse_uuid,
     "_uuid_type": uuid.UUID,
     "_EPOCH": EPOCH,
     "_td": timedelta,
