@@ -182,7 +182,9 @@ class SQLiteKeystore(Keystore):
         )
         if self._in_transaction:
             # A batch's keys go in together; SQLite's write lock is already this transaction's.
-            self._staged.append(values)
+            # (Under the connection's lock: a thread outside the batch may be sending them now.)
+            with self._db_lock:
+                self._staged.append(values)
             return
         with self._connection() as db:
             try:
