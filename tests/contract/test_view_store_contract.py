@@ -95,6 +95,14 @@ class ViewStoreContract(ABC):
         assert store.values(subject) == {}
         assert store.position("views") == 0
 
+    def test_a_page_with_a_change_of_unknown_kind_is_refused_whole(self, store: ViewStore) -> None:
+        subject, event = uuid.uuid4(), uuid.uuid4()
+        good = PutValue(subject, "support", "email", sealed("purpose:support"), event, T0)
+        with pytest.raises(ViewStoreError, match="unknown view change"):
+            store.apply("views", [good, object()], 9)  # type: ignore[list-item]  # not a Change
+        assert store.values(subject) == {}
+        assert store.position("views") == 0
+
     def test_one_page_of_interleaved_changes_equals_the_changes_one_at_a_time(
         self, store: ViewStore
     ) -> None:

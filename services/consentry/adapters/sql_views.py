@@ -72,7 +72,10 @@ _TABLE_RANKS: dict[type, int] = {
 
 
 def _table_rank(change: Change) -> int:
-    return _TABLE_RANKS[type(change)]
+    rank = _TABLE_RANKS.get(type(change))
+    if rank is None:
+        raise ViewStoreError(f"unknown view change {type(change).__name__}")
+    return rank
 
 
 def _uuid(value: Any) -> uuid.UUID:

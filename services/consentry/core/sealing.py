@@ -103,8 +103,7 @@ class DataKey:
     aad_tail: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        head = _aad_part(_AAD_LABEL) + _aad_part(self.subject_id.bytes) + _aad_part(self.scope.encode())
-        object.__setattr__(self, "aad_head", head)
+        object.__setattr__(self, "aad_head", _aad_head(self.subject_id, self.scope))
         object.__setattr__(self, "aad_tail", _aad_part(self.key_id.encode()))
 
     @classmethod
@@ -120,18 +119,16 @@ class DataKey:
 
 def seal_aad(subject_id: uuid.UUID, scope: str, field_name: str, key_id: str) -> bytes:
     """The associated data binding a sealed value to its subject, scope, field and key."""
-    return (
-        _aad_part(_AAD_LABEL)
-        + _aad_part(subject_id.bytes)
-        + _aad_part(scope.encode())
-        + _aad_part(field_name.encode())
-        + _aad_part(key_id.encode())
-    )
+    return _aad_head(subject_id, scope) + _aad_part(field_name.encode()) + _aad_part(key_id.encode())
 
 
 def _aad_part(data: bytes) -> bytes:
     """One length-prefixed part of the AAD (two bytes, big-endian)."""
     return struct.pack(">H", len(data)) + data
+
+
+def _aad_head(subject_id: uuid.UUID, scope: str) -> bytes:
+    return _aad_part(_AAD_LABEL) + _aad_part(subject_id.bytes) + _aad_part(scope.encode())
 
 
 @functools.lru_cache(maxsize=4096)
