@@ -126,3 +126,44 @@ def test_health_metrics_docs_and_the_public_key_are_served(server: Server) -> No
         assert 'consentry_http_seconds_count{route="/healthz"}' in metrics
         assert anyone.get("/docs").status_code == 200
         assert "BEGIN PUBLIC KEY" in anyone.get("/v1/keys/certificate-public-key").json()["public_key"]
+
+
+def test_a_profile_read_checks_its_parameters_and_publishes_them_in_the_schema(
+    server: Server,
+) -> None:
+    ref = f"shop:{canary('ref')}"
+    _send(server, record("consent.grant", ref, purpose="support"))
+    with server.client(SUPPORT) as support, httpx.Client(base_url=server.base) as anyone:
+        subject = support.get("/v1/subjects", params={"ref": ref}).json()["subject_id"]
+        bad_id = support.get("/v1/subjects/not-a-uuid/profile", params={"purpose": "support"})
+        no_purpose = support.get(f"/v1/subjects/{subject}/profile")
+        no_token = anyone.get(f"/v1/subjects/{subject}/profile", params={"purpose": "support"})
+        read = support.get(f"/v1/subjects/{subject.upper()}/profile", params={"purpose": "support"})
+        schema = anyone.get("/openapi.json").json()
+        metrics = anyone.get("/metrics").text
+    for answer, where in ((bad_id, "path.subject_id"), (no_purpose, "query.purpose")):
+        assert answer.status_code == 422
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["detail"] == f"invalid: {where}"
+        assert answer.json()["reason"] == "invalid_value"
+    assert no_token.status_code == 401
+    assert read.status_code == 200
+    assert read.json()["subject_id"] == subject
+    operation = schema["paths"]["/v1/subjects/{subject_id}/profile"]["get"]
+    assert {(p["name"], p["in"], p["required"]) for p in operation["parameters"]} == {
+        ("subject_id", "path", True),
+        ("purpose", "query", True),
+        ("Authorization", "header", False),
+    }
+    answer_schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer_schema == {"$ref": "#/components/schemas/ProfileAnswer"}
+    assert set(schema["components"]["schemas"]["ProfileAnswer"]["required"]) == {
+        "subject_id",
+        "purpose",
+        "access_event_id",
+        "policy_version",
+        "fields",
+    }
+    assert 'consentry_http_requests_total{route="/v1/subjects/{subject_id}/profile",status="422"}' in (
+        metrics
+    )
