@@ -29,6 +29,7 @@ from typing import Any, Final
 from bench import distributed, erasure, ingest, query, replay, scaling
 from bench.context import Options, RunContext
 from bench.figures import BenchResult
+from bench.machine import cpu_times, shares
 from bench.pipeline import say
 from bench.report import Run, number, write
 from bench.workload import BENCH_DIR
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options.make(quick=args.quick, sizes=args.sizes)
     selected = [name for name in BENCHMARKS if not args.only or name in args.only]
     run = Run(_info(options, selected))
+    whole = cpu_times()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     root = Path(tempfile.mkdtemp(prefix="consentry-bench-"))
     started = time.monotonic()
@@ -113,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = RunContext(options, root)
         for name in selected:
             say(f"== {name}")
-            load = os.getloadavg()[0]
+            load, times = os.getloadavg()[0], cpu_times()
             try:
                 result = BENCHMARKS[name](ctx)
             except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
@@ -121,12 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run.errors[name] = f"{type(exc).__name__}: {exc}"
                 continue
             result.details["load_avg"] = [load, os.getloadavg()[0]]
+            result.details["cpu"] = shares(times, cpu_times())
             run.results[name] = result
     finally:
         shutil.rmtree(root, ignore_errors=True)
     run.info |= {
         "seconds": time.monotonic() - started,
         "load_avg_end": os.getloadavg()[0],
+        "cpu": shares(whole, cpu_times()),
         "git_end": _git(),
     }
     json_path, md_path = write(run, args.out)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.figures import BenchResult, Figure
+from bench.machine import describe
 
 SCHEMA_VERSION: Final = 1
 
@@ -106,7 +107,7 @@ def markdown(run: Run) -> str:
         f"{'quick run; ' if info['quick'] else ''}sizes {', '.join(f'{s:,}' for s in info['sizes'])}; "
         f"{info['machine']['cpus']} CPUs, Python {info['machine']['python']}, "
         f"SQLite {info['machine']['sqlite']}; load average {info['load_avg_start']:.2f} at the start, "
-        f"{info['load_avg_end']:.2f} at the end.",
+        f"{info['load_avg_end']:.2f} at the end. {describe(info.get('cpu'))}",
         "",
         "Every baseline is measured in the same run as the figure it is compared with. "
         "Produced by `make bench` (`python -m bench`); the JSON next to this file has every detail.",
@@ -131,6 +132,7 @@ def markdown(run: Run) -> str:
         lines += ["", "## Scaling curve", "", *_scaling(scaling.details["rows"])]
     for name, result in run.results.items():
         lines += ["", f"## {result.title} (`{name}`)", "", result.method, ""]
+        lines += [describe(result.details.get("cpu")), ""]
         lines += _table(
             ["figure", "size", "value", "unit", "target", "status", "note"],
             [_figure_cells(f) for f in result.figures],
