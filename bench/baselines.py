@@ -32,6 +32,9 @@ LogReader = Callable[[int], Iterator[tuple[int, bytes]]]
 class PlaintextMapper(SealingMapper):
     """Stores personal values unencrypted (baseline: sealing disabled)."""
 
+    def key_scopes(self, event: LedgerEvent) -> set[str]:
+        return set()
+
     def _seal_values(
         self, event: LedgerEvent, scope: str, values: Mapping[str, object]
     ) -> dict[str, object]:

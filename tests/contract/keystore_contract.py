@@ -96,6 +96,44 @@ class KeystoreContract(ABC):
             assert forget_cache(keystore).create(subject, MARKETING, new_version=True).version == 2
         assert [row.version for row in keystore.key_versions(subject, MARKETING)] == [1, 2]
 
+    def test_a_batch_that_names_its_wanted_keys_answers_as_key_by_key_lookups_would(
+        self, keystore: Keystore
+    ) -> None:
+        live, erased, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        kept = keystore.create(live, SUPPORT)
+        keystore.create(live, MARKETING)
+        keystore.destroy(live, [MARKETING])  # a tombstone of version 1
+        renewed = keystore.create(live, CONSENT_SCOPE)
+        keystore.destroy_keys(live, [renewed.key_id])
+        renewed = keystore.create(live, CONSENT_SCOPE, new_version=True)  # tombstone v1, live v2
+        keystore.create(erased, SUPPORT)
+        keystore.erase_subject(erased)
+        wanted = [
+            (s, scope) for s in (live, erased, other) for scope in (SUPPORT, MARKETING, CONSENT_SCOPE)
+        ]
+        with forget_cache(keystore).batch(wanted):
+            assert same_key(keystore.get_or_create(live, SUPPORT), kept)
+            assert same_key(keystore.get_or_create(live, CONSENT_SCOPE), renewed)
+            with pytest.raises(ScopeShredded):
+                keystore.get_or_create(live, MARKETING)
+            for scope in (SUPPORT, MARKETING, IDENTITY_SCOPE):
+                with pytest.raises(ScopeShredded):
+                    keystore.get_or_create(erased, scope)
+            created = keystore.get_or_create(other, SUPPORT)
+            identity = keystore.get_or_create(live, IDENTITY_SCOPE)  # not named: looked up alone
+            # Created in the batch, then forgotten by the cache: found, never created twice.
+            assert same_key(forget_cache(keystore).get_or_create(other, SUPPORT), created)
+            assert same_key(keystore.get_or_create(live, IDENTITY_SCOPE), identity)
+            # A scope destroyed, or a subject erased, inside the batch is closed at once.
+            keystore.destroy(other, [SUPPORT])
+            with pytest.raises(ScopeShredded):
+                keystore.get_or_create(other, SUPPORT)
+            keystore.erase_subject(other)
+            with pytest.raises(ScopeShredded):
+                keystore.get_or_create(other, CONSENT_SCOPE)
+        assert [r.version for r in keystore.key_versions(other, SUPPORT)] == [1]
+        assert same_key(forget_cache(keystore).get(live, IDENTITY_SCOPE), identity)
+
     def test_a_failed_batch_keeps_no_key_and_no_reference(self, keystore: Keystore) -> None:
         subject = uuid.uuid4()
         ref = keystore.blind_index("shop", "batch-failed")

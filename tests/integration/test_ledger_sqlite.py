@@ -328,3 +328,43 @@ def test_the_runner_projects_remembered_events_exactly_as_decoded_ones(tmp_path:
 def submit_one(ledger: Ledger, item: dict[str, object]) -> Outcome:
     parsed = parser().from_json(item)
     return ledger.submit("shop", [parsed])[0]
+
+
+def test_a_batch_reads_its_subjects_missing_keys_in_one_query_and_reuses_the_stored_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    refs = [f"shop:{canary(f'ref{n}')}" for n in range(20)]
+    first = _submit(
+        ledger,
+        *[record("consent.grant", ref, evidence=canary("ev")) for ref in refs],
+        *[record("data.update", ref) for ref in refs],
+    )
+    subjects = [o.subject_id for o in first[:20] if o.subject_id is not None]
+    stored = {s: ledger.keystore.get(s, purpose_scope("marketing")).key_id for s in subjects}
+    ledger.keystore._cache.clear()  # a later batch, after the keys left the cache
+    lookups: list[tuple[uuid.UUID, str]] = []
+    one_by_one = ledger.keystore._latest
+
+    def counted(subject_id: uuid.UUID, scope: str) -> object:
+        lookups.append((subject_id, scope))
+        return one_by_one(subject_id, scope)
+
+    monkeypatch.setattr(ledger.keystore, "_latest", counted)
+    second = _submit(
+        ledger,
+        *[record("data.update", ref) for ref in refs],  # keys stored by the first batch
+        *[record("consent.grant", ref, purpose="support") for ref in refs],  # keys not made yet
+        *[record("data.update", ref, purpose="support") for ref in refs],
+    )
+    assert {o.status for o in second} == {"accepted"}
+    # Only the live keys' rows were read one by one (for their key bytes); no scope that has no
+    # key yet was asked for alone.
+    assert len(lookups) == len(subjects)
+    for subject in subjects:
+        values = _profile(ledger, subject, "marketing")
+        assert len(values) == 1
+        assert ledger.keystore.get(subject, purpose_scope("marketing")).key_id == stored[subject]
+        assert [r.version for r in ledger.keystore.key_versions(subject, purpose_scope("support"))] == [
+            1
+        ]

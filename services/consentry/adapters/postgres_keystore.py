@@ -22,6 +22,7 @@ from psycopg import errors, sql
 
 from consentry.core.clock import Clock
 from consentry.core.errors import KeyExists, KeystoreError
+from consentry.core.key_rows import ScopeVersion
 from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.keystore import KeyRow, Keystore, ShreddedKey, Tombstone
 from consentry.core.sealing import DataKey
@@ -68,6 +69,10 @@ SELECT scope COLLATE "C", key_id, version, kek_version, wrapped, created_at, NUL
 FROM {s}.data_keys WHERE subject_id = %(u)s AND (%(c)s::text IS NULL OR scope = %(c)s)
 UNION ALL SELECT scope COLLATE "C", key_id, version, NULL, NULL, NULL, shredded_at
 FROM {s}.tombstones WHERE subject_id = %(u)s AND (%(c)s::text IS NULL OR scope = %(c)s) ORDER BY 1, 3
+"""
+_SCOPES_OF = """
+SELECT subject_id, scope, version, false FROM {s}.data_keys WHERE subject_id = ANY(%(u)s)
+UNION ALL SELECT subject_id, scope, version, true FROM {s}.tombstones WHERE subject_id = ANY(%(u)s)
 """
 _INSERT_KEY = """
 INSERT INTO {s}.data_keys (key_id, subject_id, scope, version, kek_version, wrapped, created_at)
@@ -232,6 +237,10 @@ class PostgresKeystore(Keystore):
     def _versions(self, subject_id: uuid.UUID, scope: str | None) -> list[KeyRow | Tombstone]:
         rows = self._run(_VERSIONS, {"u": subject_id, "c": scope})
         return [_to_row(subject_id, row[0], row[1:]) for row in rows]
+
+    def _scopes_of(self, subject_ids: Sequence[uuid.UUID]) -> list[ScopeVersion]:
+        rows = self._run(_SCOPES_OF, {"u": list(subject_ids)})
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
 
     def _insert_key(self, row: KeyRow) -> None:
         # A unique violation on (subject_id, scope, version) comes back from `_run` as KeyExists.

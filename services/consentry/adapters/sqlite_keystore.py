@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from consentry.core.clock import Clock
 from consentry.core.errors import KeyExists, KeystoreError
+from consentry.core.key_rows import ScopeVersion
 from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.keystore import KeyRow, Keystore, ShreddedKey, Tombstone
 
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS erased_requests (
 
 
 _INSERT_KEY: Final = "INSERT INTO data_keys VALUES (?,?,?,?,?,?,?)"
+_IN_CHUNK: Final = 400  # subject ids per IN list (twice that many parameters per statement)
 
 
 class SQLiteKeystore(Keystore):
@@ -169,6 +171,19 @@ class SQLiteKeystore(Keystore):
         sql = f"SELECT {live} WHERE {where} UNION ALL SELECT {dead} WHERE {where} ORDER BY 1, 3"
         rows = self._query(sql, params * 2)
         return [_to_row(subject_id, str(found), tuple(rest)) for found, *rest in rows]
+
+    def _scopes_of(self, subject_ids: Sequence[uuid.UUID]) -> list[ScopeVersion]:
+        found: list[ScopeVersion] = []
+        for start in range(0, len(subject_ids), _IN_CHUNK):
+            chunk = {s.bytes: s for s in subject_ids[start : start + _IN_CHUNK]}
+            where = f"subject_id IN ({','.join('?' * len(chunk))})"  # placeholders; ids are params
+            rows = self._query(
+                f"SELECT subject_id, scope, version, 0 FROM data_keys WHERE {where} "  # noqa: S608
+                f"UNION ALL SELECT subject_id, scope, version, 1 FROM tombstones WHERE {where}",
+                [*chunk, *chunk],
+            )
+            found += [(chunk[bytes(s)], str(c), int(v), bool(d)) for s, c, v, d in rows]
+        return found
 
     def _insert_key(self, row: KeyRow) -> None:
         values = (

@@ -1,17 +1,22 @@
-"""The keystore's cache of unwrapped data keys, found by scope, by key id and by subject.
+"""The keystore's caches: unwrapped data keys, and what one batch read of its subjects' scopes.
 
 Keys are cached so sealing and opening need no unwrap per value. A destroy must drop the subject's
 cached keys before its rows go; the cache indexes keys by subject so that costs as much as the
 subject has keys, not as much as the cache holds (a full scan of 50,000 keys is tens of
 milliseconds per erasure, under the keystore's lock).
+
+A batch that needs keys of subjects the cache does not hold would ask the store once per (subject,
+scope), mostly to learn that a scope has no key yet. `KnownScopes` reads every scope of the batch's
+subjects in one query instead, the first time one of them is missed.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
+from consentry.core.key_rows import KeyRow, ScopeVersion
 from consentry.core.sealing import DataKey
 
 
@@ -35,6 +40,10 @@ class KeyCache:
         if found is not None:
             self._newest.move_to_end(slot)
         return found
+
+    def holds(self, subject_id: uuid.UUID, scope: str) -> bool:
+        """Whether a key of the scope is cached (without counting as a use)."""
+        return (subject_id, scope) in self._newest
 
     def by_id(self, key_id: str) -> DataKey | None:
         return self._by_id.get(key_id)
@@ -88,3 +97,43 @@ class KeyCache:
             del held[key.key_id]
             if not held:
                 del self._by_subject[key.subject_id]
+
+
+class KnownScopes:
+    """The newest version of each scope of some subjects, read once when first asked for.
+
+    Valid only while nothing else can change those subjects' rows: the keystore's open batch
+    transaction. The keystore notes its own inserts here and drops a subject it destroys or closes.
+    """
+
+    def __init__(self, subjects: Iterable[uuid.UUID]) -> None:
+        self._subjects = set(subjects)
+        self._scopes: dict[uuid.UUID, dict[str, tuple[int, bool]]] | None = None
+
+    def scopes(
+        self,
+        subject_id: uuid.UUID,
+        read: Callable[[Sequence[uuid.UUID]], Iterable[ScopeVersion]],
+    ) -> dict[str, tuple[int, bool]] | None:
+        """The subject's newest (version, shredded) per scope; None if it was not announced."""
+        if subject_id not in self._subjects:
+            return None
+        if self._scopes is None:
+            self._scopes = {s: {} for s in self._subjects}
+            for subject, scope, version, shredded in read(sorted(self._subjects)):
+                held = self._scopes[subject]
+                newest = held.get(scope)
+                if newest is None or newest[0] < version:
+                    held[scope] = (version, shredded)
+        return self._scopes[subject_id]
+
+    def created(self, row: KeyRow) -> None:
+        """Notes a key row the batch inserted."""
+        if self._scopes is not None and row.subject_id in self._scopes:
+            self._scopes[row.subject_id][row.scope] = (row.version, False)
+
+    def drop(self, subject_id: uuid.UUID) -> None:
+        """Forgets a subject whose rows changed otherwise: its lookups go to the store again."""
+        self._subjects.discard(subject_id)
+        if self._scopes is not None:
+            self._scopes.pop(subject_id, None)

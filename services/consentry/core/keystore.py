@@ -20,58 +20,20 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
 from consentry.core.clock import Clock, SystemClock
 from consentry.core.errors import KeyExists, KeyNotFound, KeyProviderError, ScopeShredded
-from consentry.core.key_cache import KeyCache
+from consentry.core.key_cache import KeyCache, KnownScopes
+from consentry.core.key_rows import KeyRow, Rewrapped, ScopeVersion, ShreddedKey, Tombstone
 from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.sealing import DataKey
 
 SUBJECT_SCOPE: Final = "*"
 """Tombstoned on full erasure: no key of any scope can be created for the subject again."""
 
-
-@dataclass(frozen=True, slots=True)
-class KeyRow:
-    """A stored, wrapped data key."""
-
-    key_id: str
-    subject_id: uuid.UUID
-    scope: str
-    version: int
-    wrapped: WrappedKey = field(repr=False)
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Tombstone:
-    """What is left of a destroyed key (or a scope closed before any key existed)."""
-
-    subject_id: uuid.UUID
-    scope: str
-    version: int
-    key_id: str | None
-    shredded_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ShreddedKey:
-    """A key that `destroy` or `destroy_keys` deleted."""
-
-    key_id: str
-    scope: str
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rewrapped:
-    """What one `rewrap` did: keys moved to the active KEK, keys no KEK of the provider opens."""
-
-    rewrapped: int
-    unreadable: int
+__all__ = ["SUBJECT_SCOPE", "KeyRow", "Keystore", "Rewrapped", "ShreddedKey", "Tombstone"]
 
 
 def normalise_reference(value: str) -> str:
@@ -93,23 +55,27 @@ class Keystore(ABC):
         # Ids minted here for new subjects: no key of theirs can exist but the cached ones.
         self._fresh: dict[uuid.UUID, None] = {}
         self._batch_created: dict[tuple[uuid.UUID, str], DataKey] = {}
+        self._known = KnownScopes(())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, wanted: Iterable[tuple[uuid.UUID, str]] = ()) -> Iterator[None]:
         """Makes the keys created and references linked inside one durable write.
 
         The ledger creates a batch's keys here and appends its events only after this returns, so
         no event is ever stored sealed under a key that is not durable yet. On an exception nothing
-        of the batch is kept, and no key of it stays in the cache.
+        of the batch is kept, and no key of it stays in the cache. `wanted` names the (subject,
+        scope) keys the batch will ask for: the scopes of those subjects the cache lacks are read
+        in one query, when the first of them is asked for.
         """
         with self._lock:
             if self._batch_keys is not None:
                 yield
                 return
             self._batch_keys = []
+            self._known = KnownScopes({s for s, scope in wanted if not self._cache.holds(s, scope)})
             try:
                 with self._transaction():
                     yield
@@ -122,6 +88,7 @@ class Keystore(ABC):
                 # links its reference is written.
                 self._fresh.clear()
                 self._batch_created.clear()
+                self._known = KnownScopes(())
 
     # -- data keys ---------------------------------------------------------------------------
 
@@ -168,11 +135,23 @@ class Keystore(ABC):
         if subject_id in self._fresh:
             # Minted in this batch: its only keys are the ones this batch created.
             return self._batch_created.get((subject_id, scope))
-        latest = self._latest(subject_id, scope)
+        known = self._known.scopes(subject_id, self._scopes_of)
+        if known is not None and scope not in known:
+            latest = None
+        elif known is not None and known[scope][1]:
+            raise ScopeShredded("the scope was shredded")
+        else:
+            # Unknown, or a live key the cache lacks: its row has the key bytes.
+            latest = self._latest(subject_id, scope)
         if isinstance(latest, Tombstone):
             raise ScopeShredded("the scope was shredded")
         if latest is None:
-            if self._subject_closed(subject_id):
+            closed = (
+                self._subject_closed(subject_id)
+                if known is None
+                else SUBJECT_SCOPE in known and known[SUBJECT_SCOPE][1]
+            )
+            if closed:
                 raise ScopeShredded("the subject is erased")
             return None
         key = self._unwrap(latest)
@@ -191,6 +170,7 @@ class Keystore(ABC):
             self.clock.now(),
         )
         self._insert_key(row)
+        self._known.created(row)
         key = DataKey.build(key_id, subject_id, scope, version, secret)
         if self._batch_keys is not None:
             self._batch_keys.append(key)
@@ -216,7 +196,7 @@ class Keystore(ABC):
     def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None) -> list[ShreddedKey]:
         """Deletes the key bytes of the scopes (every scope if None), leaving tombstones."""
         with self._lock:
-            self._fresh.pop(subject_id, None)
+            self._changed(subject_id)
             wanted = None if scopes is None else sorted(set(scopes))
             self._cache.forget(subject_id, lambda k: wanted is None or k.scope in wanted)
             return self._destroy(subject_id, wanted, self.clock.now())
@@ -227,7 +207,7 @@ class Keystore(ABC):
             wanted = sorted(set(key_ids))
             if not wanted:
                 return []
-            self._fresh.pop(subject_id, None)
+            self._changed(subject_id)
             self._cache.forget(subject_id, lambda k: k.key_id in wanted)
             return self._destroy_keys(subject_id, wanted, self.clock.now())
 
@@ -266,7 +246,7 @@ class Keystore(ABC):
     def tombstone(self, subject_id: uuid.UUID, scope: str) -> None:
         """Closes a scope that has no active key, so it can never be created silently."""
         with self._lock:
-            self._fresh.pop(subject_id, None)
+            self._changed(subject_id)
             latest = self._latest(subject_id, scope)
             if isinstance(latest, Tombstone):
                 return
@@ -281,6 +261,11 @@ class Keystore(ABC):
             return self._subject_closed(subject_id) or isinstance(
                 self._latest(subject_id, scope), Tombstone
             )
+
+    def _changed(self, subject_id: uuid.UUID) -> None:
+        """Forgets what the open batch knew of a subject whose keys are being destroyed or closed."""
+        self._fresh.pop(subject_id, None)
+        self._known.drop(subject_id)
 
     def _subject_closed(self, subject_id: uuid.UUID) -> bool:
         return isinstance(self._latest(subject_id, SUBJECT_SCOPE), Tombstone)
@@ -356,6 +341,10 @@ class Keystore(ABC):
     @abstractmethod
     def _latest(self, subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:
         """The row of the scope's highest version."""
+
+    @abstractmethod
+    def _scopes_of(self, subject_ids: Sequence[uuid.UUID]) -> list[ScopeVersion]:
+        """(subject, scope, version, shredded) of every row and tombstone of these subjects."""
 
     @abstractmethod
     def _key_by_id(self, key_id: str) -> KeyRow | Tombstone | None:

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from consentry.core.clock import Clock
 from consentry.core.errors import KeyExists
+from consentry.core.key_rows import ScopeVersion
 from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.keystore import KeyRow, Keystore, ShreddedKey, Tombstone
 
@@ -43,6 +44,14 @@ class InMemoryKeystore(Keystore):
     def _versions(self, subject_id: uuid.UUID, scope: str | None) -> list[KeyRow | Tombstone]:
         rows = [r for r in self._rows.values() if r.subject_id == subject_id]
         return sorted((r for r in rows if scope in (None, r.scope)), key=lambda r: (r.scope, r.version))
+
+    def _scopes_of(self, subject_ids: Sequence[uuid.UUID]) -> list[ScopeVersion]:
+        wanted = set(subject_ids)
+        return [
+            (r.subject_id, r.scope, r.version, isinstance(r, Tombstone))
+            for r in self._rows.values()
+            if r.subject_id in wanted
+        ]
 
     def _insert_key(self, row: KeyRow) -> None:
         slot = (row.subject_id, row.scope, row.version)

@@ -315,8 +315,16 @@ class Ledger:
     ) -> list[Outcome]:
         stored: list[StoredEvent] = []
         refused: set[uuid.UUID] = set()
-        # References and keys first, durable in one write; then the events that use them.
-        with self.keystore.batch():
+        # References and keys first, durable in one write; then the events that use them. The
+        # keystore reads the scopes of existing subjects whose keys it lacks in one query.
+        wanted = [
+            (subject_id, scope)
+            for subject_id, slot in pending.items()
+            if not slot.new
+            for event in slot.events
+            for scope in self.mapper.key_scopes(event)
+        ]
+        with self.keystore.batch(wanted):
             for subject_id, slot in pending.items():
                 if slot.new:
                     self.keystore.fresh_subject(subject_id)

@@ -62,6 +62,17 @@ class SealingMapper(Mapper[UUID]):
         )
         return sealed, stored
 
+    def key_scopes(self, event: LedgerEvent) -> set[str]:
+        """The scopes whose keys sealing the event needs (those of its personal values)."""
+        contract = self.codec.contract(event.avro_name)
+        scopes = set()
+        for name, scope_kind in contract.pii.items():
+            value = getattr(event, name)
+            values = value.values() if isinstance(value, Mapping) else (value,)
+            if any(isinstance(v, Personal) for v in values):
+                scopes.add(_scope(event, scope_kind))
+        return scopes
+
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         return self.decode(stored_event.state)
 
