@@ -21,13 +21,16 @@ NAME: Final = "ingest"
 THROUGHPUT: Final = Target(">=", 20_000, goal=50_000)
 OVERHEAD: Final = Target("<=", 20.0)
 METHOD: Final = (
-    "In process, real SQLite files in a temporary directory. Per batch of "
+    "Each variant in a process of its own (as a deployment runs one platform per process, so no "
+    "variant's garbage collection walks another's caches), real SQLite files in a temporary "
+    "directory. Per batch of "
     f"{BATCH} records: JSON text decoded, each record parsed by IntakeParser.from_json, "
     "Ledger.submit, then Platform.after_write() (shredder follow + views catch-up); only that is "
     "timed. Mix per subject: first a consent grant, then 60% data updates of 3-8 fields, 25% "
     "access.report records, 15% grants for more purposes; about 10 events per subject. The three "
-    "variants run interleaved batch by batch (rotating who goes first). events/s counts ledger "
-    "events appended (log positions); sealing overhead = plaintext rate / sealed rate - 1."
+    "variants run interleaved batch by batch, one at a time (rotating who goes first). events/s "
+    "counts ledger events appended (log positions); sealing overhead = plaintext rate / sealed "
+    "rate - 1."
 )
 
 

@@ -2,10 +2,11 @@
 
 `open_variant` opens the real embedded composition (`Platform.open`: SQLite files, keystore, views,
 EmbeddedRunner, Shredder) and, for a baseline, swaps only the ledger's mapper (plus what reads the
-log through it). `ingest` runs the full write path on a workload, batch after batch: JSON text
-decoded and parsed by `IntakeParser.from_json`, `Ledger.submit`, then `Platform.after_write()` (the
-shredder follows the log, the views catch up). `LogStore` builds each size's sealed log once; the
-ingest benchmark measures that build and the replay benchmark reuses it.
+log through it). `ingest` runs the full write path on a workload, batch after batch, each variant
+in a process of its own: JSON text decoded and parsed by `IntakeParser.from_json`,
+`Ledger.submit`, then `Platform.after_write()` (the shredder follows the log, the views catch up).
+`LogStore` builds each size's sealed log once; the ingest benchmark measures that build and the
+replay benchmark reuses it.
 """
 
 from __future__ import annotations
@@ -13,20 +14,22 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal, cast
 
 from bench.baselines import PlaintextMapper, WholeStateCipherMapper
 from bench.figures import BenchError
-from bench.workload import POLICY_PATH, PRODUCER, Workload, subjects_for
+from bench.workload import BENCH_DIR, POLICY_PATH, PRODUCER, Workload, subjects_for
 from consentry.core.errors import Rejected
 from consentry.core.intake import IntakeParser, IntakeRecord
+from consentry.core.runtime import tune_gc
 from consentry.core.settings import load_settings
 from consentry.ledger.subject import Outcome
 from consentry.platform import Platform
@@ -147,17 +150,83 @@ def _parse(parser: IntakeParser, item: object) -> IntakeRecord | Rejected:
         return exc
 
 
+class LaneProcess:
+    """A `Lane` in a child process of its own (`python -m bench.pipeline DATA_DIR VARIANT`).
+
+    In one process the variants would share one heap, and Python's cycle collector, which walks
+    every live object, would charge each variant for collecting the others' caches as well: the
+    platform with the most allocations (the sealed one) most of all. A deployment runs one
+    platform per process; so does each lane. The child reads one batch (JSON text) per line and
+    answers one JSON line per batch: its events so far and its busy seconds. An empty line ends
+    it: it closes its platform, checks what it stored and answers its IngestStats.
+    """
+
+    def __init__(self, data_dir: Path, variant: Variant) -> None:
+        self.variant = variant
+        self.events, self.seconds = 0, 0.0
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "bench.pipeline", str(data_dir), variant],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=BENCH_DIR.parent,
+            text=True,
+        )
+
+    def step(self, text: str) -> None:
+        """One batch through the child's full write path; returns once it is done."""
+        answer = self._ask(text)
+        self.events, self.seconds = answer["events"], answer["seconds"]
+
+    def finish(self) -> IngestStats:
+        stats = IngestStats(**self._ask(""))
+        self._child.wait(timeout=60)
+        return stats
+
+    def kill(self) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+
+    def _ask(self, line: str) -> dict[str, Any]:
+        assert self._child.stdin is not None and self._child.stdout is not None
+        try:
+            self._child.stdin.write(line + "\n")
+            self._child.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: its answer below is empty
+        answer = self._child.stdout.readline()
+        if not answer:
+            raise BenchError(f"the {self.variant} lane exited ({self._child.wait()}); see its stderr")
+        found: dict[str, Any] = json.loads(answer)
+        return found
+
+
+def serve_lane(data_dir: Path, variant: Variant) -> None:
+    """The child's side of `LaneProcess`: batches from stdin, answers on stdout."""
+    tune_gc()  # set up as `consentry run` sets up its process
+    lane = Lane(data_dir, variant)
+    for line in sys.stdin:
+        text = line.rstrip("\n")
+        if not text:
+            print(json.dumps(asdict(lane.finish())), flush=True)
+            return
+        lane.step(text)
+        print(json.dumps({"events": lane.position() - lane.first, "seconds": lane.busy()}), flush=True)
+    lane.platform.close()
+
+
 def ingest(events: int, lanes_dirs: Mapping[Variant, Path]) -> dict[Variant, IngestStats]:
     """Ingests one workload of about `events` events with each variant, batch by batch in turn.
 
-    Interleaving the variants batch by batch (and rotating who goes first) spreads the noise of
-    a shared 2-core machine evenly over them, so their ratios hold even when absolute rates wobble.
+    Each variant runs in its own process (`LaneProcess`), one batch at a time. Interleaving the
+    variants batch by batch (and rotating who goes first) spreads the noise of a shared 2-core
+    machine evenly over them, so their ratios hold even when absolute rates wobble.
     """
     workload = Workload(events, subjects_for(events))
-    lanes: list[Lane] = []
+    lanes: list[LaneProcess] = []
     try:
         for variant, data_dir in lanes_dirs.items():
-            lanes.append(Lane(data_dir, variant))
+            lanes.append(LaneProcess(data_dir, variant))
         next_report = time.monotonic() + PROGRESS_SECONDS
         for number, batch in enumerate(workload.batches()):
             text = json.dumps({"events": batch})  # the producer's work: not timed
@@ -167,18 +236,14 @@ def ingest(events: int, lanes_dirs: Mapping[Variant, Path]) -> dict[Variant, Ing
                 next_report = time.monotonic() + PROGRESS_SECONDS
                 _report(events, lanes)
         return {lane.variant: lane.finish() for lane in lanes}
-    except BaseException:
+    finally:
         for lane in lanes:
-            lane.platform.close()
-        raise
+            lane.kill()
 
 
-def _report(total: int, lanes: Sequence[Lane]) -> None:
-    done = lanes[0].position() - lanes[0].first
-    speeds = ", ".join(
-        f"{lane.variant} {(lane.position() - lane.first) / lane.busy():,.0f}/s" for lane in lanes
-    )
-    say(f"  ingest {total:,}: {done:,}/{total:,} events ({speeds})")
+def _report(total: int, lanes: Sequence[LaneProcess]) -> None:
+    speeds = ", ".join(f"{lane.variant} {lane.events / lane.seconds:,.0f}/s" for lane in lanes)
+    say(f"  ingest {total:,}: {lanes[0].events:,}/{total:,} events ({speeds})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,3 +285,8 @@ class LogStore:
         built = self._built.pop(size, None)
         if built is not None:
             shutil.rmtree(built.data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _, where, kind = sys.argv
+    serve_lane(Path(where), cast(Variant, kind))

@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 
 from consentry.core.errors import KeyProviderError, SealError
-from consentry.core.keys import LocalKeyFileProvider
+from consentry.core.keys import LocalKeyFileProvider, wrap_aad
+from consentry.core.keystore import new_key_id
 from consentry.core.sealing import DataKey, Personal, open_sealed, seal, seal_aad
 from tests.support import canary, master_key
 
@@ -33,6 +34,33 @@ def test_a_keys_cached_aad_is_the_aad_of_its_own_subject_scope_field_and_id() ->
         for field_name in ("email", "given_name", "é"):
             assert k.aad(field_name) == seal_aad(k.subject_id, k.scope, field_name, k.key_id)
     assert key.aad("email") != moved.aad("email")
+
+
+def _length_prefixed(*parts: bytes) -> bytes:
+    """The AAD layout of DESIGN.md: each part after a two-byte big-endian length."""
+    return b"".join(len(p).to_bytes(2, "big") + p for p in parts)
+
+
+@pytest.mark.parametrize("scope", ["identity", "purpose:marketing", "purpose:é"])
+def test_the_seal_and_wrap_aad_are_the_length_prefixed_parts_of_their_context(scope: str) -> None:
+    subject, key_id = uuid.uuid4(), new_key_id()
+    expected = _length_prefixed(
+        b"consentry.seal.v1", subject.bytes, scope.encode(), b"email", key_id.encode()
+    )
+    assert seal_aad(subject, scope, "email", key_id) == expected
+    assert DataKey.build(key_id, subject, scope, 1, os.urandom(32)).aad("email") == expected
+    for version in (1, 12):
+        assert wrap_aad(subject, scope, key_id, version) == _length_prefixed(
+            b"consentry.wrap.v1", subject.bytes, scope.encode(), key_id.encode(), str(version).encode()
+        )
+
+
+def test_key_ids_have_the_form_of_random_uuid4_hex_and_do_not_repeat() -> None:
+    ids = [new_key_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for key_id in ids:
+        parsed = uuid.UUID(hex=key_id)
+        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, key_id)
 
 
 def test_any_flipped_ciphertext_or_nonce_bit_fails_closed() -> None:

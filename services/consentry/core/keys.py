@@ -43,6 +43,8 @@ from consentry.core.transit import IntakeKey
 
 KEYFILE_FORMAT: Final = "consentry.keyfile/1"
 _WRAP_LABEL: Final = b"consentry.wrap.v1"
+# The wrap AAD's first two parts, length-prefixed (a subject id is 16 bytes), built once.
+_WRAP_HEAD: Final = struct.pack(">H", len(_WRAP_LABEL)) + _WRAP_LABEL + struct.pack(">H", 16)
 RELOAD_SECONDS: Final = 1.0
 """How long another process may go on using the KEKs of a key file that was rotated."""
 
@@ -56,15 +58,12 @@ class WrappedKey:
 
 
 def wrap_aad(subject_id: uuid.UUID, scope: str, key_id: str, kek_version: int) -> bytes:
-    """AAD binding a wrapped key to its subject, scope, key id and KEK version."""
-    parts = (
-        _WRAP_LABEL,
-        subject_id.bytes,
-        scope.encode(),
-        key_id.encode(),
-        str(kek_version).encode(),
-    )
-    return b"".join(struct.pack(">H", len(p)) + p for p in parts)
+    """AAD binding a wrapped key to its subject, scope, key id and KEK version.
+
+    Each part is length-prefixed (two bytes, big-endian): label, subject id, scope, key id, version.
+    """
+    tail = (scope.encode(), key_id.encode(), str(kek_version).encode())
+    return _WRAP_HEAD + subject_id.bytes + b"".join(struct.pack(">H", len(p)) + p for p in tail)
 
 
 class KeyProvider(ABC):

@@ -22,6 +22,9 @@ from consentry.core.errors import SealError
 
 NONCE_LEN: Final = 12
 _AAD_LABEL: Final = b"consentry.seal.v1"
+# The AAD's first two parts, length-prefixed as `_aad_part` does (a subject id is 16 bytes).
+_LABEL_PART: Final = struct.pack(">H", len(_AAD_LABEL)) + _AAD_LABEL
+_SUBJECT_PREFIX: Final = struct.pack(">H", 16)
 
 
 class Personal:
@@ -114,7 +117,7 @@ class DataKey:
 
     def aad(self, field_name: str) -> bytes:
         """The associated data of this key's value of `field_name` (as `seal_aad` builds it)."""
-        return self.aad_head + _field_part(field_name) + self.aad_tail
+        return self.aad_head + _text_part(field_name) + self.aad_tail
 
 
 def seal_aad(subject_id: uuid.UUID, scope: str, field_name: str, key_id: str) -> bytes:
@@ -128,13 +131,13 @@ def _aad_part(data: bytes) -> bytes:
 
 
 def _aad_head(subject_id: uuid.UUID, scope: str) -> bytes:
-    return _aad_part(_AAD_LABEL) + _aad_part(subject_id.bytes) + _aad_part(scope.encode())
+    return _LABEL_PART + _SUBJECT_PREFIX + subject_id.bytes + _text_part(scope)
 
 
 @functools.lru_cache(maxsize=4096)
-def _field_part(field_name: str) -> bytes:
-    # Field names come from the schemas and the policy: a few dozen, each encoded once.
-    return _aad_part(field_name.encode())
+def _text_part(text: str) -> bytes:
+    # Field names and scopes come from the schemas and the policy: a few dozen, each encoded once.
+    return _aad_part(text.encode())
 
 
 def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
