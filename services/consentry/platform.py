@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 
@@ -224,6 +225,15 @@ def open_keystore(settings: Settings) -> Keystore:
     return SQLiteKeystore(settings.data_dir / "keystore.db", key_provider(settings))
 
 
+_NO_TELEMETRY: Final[TelemetryConfig] = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
+
+
 class Measured:
     """ASGI middleware: counts requests by route and status and times them, for `/metrics`.
 
@@ -270,6 +280,11 @@ def create_app(platform: Platform) -> FastAPI:
         version=__version__,
         description="Consent-first customer data: every read is an event, erasure destroys keys.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry, once a tracer, meter or logger provider is set up in the
+        # process (or FASTAPI_OTEL_AUTO_CONFIGURE=true), records URL queries (an external
+        # reference is one) and validation failures with their messages. Personal data never goes
+        # to telemetry: the platform's metrics are its own (/metrics, route templates only).
+        telemetry=_NO_TELEMETRY,
     )
     registry = CollectorRegistry()
     requests = Counter(
