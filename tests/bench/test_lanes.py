@@ -29,6 +29,7 @@ def test_a_lane_process_ingests_each_batch_before_it_answers_and_then_reports_it
     assert (stats.variant, stats.events) == ("plaintext", seen[-1])
     assert stats.records == sum(len(json.loads(t)["events"]) for t in batches)
     assert stats.seconds == pytest.approx(lane.seconds) and stats.bytes_on_disk > 0
+    assert stats.cpu_seconds > 0
     assert (tmp_path / "plaintext" / "events.db").exists()
 
 
