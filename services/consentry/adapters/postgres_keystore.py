@@ -306,6 +306,13 @@ class PostgresKeystore(Keystore):
         rows = self._run("SELECT subject_id FROM {s}.references_index WHERE blind = %s", (blind,))
         return rows[0][0] if rows else None
 
+    def _get_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        rows = self._run(
+            "SELECT blind, subject_id FROM {s}.references_index WHERE blind = ANY(%(b)s)",
+            {"b": list(blinds)},
+        )
+        return {bytes(row[0]): row[1] for row in rows}
+
     def _drop_references(self, subject_id: uuid.UUID) -> int:
         return self._execute(
             "DELETE FROM {s}.references_index WHERE subject_id = %s", (subject_id,)

@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS erased_requests (
 
 
 _INSERT_KEY: Final = "INSERT INTO data_keys VALUES (?,?,?,?,?,?,?)"
-_IN_CHUNK: Final = 400  # subject ids per IN list (twice that many parameters per statement)
+_IN_CHUNK: Final = 400  # values per IN list (at most twice that many parameters per statement)
 
 
 class SQLiteKeystore(Keystore):
@@ -311,6 +311,18 @@ class SQLiteKeystore(Keystore):
     def _get_reference(self, blind: bytes) -> uuid.UUID | None:
         rows = self._query("SELECT subject_id FROM references_index WHERE blind=?", (blind,))
         return uuid.UUID(bytes=bytes(rows[0][0])) if rows else None
+
+    def _get_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        found: dict[bytes, uuid.UUID] = {}
+        for start in range(0, len(blinds), _IN_CHUNK):
+            chunk = blinds[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))  # placeholders; the blind indexes are parameters
+            rows = self._query(
+                f"SELECT blind, subject_id FROM references_index WHERE blind IN ({marks})",  # noqa: S608
+                chunk,
+            )
+            found |= {bytes(b): uuid.UUID(bytes=bytes(s)) for b, s in rows}
+        return found
 
     def _drop_references(self, subject_id: uuid.UUID) -> int:
         with self._transaction(), self._connection():

@@ -329,6 +329,11 @@ class Keystore(ABC):
         with self._lock:
             return self._get_reference(blind)
 
+    def find_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        """The subjects of those references that point somewhere (one query where possible)."""
+        with self._lock:
+            return self._get_references(blinds) if blinds else {}
+
     def drop_references(self, subject_id: uuid.UUID) -> int:
         """Removes every reference to the subject; returns how many."""
         with self._lock:
@@ -404,6 +409,10 @@ class Keystore(ABC):
     @abstractmethod
     def _get_reference(self, blind: bytes) -> uuid.UUID | None:
         """The subject of a reference."""
+
+    @abstractmethod
+    def _get_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        """The subjects of those references that exist."""
 
     @abstractmethod
     def _drop_references(self, subject_id: uuid.UUID) -> int:

@@ -104,6 +104,9 @@ class InMemoryKeystore(Keystore):
     def _get_reference(self, blind: bytes) -> uuid.UUID | None:
         return self._refs.get(blind)
 
+    def _get_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        return {b: self._refs[b] for b in blinds if b in self._refs}
+
     def _drop_references(self, subject_id: uuid.UUID) -> int:
         gone = [b for b, s in self._refs.items() if s == subject_id]
         for blind in gone:

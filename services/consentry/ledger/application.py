@@ -212,12 +212,19 @@ class Ledger:
         pending: dict[uuid.UUID, _Pending] = {}
         by_blind: dict[bytes, uuid.UUID] = {}
         outcomes: list[Outcome] = []
-        for record in records:
+        blinds = {
+            i: self.keystore.blind_index(r.namespace, r.ref_value)
+            for i, r in enumerate(records)
+            if not isinstance(r, Rejected)
+        }
+        # Every reference of the batch looked up at once; the batch's own new subjects go to by_blind.
+        linked = self.keystore.find_references(list(dict.fromkeys(blinds.values())))
+        for i, record in enumerate(records):
             if isinstance(record, Rejected):
                 outcomes.append(Outcome("rejected", None, None, record.reason, record.detail))
                 continue
-            blind = self.keystore.blind_index(record.namespace, record.ref_value)
-            subject_id = by_blind.get(blind) or self.keystore.find_reference(blind)
+            blind = blinds[i]
+            subject_id = by_blind.get(blind) or linked.get(blind)
             erased = None if subject_id is not None else self._erased_subject(producer, record)
             if erased is not None:
                 # A retry of a request the subject answered before its erasure dropped the reference:
