@@ -11,7 +11,7 @@ import itertools
 import json
 import uuid
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -152,97 +152,11 @@ class SqlViewStore(ViewStore):
 
     def _statement(self, change: Change) -> tuple[str, list[Sequence[object]]]:
         """The statement a change runs and its parameter rows (several for a bulk delete)."""
-        sql = self._sql
-        match change:
-            case PutValue(sealed=s):
-                return _one(
-                    sql(
-                        "INSERT INTO profile_values VALUES (?,?,?,?,?,?,?,?,?) "
-                        "ON CONFLICT (subject_id, purpose, field) DO UPDATE SET scope=excluded.scope, "
-                        "key_id=excluded.key_id, nonce=excluded.nonce, ciphertext=excluded.ciphertext, "
-                        "event_id=excluded.event_id, at=excluded.at"
-                    ),
-                    (
-                        change.subject_id.bytes,
-                        change.purpose,
-                        change.field_name,
-                        s.scope,
-                        s.key_id,
-                        s.nonce,
-                        s.ciphertext,
-                        change.event_id.bytes,
-                        ts(change.at),
-                    ),
-                )
-            case DropValues(scopes=None):
-                return _one(
-                    sql("DELETE FROM profile_values WHERE subject_id=?"), (change.subject_id.bytes,)
-                )
-            case DropValues(scopes=scopes):
-                return (
-                    sql("DELETE FROM profile_values WHERE subject_id=? AND scope=?"),
-                    [(change.subject_id.bytes, scope) for scope in scopes or ()],
-                )
-            case PutConsent(subject_id=subject_id, consent=c):
-                return _one(
-                    sql(
-                        "INSERT INTO consents VALUES (?,?,?,?,?,?,?) ON CONFLICT (subject_id, purpose) "
-                        "DO UPDATE SET status=excluded.status, lawful_basis=excluded.lawful_basis, "
-                        "since=excluded.since, expires_at=excluded.expires_at, "
-                        "event_id=excluded.event_id"
-                    ),
-                    (
-                        subject_id.bytes,
-                        c.purpose,
-                        c.status,
-                        c.lawful_basis,
-                        ts(c.since),
-                        ts(c.expires_at),
-                        change.event_id.bytes,
-                    ),
-                )
-            case AddAccess(subject_id=subject_id, access=a):
-                return _one(
-                    sql("INSERT INTO accesses VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"),
-                    (
-                        a.event_id.bytes,
-                        subject_id.bytes,
-                        a.actor_id,
-                        a.role,
-                        a.purpose,
-                        json.dumps(list(a.field_names)),
-                        a.kind,
-                        int(a.allowed),
-                        a.reason,
-                        ts(a.at),
-                    ),
-                )
-            case PutSubject():
-                return _one(
-                    sql(
-                        "INSERT INTO subjects VALUES (?,?,?,?) ON CONFLICT (subject_id) DO UPDATE SET "
-                        "status=excluded.status, at=excluded.at, version=excluded.version"
-                    ),
-                    (change.subject_id.bytes, change.status, ts(change.at), change.version),
-                )
-            case PutErasure(subject_id=subject_id, erasure=e):
-                return _one(
-                    sql(
-                        "INSERT INTO erasures VALUES (?,?,?,?,?,?) ON CONFLICT (subject_id) DO UPDATE "
-                        "SET status=excluded.status, at=excluded.at, event_id=excluded.event_id, "
-                        "certificate=excluded.certificate, signature=excluded.signature"
-                    ),
-                    (subject_id.bytes, e.status, ts(e.at), e.event_id.bytes, e.certificate, e.signature),
-                )
-            case MarkApplied():
-                return _one(
-                    sql(
-                        "INSERT INTO applied VALUES (?,?) ON CONFLICT (subject_id) "
-                        "DO UPDATE SET sequence=excluded.sequence"
-                    ),
-                    (change.subject_id.bytes, change.sequence),
-                )
-        raise ViewStoreError(f"unknown view change {type(change).__name__}")
+        write = _WRITES.get(type(change))
+        if write is None:
+            raise ViewStoreError(f"unknown view change {type(change).__name__}")
+        sql, rows = write(change)
+        return self._sql(sql), rows
 
     def reset(self, name: str) -> None:
         with self._transaction() as cur:
@@ -321,8 +235,118 @@ class SqlViewStore(ViewStore):
         }
 
 
-def _one(sql: str, params: Sequence[object]) -> tuple[str, list[Sequence[object]]]:
+Write = tuple[str, list[Sequence[object]]]
+
+
+def _one(sql: str, params: Sequence[object]) -> Write:
     return sql, [params]
+
+
+# One function per kind of change, found by its type: a view change is written for every event a
+# rebuild projects, and a lookup costs less than trying a `match` statement's cases in turn.
+def _put_value(change: PutValue) -> Write:
+    s = change.sealed
+    return _one(
+        "INSERT INTO profile_values VALUES (?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (subject_id, purpose, field) DO UPDATE SET scope=excluded.scope, "
+        "key_id=excluded.key_id, nonce=excluded.nonce, ciphertext=excluded.ciphertext, "
+        "event_id=excluded.event_id, at=excluded.at",
+        (
+            change.subject_id.bytes,
+            change.purpose,
+            change.field_name,
+            s.scope,
+            s.key_id,
+            s.nonce,
+            s.ciphertext,
+            change.event_id.bytes,
+            ts(change.at),
+        ),
+    )
+
+
+def _drop_values(change: DropValues) -> Write:
+    if change.scopes is None:
+        return _one("DELETE FROM profile_values WHERE subject_id=?", (change.subject_id.bytes,))
+    return (
+        "DELETE FROM profile_values WHERE subject_id=? AND scope=?",
+        [(change.subject_id.bytes, scope) for scope in change.scopes],
+    )
+
+
+def _put_consent(change: PutConsent) -> Write:
+    c = change.consent
+    return _one(
+        "INSERT INTO consents VALUES (?,?,?,?,?,?,?) ON CONFLICT (subject_id, purpose) "
+        "DO UPDATE SET status=excluded.status, lawful_basis=excluded.lawful_basis, "
+        "since=excluded.since, expires_at=excluded.expires_at, "
+        "event_id=excluded.event_id",
+        (
+            change.subject_id.bytes,
+            c.purpose,
+            c.status,
+            c.lawful_basis,
+            ts(c.since),
+            ts(c.expires_at),
+            change.event_id.bytes,
+        ),
+    )
+
+
+def _add_access(change: AddAccess) -> Write:
+    a = change.access
+    return _one(
+        "INSERT INTO accesses VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        (
+            a.event_id.bytes,
+            change.subject_id.bytes,
+            a.actor_id,
+            a.role,
+            a.purpose,
+            json.dumps(list(a.field_names)),
+            a.kind,
+            int(a.allowed),
+            a.reason,
+            ts(a.at),
+        ),
+    )
+
+
+def _put_subject(change: PutSubject) -> Write:
+    return _one(
+        "INSERT INTO subjects VALUES (?,?,?,?) ON CONFLICT (subject_id) DO UPDATE SET "
+        "status=excluded.status, at=excluded.at, version=excluded.version",
+        (change.subject_id.bytes, change.status, ts(change.at), change.version),
+    )
+
+
+def _put_erasure(change: PutErasure) -> Write:
+    e = change.erasure
+    return _one(
+        "INSERT INTO erasures VALUES (?,?,?,?,?,?) ON CONFLICT (subject_id) DO UPDATE "
+        "SET status=excluded.status, at=excluded.at, event_id=excluded.event_id, "
+        "certificate=excluded.certificate, signature=excluded.signature",
+        (change.subject_id.bytes, e.status, ts(e.at), e.event_id.bytes, e.certificate, e.signature),
+    )
+
+
+def _mark_applied(change: MarkApplied) -> Write:
+    return _one(
+        "INSERT INTO applied VALUES (?,?) ON CONFLICT (subject_id) "
+        "DO UPDATE SET sequence=excluded.sequence",
+        (change.subject_id.bytes, change.sequence),
+    )
+
+
+_WRITES: dict[type, Callable[[Any], Write]] = {
+    PutValue: _put_value,
+    DropValues: _drop_values,
+    PutConsent: _put_consent,
+    AddAccess: _add_access,
+    PutSubject: _put_subject,
+    PutErasure: _put_erasure,
+    MarkApplied: _mark_applied,
+}
 
 
 def _chunks(items: list[uuid.UUID], size: int) -> Iterator[list[uuid.UUID]]:
