@@ -222,7 +222,7 @@ def open_api(settings: Settings) -> Platform:
 def project_batch(codec: AvroCodec, views: ViewStore, records: Sequence[tuple[int, int, bytes]]) -> int:
     """Projects (partition, offset, value) records into the views with their offsets, atomically."""
     events = [event_from_record(*codec.decode(value)) for _, _, value in records]
-    applied = views.applied(sorted({e.meta.subject_id for e in events}))
+    applied = views.applied(list({e.meta.subject_id: None for e in events}))
     positions: dict[str, int] = {}
     for partition, offset, _ in records:
         positions[f"kafka:{partition}"] = max(positions.get(f"kafka:{partition}", 0), offset + 1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from consentry.core import events as ev
 from consentry.core.sealing import SealedValue
@@ -24,63 +25,97 @@ from consentry.core.views import (
 
 def project(event: ev.LedgerEvent) -> list[Change]:
     """The changes one event makes to the read models."""
+    found = _PROJECTIONS.get(type(event))
+    return [] if found is None else found(event)
+
+
+def _reference_linked(event: ev.ReferenceLinked) -> list[Change]:
     meta = event.meta
-    subject = meta.subject_id
-    match event:
-        case ev.ReferenceLinked():
-            return [PutSubject(subject, "active", meta.occurred_at, meta.sequence)]
-        case ev.ConsentGranted():
-            granted = ConsentRow(
-                event.purpose, "granted", event.lawful_basis, meta.occurred_at, event.expires_at
-            )
-            return [PutConsent(subject, granted, meta.event_id)]
-        case ev.ConsentWithdrawn():
-            withdrawn = ConsentRow(event.purpose, "withdrawn", "consent", meta.occurred_at, None)
-            return [PutConsent(subject, withdrawn, meta.event_id)]
-        case ev.ConsentExpired():
-            expired = ConsentRow(event.purpose, "expired", "consent", event.expired_at, event.expired_at)
-            return [PutConsent(subject, expired, meta.event_id)]
-        case ev.DataUpdated():
-            return [
-                PutValue(subject, event.purpose, name, value, meta.event_id, meta.occurred_at)
-                for name, value in sorted(event.fields.items())
-                if isinstance(value, SealedValue)
-            ]
-        case ev.DataAccessed():
-            return [_access(event, event.field_names, event.access_kind)]
-        case ev.AccessDenied():
-            return [_access(event, (), event.access_kind, reason=event.reason)]
-        case ev.DataShared():
-            return [_access(event, event.field_names, f"share:{event.processor}")]
-        case ev.ErasureRequested():
-            return [
-                PutSubject(subject, "erasing", meta.recorded_at, meta.sequence),
-                PutErasure(subject, ErasureRow("requested", meta.recorded_at, meta.event_id)),
-            ]
-        case ev.KeysShredded():
-            changes: list[Change] = [
-                DropValues(subject, event.scopes if event.reason != "erasure" else None)
-            ]
-            if event.reason == "erasure":
-                changes.append(
-                    PutErasure(
-                        subject,
-                        ErasureRow(
-                            "erased",
-                            meta.recorded_at,
-                            meta.event_id,
-                            event.certificate,
-                            event.signature,
-                        ),
-                    )
-                )
-            return changes
-        case ev.SubjectErased():
-            return [
-                DropValues(subject, None),
-                PutSubject(subject, "erased", meta.recorded_at, meta.sequence),
-            ]
-    return []
+    return [PutSubject(meta.subject_id, "active", meta.occurred_at, meta.sequence)]
+
+
+def _consent_granted(event: ev.ConsentGranted) -> list[Change]:
+    meta = event.meta
+    granted = ConsentRow(
+        event.purpose, "granted", event.lawful_basis, meta.occurred_at, event.expires_at
+    )
+    return [PutConsent(meta.subject_id, granted, meta.event_id)]
+
+
+def _consent_withdrawn(event: ev.ConsentWithdrawn) -> list[Change]:
+    meta = event.meta
+    withdrawn = ConsentRow(event.purpose, "withdrawn", "consent", meta.occurred_at, None)
+    return [PutConsent(meta.subject_id, withdrawn, meta.event_id)]
+
+
+def _consent_expired(event: ev.ConsentExpired) -> list[Change]:
+    meta = event.meta
+    expired = ConsentRow(event.purpose, "expired", "consent", event.expired_at, event.expired_at)
+    return [PutConsent(meta.subject_id, expired, meta.event_id)]
+
+
+def _data_updated(event: ev.DataUpdated) -> list[Change]:
+    meta = event.meta
+    return [
+        PutValue(meta.subject_id, event.purpose, name, value, meta.event_id, meta.occurred_at)
+        for name, value in sorted(event.fields.items())
+        if isinstance(value, SealedValue)
+    ]
+
+
+def _data_accessed(event: ev.DataAccessed) -> list[Change]:
+    return [_access(event, event.field_names, event.access_kind)]
+
+
+def _access_denied(event: ev.AccessDenied) -> list[Change]:
+    return [_access(event, (), event.access_kind, reason=event.reason)]
+
+
+def _data_shared(event: ev.DataShared) -> list[Change]:
+    return [_access(event, event.field_names, f"share:{event.processor}")]
+
+
+def _erasure_requested(event: ev.ErasureRequested) -> list[Change]:
+    meta = event.meta
+    return [
+        PutSubject(meta.subject_id, "erasing", meta.recorded_at, meta.sequence),
+        PutErasure(meta.subject_id, ErasureRow("requested", meta.recorded_at, meta.event_id)),
+    ]
+
+
+def _keys_shredded(event: ev.KeysShredded) -> list[Change]:
+    meta = event.meta
+    erasure = event.reason == "erasure"
+    changes: list[Change] = [DropValues(meta.subject_id, None if erasure else event.scopes)]
+    if erasure:
+        row = ErasureRow("erased", meta.recorded_at, meta.event_id, event.certificate, event.signature)
+        changes.append(PutErasure(meta.subject_id, row))
+    return changes
+
+
+def _subject_erased(event: ev.SubjectErased) -> list[Change]:
+    meta = event.meta
+    return [
+        DropValues(meta.subject_id, None),
+        PutSubject(meta.subject_id, "erased", meta.recorded_at, meta.sequence),
+    ]
+
+
+# The projection of each event type, found by the event's type (every replayed event asks); the
+# other event types change no read model.
+_PROJECTIONS: dict[type, Callable[[Any], list[Change]]] = {
+    ev.ReferenceLinked: _reference_linked,
+    ev.ConsentGranted: _consent_granted,
+    ev.ConsentWithdrawn: _consent_withdrawn,
+    ev.ConsentExpired: _consent_expired,
+    ev.DataUpdated: _data_updated,
+    ev.DataAccessed: _data_accessed,
+    ev.AccessDenied: _access_denied,
+    ev.DataShared: _data_shared,
+    ev.ErasureRequested: _erasure_requested,
+    ev.KeysShredded: _keys_shredded,
+    ev.SubjectErased: _subject_erased,
+}
 
 
 def _access(
