@@ -6,16 +6,13 @@ once its reference is gone. Destroying a scope deletes its key bytes and leaves 
 scope can never be silently recreated: a returning customer gets a new subject, or the caller asks
 for a new key version on purpose. Single versions can be destroyed too, so a withdrawal never takes
 a re-consent's newer version with it. Adapters implement the storage primitives; wrapping, caching
-and the rules live here.
+and the rules live here, the reference look-ups in `consentry.core.references`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import threading
-import unicodedata
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,12 +25,21 @@ from consentry.core.errors import KeyExists, KeyNotFound, KeyProviderError, Scop
 from consentry.core.key_cache import KeyCache, KnownScopes
 from consentry.core.key_rows import KeyRow, Rewrapped, ScopeVersion, ShreddedKey, Tombstone
 from consentry.core.keys import KeyProvider, WrappedKey
+from consentry.core.references import ReferenceIndex, normalise_reference
 from consentry.core.sealing import DataKey
 
 SUBJECT_SCOPE: Final = "*"
 """Tombstoned on full erasure: no key of any scope can be created for the subject again."""
 
-__all__ = ["SUBJECT_SCOPE", "KeyRow", "Keystore", "Rewrapped", "ShreddedKey", "Tombstone"]
+__all__ = [
+    "SUBJECT_SCOPE",
+    "KeyRow",
+    "Keystore",
+    "Rewrapped",
+    "ShreddedKey",
+    "Tombstone",
+    "normalise_reference",
+]
 
 
 def new_key_id() -> str:
@@ -44,12 +50,7 @@ def new_key_id() -> str:
     return raw.hex()
 
 
-def normalise_reference(value: str) -> str:
-    """The form references are indexed in: NFKC, trimmed, case-folded."""
-    return unicodedata.normalize("NFKC", value).strip().casefold()
-
-
-class Keystore(ABC):
+class Keystore(ReferenceIndex, ABC):
     """Creates, finds and destroys data keys; finds subjects by blind-indexed references."""
 
     def __init__(
@@ -246,11 +247,6 @@ class Keystore(ABC):
                 self._put_erased_requests(digests, subject_id)
             return destroyed
 
-    def find_erased_request(self, digest: bytes) -> uuid.UUID | None:
-        """The erased subject whose history answered the request with that digest, if any."""
-        with self._lock:
-            return self._get_erased_request(digest)
-
     def tombstone(self, subject_id: uuid.UUID, scope: str) -> None:
         """Closes a scope that has no active key, so it can never be created silently."""
         with self._lock:
@@ -312,34 +308,7 @@ class Keystore(ABC):
         with self._lock:
             return self._kek_counts()
 
-    # -- blind index of external references ----------------------------------------------------
-
-    def blind_index(self, namespace: str, value: str) -> bytes:
-        """HMAC-SHA256 of namespace and normalised value under the index key."""
-        message = namespace.encode() + b"\x00" + normalise_reference(value).encode()
-        return hmac.new(self.provider.index_key(), message, hashlib.sha256).digest()
-
-    def link_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
-        """Points a reference at a subject unless it already points somewhere; returns the winner."""
-        with self._lock:
-            return self._put_reference(blind, subject_id)
-
-    def find_reference(self, blind: bytes) -> uuid.UUID | None:
-        """The subject a reference points at, if any."""
-        with self._lock:
-            return self._get_reference(blind)
-
-    def find_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
-        """The subjects of those references that point somewhere (one query where possible)."""
-        with self._lock:
-            return self._get_references(blinds) if blinds else {}
-
-    def drop_references(self, subject_id: uuid.UUID) -> int:
-        """Removes every reference to the subject; returns how many."""
-        with self._lock:
-            return self._drop_references(subject_id)
-
-    def close(self) -> None:  # noqa: B027 - optional hook, adapters without resources keep it
+    def close(self) -> None:
         """Releases the adapter's resources."""
 
     # -- storage primitives --------------------------------------------------------------------
@@ -399,29 +368,5 @@ class Keystore(ABC):
     def _kek_counts(self) -> dict[int, int]:
         """Live keys per KEK version."""
 
-    def _after_rewrap(self) -> None:  # noqa: B027 - optional hook
+    def _after_rewrap(self) -> None:
         """Lets an adapter scrub the old wrapped bytes from its files (SQLite empties its WAL)."""
-
-    @abstractmethod
-    def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
-        """Inserts the reference if absent; returns the subject it points at."""
-
-    @abstractmethod
-    def _get_reference(self, blind: bytes) -> uuid.UUID | None:
-        """The subject of a reference."""
-
-    @abstractmethod
-    def _get_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
-        """The subjects of those references that exist."""
-
-    @abstractmethod
-    def _drop_references(self, subject_id: uuid.UUID) -> int:
-        """Deletes the subject's references."""
-
-    @abstractmethod
-    def _put_erased_requests(self, digests: Sequence[bytes], subject_id: uuid.UUID) -> None:
-        """Points each request digest at the erased subject; a digest already stored stays as it is."""
-
-    @abstractmethod
-    def _get_erased_request(self, digest: bytes) -> uuid.UUID | None:
-        """The erased subject of a request digest."""

@@ -1,0 +1,90 @@
+"""The blind index of external references, and the request digests of erased subjects.
+
+External references (`shop:123`, an email used for look-up) are never stored: the keystore keeps
+HMAC-SHA256(index key, namespace + normalised value) and the subject it points at (DESIGN.md §3).
+An erasure drops the subject's references, but keeps the digests of the requests its history
+answered, so a request retried after the erasure is still recognised. This is the look-up half of
+the keystore port; `Keystore` inherits it and its adapters implement the primitives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import unicodedata
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from consentry.core.keys import KeyProvider
+
+
+def normalise_reference(value: str) -> str:
+    """The form references are indexed in: NFKC, trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", value).strip().casefold()
+
+
+class ReferenceIndex(ABC):
+    """Finds subjects by blind-indexed external references (and erased subjects by request)."""
+
+    # Set by the keystore: the provider of the index key, and the lock around every store call.
+    provider: KeyProvider
+    _lock: AbstractContextManager[Any]
+
+    def blind_index(self, namespace: str, value: str) -> bytes:
+        """HMAC-SHA256 of namespace and normalised value under the index key."""
+        message = namespace.encode() + b"\x00" + normalise_reference(value).encode()
+        return hmac.new(self.provider.index_key(), message, hashlib.sha256).digest()
+
+    def link_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
+        """Points a reference at a subject unless it already points somewhere; returns the winner."""
+        with self._lock:
+            return self._put_reference(blind, subject_id)
+
+    def find_reference(self, blind: bytes) -> uuid.UUID | None:
+        """The subject a reference points at, if any."""
+        with self._lock:
+            return self._get_reference(blind)
+
+    def find_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        """The subjects of those references that point somewhere (one query where possible)."""
+        with self._lock:
+            return self._get_references(blinds) if blinds else {}
+
+    def drop_references(self, subject_id: uuid.UUID) -> int:
+        """Removes every reference to the subject; returns how many."""
+        with self._lock:
+            return self._drop_references(subject_id)
+
+    def find_erased_request(self, digest: bytes) -> uuid.UUID | None:
+        """The erased subject whose history answered the request with that digest, if any."""
+        with self._lock:
+            return self._get_erased_request(digest)
+
+    # -- storage primitives --------------------------------------------------------------------
+
+    @abstractmethod
+    def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
+        """Inserts the reference if absent; returns the subject it points at."""
+
+    @abstractmethod
+    def _get_reference(self, blind: bytes) -> uuid.UUID | None:
+        """The subject of a reference."""
+
+    @abstractmethod
+    def _get_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        """The subjects of those references that exist."""
+
+    @abstractmethod
+    def _drop_references(self, subject_id: uuid.UUID) -> int:
+        """Deletes the subject's references."""
+
+    @abstractmethod
+    def _put_erased_requests(self, digests: Sequence[bytes], subject_id: uuid.UUID) -> None:
+        """Points each request digest at the erased subject; a digest already stored stays as it is."""
+
+    @abstractmethod
+    def _get_erased_request(self, digest: bytes) -> uuid.UUID | None:
+        """The erased subject of a request digest."""
