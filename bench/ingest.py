@@ -21,9 +21,9 @@ NAME: Final = "ingest"
 THROUGHPUT: Final = Target(">=", 20_000, goal=50_000)
 OVERHEAD: Final = Target("<=", 20.0)
 METHOD: Final = (
-    "Each variant in a process of its own (as a deployment runs one platform per process, so no "
-    "variant's garbage collection walks another's caches), real SQLite files in a temporary "
-    "directory. Per batch of "
+    "Each variant in a process of its own (as a deployment runs one platform per process; no "
+    "variant shares a heap, a collector or CPU caches with another), real SQLite files in a "
+    "temporary directory. Per batch of "
     f"{BATCH} records: JSON text decoded, each record parsed by IntakeParser.from_json, "
     "Ledger.submit, then Platform.after_write() (shredder follow + views catch-up); only that is "
     "timed. Mix per subject: first a consent grant, then 60% data updates of 3-8 fields, 25% "

@@ -35,7 +35,7 @@ from consentry.core.intake import IntakeParser
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider
 from consentry.core.keystore import Keystore
 from consentry.core.policy import Policy, load_policy
-from consentry.core.problems import Problem
+from consentry.core.problems import Problem, invalid_request
 from consentry.core.settings import Settings
 from consentry.core.views import ViewStore
 from consentry.intake.http import intake_router
@@ -330,9 +330,7 @@ def create_app(platform: Platform) -> FastAPI:
         where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
         in_body = any(e["loc"][:1] == ("body",) for e in exc.errors())
         reason = Reason.MALFORMED_REQUEST if in_body else Reason.INVALID_VALUE
-        body = Problem(422, "invalid-request", "invalid: " + ", ".join(where)[:300], reason=reason).body(
-            request.url.path
-        )
+        body = invalid_request(", ".join(where)[:300], reason).body(request.url.path)
         return JSONResponse(body, status_code=422, media_type="application/problem+json")
 
     @app.exception_handler(HTTPException)

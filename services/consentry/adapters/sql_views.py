@@ -59,23 +59,19 @@ def _dt(value: Any) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
-# The table each change writes: profile_values for both value changes, one table for each other.
-_TABLE_RANKS: dict[type, int] = {
-    PutValue: 0,
-    DropValues: 0,
-    PutConsent: 1,
-    AddAccess: 2,
-    PutSubject: 3,
-    PutErasure: 4,
-    MarkApplied: 5,
-}
+def _write_of(change: Change) -> tuple[int, Callable[[Any], Write]]:
+    """The rank of the table a change writes, and the function that writes it."""
+    found = _WRITES.get(type(change))
+    if found is None:
+        raise ViewStoreError(f"unknown view change {type(change).__name__}")
+    return found
 
 
 def _table_rank(change: Change) -> int:
-    rank = _TABLE_RANKS.get(type(change))
-    if rank is None:
-        raise ViewStoreError(f"unknown view change {type(change).__name__}")
-    return rank
+    return _write_of(change)[0]
+
+
+Write = tuple[str, list[Sequence[object]]]
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -152,10 +148,7 @@ class SqlViewStore(ViewStore):
 
     def _statement(self, change: Change) -> tuple[str, list[Sequence[object]]]:
         """The statement a change runs and its parameter rows (several for a bulk delete)."""
-        write = _WRITES.get(type(change))
-        if write is None:
-            raise ViewStoreError(f"unknown view change {type(change).__name__}")
-        sql, rows = write(change)
+        sql, rows = _write_of(change)[1](change)
         return self._sql(sql), rows
 
     def reset(self, name: str) -> None:
@@ -233,9 +226,6 @@ class SqlViewStore(ViewStore):
             )
             for table in VIEW_TABLES
         }
-
-
-Write = tuple[str, list[Sequence[object]]]
 
 
 def _one(sql: str, params: Sequence[object]) -> Write:
@@ -338,14 +328,16 @@ def _mark_applied(change: MarkApplied) -> Write:
     )
 
 
-_WRITES: dict[type, Callable[[Any], Write]] = {
-    PutValue: _put_value,
-    DropValues: _drop_values,
-    PutConsent: _put_consent,
-    AddAccess: _add_access,
-    PutSubject: _put_subject,
-    PutErasure: _put_erasure,
-    MarkApplied: _mark_applied,
+# Per kind of change: the rank of the table it writes (both value changes write profile_values,
+# every other kind a table of its own), so a page can go table by table, and its write.
+_WRITES: dict[type, tuple[int, Callable[[Any], Write]]] = {
+    PutValue: (0, _put_value),
+    DropValues: (0, _drop_values),
+    PutConsent: (1, _put_consent),
+    AddAccess: (2, _add_access),
+    PutSubject: (3, _put_subject),
+    PutErasure: (4, _put_erasure),
+    MarkApplied: (5, _mark_applied),
 }
 
 

@@ -120,7 +120,8 @@ class KnownScopes:
             return None
         if self._scopes is None:
             self._scopes = {s: {} for s in self._subjects}
-            for subject, scope, version, shredded in read(sorted(self._subjects)):
+            # In any order: sorting UUID objects would compare them in Python.
+            for subject, scope, version, shredded in read(list(self._subjects)):
                 held = self._scopes[subject]
                 newest = held.get(scope)
                 if newest is None or newest[0] < version:

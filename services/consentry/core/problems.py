@@ -31,3 +31,8 @@ class Problem(Exception):
             "instance": instance,
             **self.extra,
         }
+
+
+def invalid_request(where: str, reason: Reason = Reason.INVALID_VALUE) -> Problem:
+    """The 422 of a request whose named parts (`path.subject_id`, `query.purpose`...) are invalid."""
+    return Problem(422, "invalid-request", f"invalid: {where}", reason=reason)
