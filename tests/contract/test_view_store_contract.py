@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -155,6 +156,37 @@ class TestSQLiteViewStore(ViewStoreContract):
         store = SQLiteViewStore(tmp_path / "views.db")
         yield store
         store.close()
+
+    def test_a_read_sees_the_last_commit_without_waiting_for_an_apply_under_way(
+        self, store: ViewStore
+    ) -> None:
+        # The event loop reads the views itself (`reads_inline`): a read must never wait behind a
+        # page being applied, which holds the writer's lock for its whole transaction.
+        assert isinstance(store, SQLiteViewStore) and store.reads_inline
+        subject = uuid.uuid4()
+        store.apply("views", [MarkApplied(subject, 1)], 1)
+        inside, release = threading.Event(), threading.Event()
+
+        def slow_apply() -> None:
+            with store._transaction() as cur:
+                cur.execute("UPDATE applied SET sequence = 2")
+                inside.set()
+                release.wait(10)
+
+        writer = threading.Thread(target=slow_apply)
+        writer.start()
+        assert inside.wait(10)
+        seen: list[dict[uuid.UUID, int]] = []
+        reader = threading.Thread(target=lambda: seen.append(store.applied([subject])))
+        reader.start()
+        reader.join(timeout=5)
+        finished = not reader.is_alive()
+        release.set()
+        writer.join(timeout=10)
+        reader.join(timeout=10)
+        assert finished, "the read waited for the apply"
+        assert seen == [{subject: 1}]
+        assert store.applied([subject]) == {subject: 2}
 
 
 class TestPostgresViewStore(ViewStoreContract):

@@ -1,14 +1,16 @@
-"""Group commit: concurrent callers share a run, yet each gets exactly its own outcomes or error."""
+"""Group commit: concurrent callers (threads or coroutines) share a run, yet each gets exactly its
+own outcomes or error."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
 
 import pytest
 
-from consentry.ledger.group import GroupCommit
+from consentry.ledger.group import AsyncGroupCommit, GroupCommit
 
 CALLERS = 16
 
@@ -58,23 +60,78 @@ def test_concurrent_callers_share_runs_and_each_gets_its_own_outcomes() -> None:
     assert sorted(item for batch in run.runs for item in batch) == sorted(i for c in calls for i in c)
 
 
-def test_a_failing_caller_fails_alone_and_the_others_of_its_group_still_succeed() -> None:
-    run = Recorder()
+BAD = 5
+
+
+def _calls_with_a_bad_one() -> list[list[str]]:
     calls = [[f"c{i}"] for i in range(CALLERS)]
-    calls[5] = ["bad-5"]
-    results = _call_all(GroupCommit(run), calls)
+    calls[BAD] = [f"bad-{BAD}"]
+    return calls
+
+
+def _only_the_bad_caller_failed(results: Sequence[object], run: Recorder) -> None:
     for index, result in enumerate(results):
-        if index == 5:
+        if index == BAD:
             assert isinstance(result, ValueError)
         else:
             assert result == [f"C{index}"]
     # Every good item was written exactly once with outcomes (a failed group writes nothing).
     succeeded = [batch for batch in run.runs if not any(i.startswith("bad") for i in batch)]
     assert sorted(i for batch in succeeded for i in batch) == sorted(
-        f"c{i}" for i in range(CALLERS) if i != 5
+        f"c{i}" for i in range(CALLERS) if i != BAD
     )
+
+
+def test_a_failing_caller_fails_alone_and_the_others_of_its_group_still_succeed() -> None:
+    run = Recorder()
+    _only_the_bad_caller_failed(_call_all(GroupCommit(run), _calls_with_a_bad_one()), run)
 
 
 def test_a_lone_caller_gets_its_error() -> None:
     with pytest.raises(ValueError, match="bad item"):
         GroupCommit(Recorder())(["bad"])
+
+
+# -- the same rules for coroutines on one event loop ---------------------------------------------
+
+
+async def _await_all(group: AsyncGroupCommit[str, str], calls: list[list[str]]) -> list[object]:
+    return list(await asyncio.gather(*(group(call) for call in calls), return_exceptions=True))
+
+
+async def test_awaiting_callers_share_runs_in_one_thread_and_each_gets_its_own_outcomes() -> None:
+    run = Recorder()
+    calls = [[f"c{i}-a", f"c{i}-b"] for i in range(CALLERS)]
+    threads: set[str] = set()
+
+    def traced(items: Sequence[str]) -> list[str]:
+        threads.add(threading.current_thread().name)
+        return run(items)
+
+    results = await _await_all(AsyncGroupCommit(traced), calls)
+    assert results == [[item.upper() for item in call] for call in calls]
+    assert len(run.runs) < CALLERS
+    assert sorted(item for batch in run.runs for item in batch) == sorted(i for c in calls for i in c)
+    # The runs happened off the event loop's thread.
+    assert threading.current_thread().name not in threads
+
+
+async def test_an_awaiting_caller_that_fails_fails_alone() -> None:
+    run = Recorder()
+    results = await _await_all(AsyncGroupCommit(run), _calls_with_a_bad_one())
+    _only_the_bad_caller_failed(results, run)
+
+
+async def test_a_cancelled_caller_stops_waiting_and_its_commands_are_still_written() -> None:
+    run = Recorder()
+    group: AsyncGroupCommit[str, str] = AsyncGroupCommit(run)
+    first = asyncio.ensure_future(group(["first"]))
+    await asyncio.sleep(0)  # the first group is being written
+    gone = asyncio.ensure_future(group(["gone"]))
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert await first == ["FIRST"]
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert await group(["later"]) == ["LATER"]
+    assert [i for batch in run.runs for i in batch] == ["first", "gone", "later"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,10 +37,15 @@ CREATE TABLE IF NOT EXISTS erasures (
 """
 
 
+class _ReaderConnection(sqlite3.Connection):
+    """A reading thread's connection (a subclass, so it can be held weakly)."""
+
+
 class SQLiteViewStore(SqlViewStore):
     """The embedded platform's read models; ciphertext and pseudonymous metadata only."""
 
     driver_errors = (sqlite3.Error,)
+    reads_inline = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -53,9 +59,17 @@ class SQLiteViewStore(SqlViewStore):
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
+        # Each reading thread has a connection of its own: in WAL mode it reads the last committed
+        # state while a page's apply is under way on `_db`, instead of waiting for the lock.
+        self._readers = threading.local()
+        # Weakly held: a thread's connection closes when the thread ends, the rest on `close`.
+        self._reader_dbs: weakref.WeakSet[_ReaderConnection] = weakref.WeakSet()
+        self._registry = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._registry:
+            for reader in list(self._reader_dbs):
+                reader.close()
             self._db.close()
 
     @contextmanager
@@ -71,10 +85,21 @@ class SQLiteViewStore(SqlViewStore):
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
-        # One SELECT is its own read transaction in SQLite: no write lock (BEGIN IMMEDIATE) and no
-        # commit for it.
-        with self._lock:
-            yield self._db.cursor()
+        # One SELECT is its own read transaction in SQLite: no write lock (BEGIN IMMEDIATE), no
+        # commit, and a consistent snapshot of what was committed when it started.
+        reader: _ReaderConnection | None = getattr(self._readers, "db", None)
+        if reader is None:
+            reader = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30,
+                factory=_ReaderConnection,
+            )
+            with self._registry:
+                self._reader_dbs.add(reader)
+            self._readers.db = reader
+        yield reader.cursor()
 
     def reset(self, name: str) -> None:
         super().reset(name)

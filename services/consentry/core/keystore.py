@@ -187,6 +187,14 @@ class Keystore(ReferenceIndex, ABC):
         self._cache.remember(key)
         return key
 
+    def cached(self, key_id: str) -> DataKey | None:
+        """The key with that id if it is cached (a destroy drops it first); no lock, no I/O.
+
+        For a caller that must not wait behind a batch holding the keystore (an event loop); on
+        None it asks `get_by_id`.
+        """
+        return self._cache.by_id(key_id)
+
     def get_by_id(self, key_id: str) -> DataKey:
         """The key with that id; ScopeShredded if destroyed, KeyNotFound if never known."""
         with self._lock:

@@ -122,6 +122,10 @@ Change = PutValue | DropValues | PutConsent | AddAccess | PutSubject | PutErasur
 class ViewStore(ABC):
     """Where read models live; apply changes and position atomically, read them back."""
 
+    # Whether a read is quick enough for an event loop to make itself: a local file whose reads
+    # never wait for a writer (no network round trip, no lock held through a page's apply).
+    reads_inline: bool = False
+
     @abstractmethod
     def position(self, name: str) -> int:
         """The last log position applied by the named runner (0 if none)."""

@@ -36,7 +36,7 @@ from consentry.core.keystore import Keystore
 from consentry.core.policy import Policy
 from consentry.core.sealing import purpose_scope
 from consentry.ledger.commands import StaffCommand
-from consentry.ledger.group import GroupCommit
+from consentry.ledger.group import AsyncGroupCommit, GroupCommit
 from consentry.ledger.mapper import SealingMapper
 from consentry.ledger.subject import (
     Context,
@@ -109,9 +109,8 @@ class Ledger:
             threading.Lock() if sole_writer else nullcontext()
         )
         self._states: OrderedDict[uuid.UUID, SubjectState] = OrderedDict()
-        self._group: GroupCommit[StaffCommand, Outcome] = GroupCommit(
-            lambda commands: self._with_retries(lambda: self._execute_once(commands))
-        )
+        self._group: GroupCommit[StaffCommand, Outcome] = GroupCommit(self._execute)
+        self._async_group: AsyncGroupCommit[StaffCommand, Outcome] = AsyncGroupCommit(self._execute)
         # The sealed events of recent appends by log position, so the embedded runner projects
         # them without decoding the bytes it just wrote.
         self._recent: OrderedDict[int, LedgerEvent] = OrderedDict()
@@ -141,11 +140,28 @@ class Ledger:
         """
         return self._group(commands)
 
+    async def execute_async(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
+        """`execute` for a coroutine: it waits without a thread, and its group's write is one
+        hand-off to the event loop's executor."""
+        return await self._async_group(commands)
+
+    def _execute(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
+        return self._with_retries(lambda: self._execute_once(commands))
+
     def load(self, subject_id: uuid.UUID) -> SubjectState:
         """The subject's state: remembered by a sole writer, otherwise folded from the store."""
         if self._sole_writer:
             return self._state(subject_id)
         return self._fold(subject_id)
+
+    def remembered(self, subject_id: uuid.UUID) -> SubjectState | None:
+        """A copy of the subject's state if this (sole) writer remembers it; None otherwise."""
+        with self._memo:
+            cached = self._states.get(subject_id)
+            if cached is None:
+                return None
+            self._states.move_to_end(subject_id)
+            return cached.clone()
 
     def _fold(self, subject_id: uuid.UUID) -> SubjectState:
         state = SubjectState(subject_id)
@@ -271,11 +287,9 @@ class Ledger:
 
     def _state(self, subject_id: uuid.UUID) -> SubjectState:
         """A copy of the remembered state, or the state folded from the store (then remembered)."""
-        with self._memo:
-            cached = self._states.get(subject_id)
-            if cached is not None:
-                self._states.move_to_end(subject_id)
-                return cached.clone()
+        cached = self.remembered(subject_id)
+        if cached is not None:
+            return cached
         state = self._fold(subject_id)
         if self._sole_writer and state.exists:
             with self._memo:

@@ -4,10 +4,15 @@ Every profile read appends its `DataAccessed` event before it answers. Appended 
 each read waits for the writer and pays its own transaction and fsync; grouped, the commands
 that arrive while one group is being written go together in the next: one transaction, one
 fsync. Each caller still gets exactly its own outcomes, and only once they are durable.
+
+`GroupCommit` serves callers on threads: one of them writes for everyone waiting. `AsyncGroupCommit`
+serves coroutines on one event loop: they never occupy a thread while they wait, and each group
+costs one hand-off to a thread (the write and its fsync must not block the loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,7 +60,7 @@ class GroupCommit(Generic[C, R]):
                 group, self._waiting = self._waiting, []
         if group:
             try:
-                self._serve(group)
+                _serve(self._run, group)
             finally:
                 with self._changed:
                     self._busy = False
@@ -65,29 +70,74 @@ class GroupCommit(Generic[C, R]):
         assert request.outcomes is not None
         return request.outcomes
 
-    def _serve(self, group: list[_Request[C, R]]) -> None:
-        try:
-            if len(group) == 1:
-                self._alone(group[0])
-                return
-            try:
-                outcomes = self._run([item for request in group for item in request.items])
-            except Exception:  # noqa: BLE001 - whatever failed, each caller's commands try alone
-                for request in group:
-                    self._alone(request)
-                return
-            start = 0
-            for request in group:
-                request.outcomes = outcomes[start : start + len(request.items)]
-                start += len(request.items)
-        except BaseException as exc:
-            for request in group:
-                if not request.done:
-                    request.error = exc
-            raise
 
-    def _alone(self, request: _Request[C, R]) -> None:
+class AsyncGroupCommit(Generic[C, R]):
+    """`GroupCommit` for coroutines: those awaiting while a group is written go in the next one.
+
+    The groups run one at a time in the loop's default executor, with the same rules: `run` must
+    return one outcome per command and write nothing when it raises, and a failed group's callers
+    each run again alone. A caller that is cancelled stops waiting; its commands are still written.
+    """
+
+    def __init__(self, run: Callable[[Sequence[C]], list[R]]) -> None:
+        self._run = run
+        self._waiting: list[tuple[_Request[C, R], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __call__(self, items: Sequence[C]) -> list[R]:
+        loop = asyncio.get_running_loop()
+        request: _Request[C, R] = _Request(items)
+        written = loop.create_future()
+        self._waiting.append((request, written))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_all())
+        await written
+        if request.error is not None:
+            raise request.error
+        if request.outcomes is None:
+            raise RuntimeError("the group's write was interrupted before it was known to be durable")
+        return request.outcomes
+
+    async def _write_all(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            request.outcomes = self._run(request.items)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
-            request.error = exc
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await loop.run_in_executor(None, _serve, self._run, [r for r, _ in batch])
+                finally:
+                    for _, written in batch:
+                        if not written.done():
+                            written.set_result(None)
+        finally:
+            self._writer = None
+
+
+def _serve(run: Callable[[Sequence[C]], list[R]], group: list[_Request[C, R]]) -> None:
+    """Runs a group's commands together; if that fails, each caller's alone (errors to the caller)."""
+    try:
+        if len(group) == 1:
+            _alone(run, group[0])
+            return
+        try:
+            outcomes = run([item for request in group for item in request.items])
+        except Exception:  # noqa: BLE001 - whatever failed, each caller's commands try alone
+            for request in group:
+                _alone(run, request)
+            return
+        start = 0
+        for request in group:
+            request.outcomes = outcomes[start : start + len(request.items)]
+            start += len(request.items)
+    except BaseException as exc:
+        for request in group:
+            if not request.done:
+                request.error = exc
+        raise
+
+
+def _alone(run: Callable[[Sequence[C]], list[R]], request: _Request[C, R]) -> None:
+    try:
+        request.outcomes = run(request.items)
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
+        request.error = exc

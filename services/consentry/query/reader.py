@@ -39,6 +39,18 @@ class Reader:
             out[name] = open_sealed(key, name, value)
         return out
 
+    def open_cached(
+        self, subject_id: uuid.UUID, sealed: dict[str, SealedValue]
+    ) -> dict[str, str] | None:
+        """`open_fields` from cached keys only (no lock, no I/O); None if a key is not cached."""
+        keys = {name: self.ledger.keystore.cached(value.key_id) for name, value in sealed.items()}
+        out: dict[str, str] = {}
+        for name, key in keys.items():
+            if key is None or key.subject_id != subject_id:
+                return None
+            out[name] = open_sealed(key, name, sealed[name])
+        return out
+
     def export(
         self, state: SubjectState, actor: ev.Actor, catch_up: Callable[[uuid.UUID], None]
     ) -> dict[str, Any]:

@@ -1,0 +1,182 @@
+"""Profile reads the event loop makes itself: grouped access events, the same answers, the same order.
+
+The real embedded platform (SQLite files) and its app, called in process over ASGI: reads that
+arrive together are admitted on the loop, append their access events in shared transactions (one
+thread hand-off per group), and open the values only once those are durable. Whatever the loop
+cannot do without waiting goes to a thread as before, and answers the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from consentry.core import events as ev
+from consentry.core.settings import load_settings
+from consentry.ledger.commands import RequestErasure, StaffCommand
+from consentry.ledger.subject import Outcome
+from consentry.platform import Platform, create_app
+from tests.support import EXAMPLE_POLICY, canary, record, submit
+
+SUPPORT = {"Authorization": "Bearer demo-support-token"}
+READERS = 16
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """The loop's default executor, counting its hand-offs."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.handoffs = 0
+        self._count = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._count:
+            self.handoffs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    opened = Platform.open(load_settings(data_dir=tmp_path / "data", policy=EXAMPLE_POLICY))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _subjects(platform: Platform, count: int) -> dict[str, str]:
+    """Subjects with a support email each (subject id -> email), projected into the views."""
+    emails = {}
+    for _ in range(count):
+        ref, email = "shop:" + canary("ref"), canary("mail") + "@example.com"
+        grant, update = submit(
+            platform.ledger,
+            record("consent.grant", ref, purpose="support"),
+            record("data.update", ref, purpose="support", fields={"email": email}),
+        )
+        assert update.status == "accepted" and grant.subject_id is not None
+        emails[str(grant.subject_id)] = email
+    platform.runner.refresh()
+    return emails
+
+
+async def _read_all(app: FastAPI, subjects: Sequence[str]) -> tuple[list[httpx.Response], int]:
+    executor = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=SUPPORT) as http:
+        answers = await asyncio.gather(
+            *(http.get(f"/v1/subjects/{s}/profile", params={"purpose": "support"}) for s in subjects)
+        )
+    return list(answers), executor.handoffs
+
+
+def _accessed(platform: Platform, subject: str) -> list[str]:
+    return [
+        str(e.meta.event_id)
+        for e in platform.ledger.history(uuid.UUID(subject))
+        if isinstance(e, ev.DataAccessed)
+    ]
+
+
+def _count_appends(platform: Platform) -> list[int]:
+    """Wraps the event store's insert (eventsourcing's recorder) to count its transactions."""
+    recorder = platform.ledger.recorder
+    appended: list[int] = []
+    insert = recorder.insert_events
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        appended.append(len(args[0]))
+        return insert(*args, **kwargs)
+
+    recorder.insert_events = counted  # type: ignore[method-assign]
+    return appended
+
+
+def test_reads_at_once_share_access_transactions_and_each_answers_with_its_own_durable_event(
+    platform: Platform,
+) -> None:
+    emails = _subjects(platform, READERS)
+    app = create_app(platform)
+    subjects = list(emails)
+    # Once: the states are remembered and the keys cached from the ingest above.
+    appended = _count_appends(platform)
+    answers, handoffs = asyncio.run(_read_all(app, subjects))
+    assert [a.status_code for a in answers] == [200] * READERS
+    for subject, answer in zip(subjects, answers, strict=True):
+        body = answer.json()
+        assert body["fields"] == {"email": emails[subject]}
+        # Its access event is in the ledger, the subject's only one.
+        assert _accessed(platform, subject) == [body["access_event_id"]]
+    # Grouped: fewer transactions and thread hand-offs than reads (a thread per read would be 16).
+    assert sum(appended) == READERS
+    assert len(appended) < READERS
+    assert handoffs == len(appended)
+
+
+def test_a_read_the_loop_cannot_finish_alone_goes_to_a_thread_and_answers_the_same(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", policy=EXAMPLE_POLICY)
+    first = Platform.open(settings)
+    try:
+        emails = _subjects(first, 4)
+    finally:
+        first.close()
+    # Reopened: no state remembered, no key cached. Each read folds, reads keys, in a thread.
+    platform = Platform.open(settings)
+    try:
+        subjects = list(emails)
+        answers, handoffs = asyncio.run(_read_all(create_app(platform), subjects))
+        assert [a.json()["fields"] for a in answers] == [{"email": emails[s]} for s in subjects]
+        assert handoffs >= len(subjects)
+        # The states are remembered now: the same reads stay on the loop (one hand-off a group).
+        answers, handoffs = asyncio.run(_read_all(create_app(platform), subjects))
+        assert [a.json()["fields"] for a in answers] == [{"email": emails[s]} for s in subjects]
+        assert handoffs < len(subjects)
+        for subject in subjects:
+            assert len(_accessed(platform, subject)) == 2
+    finally:
+        platform.close()
+
+
+def test_an_erasure_between_admission_and_the_access_event_answers_410_and_opens_nothing(
+    platform: Platform,
+) -> None:
+    subject = next(iter(_subjects(platform, 1)))
+    app = create_app(platform)
+    ledger = platform.ledger
+    execute_async = ledger.execute_async
+    opened: list[str] = []
+    open_cached = platform.keystore.cached
+
+    def watched(key_id: str) -> Any:
+        opened.append(key_id)
+        return open_cached(key_id)
+
+    async def erased_first(commands: Sequence[StaffCommand]) -> list[Outcome]:
+        # The read was admitted on the loop; the erasure is decided before its access event.
+        (erasure,) = ledger.execute([RequestErasure(commands[0].subject_id, DPO_ACTOR)])
+        assert erasure.status == "accepted"
+        return await execute_async(commands)
+
+    ledger.execute_async = erased_first  # type: ignore[method-assign]
+    platform.keystore.cached = watched  # type: ignore[method-assign]
+    answers, _ = asyncio.run(_read_all(app, [subject]))
+    assert answers[0].status_code == 410
+    assert answers[0].json()["type"].endswith("subject-erased")
+    assert opened == []
+    assert _accessed(platform, subject) == []
+
+
+DPO_ACTOR = ev.Actor("dana-dpo", "dsr")
