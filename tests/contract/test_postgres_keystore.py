@@ -394,6 +394,24 @@ class TestPostgresKeystore(KeystoreContract):
             assert same_key(mine.result(timeout=10), theirs.result(timeout=10))
         assert len(second.key_versions(subject, MARKETING)) == 1
 
+    def test_a_batch_finds_a_key_another_writer_created_after_the_batch_read_its_subjects_scopes(
+        self,
+    ) -> None:
+        # The batch names its keys; the scopes its subjects have are read at its first miss. Another
+        # writer then creates one of those keys: the batch must find it (under the subject lock),
+        # not trust the earlier read and collide with it.
+        writer, other = self.open(), self.open()
+        first, second = uuid.uuid4(), uuid.uuid4()
+        for subject in (first, second):
+            other.create(subject, SUPPORT)  # existing subjects: nothing is fresh
+        with writer.batch([(first, MARKETING), (second, MARKETING)]):
+            mine = writer.get_or_create(first, MARKETING)  # the scopes of both are read here
+            theirs = other.get_or_create(second, MARKETING)  # committed meanwhile
+            found = writer.get_or_create(second, MARKETING)
+        assert same_key(found, theirs)
+        assert [r.key_id for r in other.key_versions(second, MARKETING)] == [theirs.key_id]
+        assert same_key(other.get(first, MARKETING), mine)
+
     # -- where destroyed bytes go: heap, WAL, statistics -------------------------------------
 
     def test_plain_vacuum_wipes_rows_that_live_rows_slide_over_but_not_the_last_row_of_a_page(

@@ -130,6 +130,12 @@ def migrate(owner_dsn: str, schema: str = "keystore") -> None:
 class PostgresKeystore(Keystore):
     """Keys in PostgreSQL; one connection per instance, used under the base class's lock."""
 
+    # Several writers share these keys, and a batch locks its subjects one by one: scopes read for
+    # the whole batch at its first miss could miss a key another writer created before this batch
+    # locked that subject (which then collided with it as "key version taken"). Each lookup here
+    # runs under its subject's lock instead.
+    prefetch_scopes = False
+
     def __init__(
         self,
         dsn: str,

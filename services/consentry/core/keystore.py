@@ -53,6 +53,10 @@ def new_key_id() -> str:
 class Keystore(ReferenceIndex, ABC):
     """Creates, finds and destroys data keys; finds subjects by blind-indexed references."""
 
+    # Whether a batch may read the scopes of its subjects at once (`batch(wanted)`). Only where this
+    # process is the sole writer of keys: another writer could create a key after that read.
+    prefetch_scopes: bool = True
+
     def __init__(
         self, provider: KeyProvider, clock: Clock | None = None, cache_size: int = 50_000
     ) -> None:
@@ -84,7 +88,8 @@ class Keystore(ReferenceIndex, ABC):
                 yield
                 return
             self._batch_keys = []
-            self._known = KnownScopes({s for s, scope in wanted if not self._cache.holds(s, scope)})
+            prefetched = wanted if self.prefetch_scopes else ()
+            self._known = KnownScopes({s for s, scope in prefetched if not self._cache.holds(s, scope)})
             try:
                 with self._transaction():
                     yield
