@@ -10,31 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from consentry.core.errors import Reason
 from consentry.core.events import Actor
-from consentry.core.policy import LawfulBasis, Permission
 from consentry.core.problems import Problem, invalid_request
-from consentry.core.sealing import SealedValue
 from consentry.core.views import ViewStore
 from consentry.ledger.application import Ledger
 from consentry.ledger.commands import (
-    DenyAccess,
-    RecordAccess,
     RecordContact,
     RecordShare,
     RequestErasure,
 )
 from consentry.ledger.contact import ContactVerdict, contact_verdict
-from consentry.ledger.subject import Outcome, SubjectState
-from consentry.query.access import Caller, caller_from_header
-from consentry.query.reader import Reader
+from consentry.query.disclosure import CatchUp, Disclosures
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
 Channel = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_\-]{0,62}$")]
@@ -92,25 +84,11 @@ _PROFILE_PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class _Ready:
-    """A profile read the event loop has admitted: its access event and the sealed values."""
-
-    access: RecordAccess
-    sealed: dict[str, SealedValue]
-
-
 def _path_uuid(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
         raise invalid_request("path.subject_id") from None
-
-
-class CatchUp(Protocol):
-    """Returns once the views hold the subject's events (up to `version`, if given)."""
-
-    def __call__(self, subject_id: uuid.UUID, version: int | None = None) -> None: ...
 
 
 def query_router(
@@ -122,25 +100,8 @@ def query_router(
 ) -> APIRouter:
     """The query endpoints."""
     router = APIRouter(tags=["query"])
-    reader = Reader(ledger, views)
-
-    def caller(authorization: str | None) -> Caller:
-        return caller_from_header(ledger.policy, authorization)
-
-    def known(subject_id: uuid.UUID) -> SubjectState:
-        state = ledger.load(subject_id)
-        if not state.exists:
-            raise Problem(404, "unknown-subject", "no such subject")
-        return state
-
-    def refuse(
-        state: SubjectState, who: Caller, role: str, purpose: str, reason: str, kind: str, status: int
-    ) -> Problem:
-        ledger.execute([DenyAccess(state.subject_id, Actor(who.actor_id, role), purpose, reason, kind)])
-        catch_up(state.subject_id)
-        return Problem(
-            status, reason.replace("_", "-"), f"access refused: {reason}", reason=Reason(reason)
-        )
+    desk = Disclosures(ledger, views, catch_up)
+    caller, known, refuse, admit = desk.caller, desk.known, desk.refuse, desk.admit
 
     @router.get("/v1/subjects", summary="Find a subject by an external reference")
     def lookup(
@@ -169,113 +130,17 @@ def query_router(
         if purpose is None:
             raise invalid_request("query.purpose")
         authorization = request.headers.get("authorization")
-        ready = ready_read(subject_id, purpose, authorization)
+        ready = desk.ready(subject_id, purpose, authorization)
         if ready is None:
             # Anything that may block (a state to fold, views to catch up, a refusal to record, a
             # key to read) runs in the event loop's executor.
             loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(None, read_profile, subject_id, purpose, authorization)
-        else:
-            answer = await read_ready(ready)
-        return Response(json.dumps(answer).encode(), media_type="application/json")
-
-    def ready_read(subject_id: uuid.UUID, purpose: str, authorization: str | None) -> _Ready | None:
-        """A read the event loop can make itself, or None.
-
-        It can when everything is at hand: the caller's token (a 401 raises here), a remembered
-        state that admits the read, and views that hold the subject's data and read without
-        waiting. Where anything is missing, or the read must be refused (the refusal is recorded),
-        `read_profile` does it all in a thread.
-        """
-        who = caller(authorization)
-        state = ledger.remembered(subject_id) if views.reads_inline else None
-        if state is None or not state.exists or ledger.policy.purpose(purpose) is None:
-            return None
-        role = who.role_for(ledger.policy, purpose, "read")
-        if role is None or not _purpose_active(ledger, state, purpose):
-            return None
-        if views.applied([subject_id]).get(subject_id, 0) < state.data_version:
-            return None
-        sealed = views.values(subject_id, purpose).get(purpose, {})
-        access = RecordAccess(
-            subject_id, Actor(who.actor_id, role), purpose, tuple(sorted(sealed)), "profile"
-        )
-        return _Ready(access, sealed)
-
-    async def read_ready(ready: _Ready) -> dict[str, Any]:
-        """Appends the read's access event with the other reads awaiting theirs, then answers."""
-        access = ready.access
-        outcome = (await ledger.execute_async([access]))[0]
-        if outcome.status != "accepted":
-            raise Problem(410, "subject-erased", "the subject is erased")
-        fields: dict[str, str] | dict[str, str | None] | None = reader.open_cached(
-            access.subject_id, ready.sealed
-        )
-        if fields is None:
-            loop = asyncio.get_running_loop()
-            fields = await loop.run_in_executor(
-                None, disclose, outcome.status, access.subject_id, access.purpose, ready.sealed
+            answer = await loop.run_in_executor(
+                None, desk.read_profile, subject_id, purpose, authorization
             )
-        return answer_of(access.subject_id, access.purpose, outcome, fields)
-
-    def answer_of(
-        subject_id: uuid.UUID, purpose: str, outcome: Outcome, fields: Mapping[str, str | None]
-    ) -> dict[str, Any]:
-        return {
-            "subject_id": str(subject_id),
-            "purpose": purpose,
-            "access_event_id": str(outcome.event_id),
-            "policy_version": ledger.policy.version,
-            "fields": fields,
-        }
-
-    def read_profile(subject_id: uuid.UUID, purpose: str, authorization: str | None) -> dict[str, Any]:
-        who = caller(authorization)
-        state = known(subject_id)
-        if ledger.policy.purpose(purpose) is None:
-            raise Problem(422, "unknown-purpose", "the purpose is not in the policy")
-        role = admit(state, who, purpose, "read", "profile")
-        # The answer needs the subject's data in the views, not other reads' access events.
-        catch_up(state.subject_id, state.data_version)
-        sealed = views.values(subject_id, purpose).get(purpose, {})
-        outcome = ledger.execute(
-            [
-                RecordAccess(
-                    subject_id, Actor(who.actor_id, role), purpose, tuple(sorted(sealed)), "profile"
-                )
-            ]
-        )[0]
-        # The access event is durable now; the access-log view picks it up with the next catch-up
-        # (every view read catches up first), so the answer does not wait for it.
-        fields = disclose(outcome.status, subject_id, purpose, sealed)
-        return answer_of(subject_id, purpose, outcome, fields)
-
-    def admit(state: SubjectState, who: Caller, purpose: str, permission: Permission, kind: str) -> str:
-        """The caller's role for a disclosure; every refusal is recorded as AccessDenied first."""
-        role = who.role_for(ledger.policy, purpose, permission)
-        if role is None:
-            raise refuse(state, who, who.roles[0], purpose, "role_not_allowed", kind, 403)
-        if state.erasure_requested:
-            raise refuse(state, who, role, purpose, "subject_erased", kind, 410)
-        if not _purpose_active(ledger, state, purpose):
-            raise refuse(state, who, role, purpose, "no_consent", kind, 403)
-        return role
-
-    def disclose(
-        status: str, subject_id: uuid.UUID, purpose: str, sealed: dict[str, SealedValue]
-    ) -> dict[str, str | None]:
-        """Opens the values once their disclosure event is recorded (`status` "accepted")."""
-        if status != "accepted":
-            raise Problem(410, "subject-erased", "the subject is erased")
-        fields = reader.open_fields(subject_id, sealed)
-        if None in fields.values():
-            # A key went between the disclosure event and the opening: an erasure or withdrawal won.
-            fresh = ledger.load(subject_id)
-            if fresh.erasure_requested:
-                raise Problem(410, "subject-erased", "the subject was erased during the read")
-            if not _purpose_active(ledger, fresh, purpose):
-                raise Problem(403, "no-consent", "consent was withdrawn during the read")
-        return fields
+        else:
+            answer = await desk.finish(ready)
+        return Response(json.dumps(answer).encode(), media_type="application/json")
 
     @router.post(
         "/v1/subjects/{subject_id}/shares",
@@ -312,7 +177,7 @@ def query_router(
             tuple(sorted(sealed)),
         )
         outcome = ledger.execute([command])[0]
-        fields = disclose(outcome.status, subject_id, purpose, sealed)
+        fields = desk.disclose(outcome.status, subject_id, purpose, sealed)
         return {
             "subject_id": str(subject_id),
             "processor": body.processor,
@@ -339,7 +204,7 @@ def query_router(
                     "lawful_basis": c.lawful_basis,
                     "since": c.since.isoformat(),
                     "expires_at": c.expires_at.isoformat() if c.expires_at else None,
-                    "active": _purpose_active(ledger, state, c.purpose),
+                    "active": desk.active(state, c.purpose),
                 }
                 for c in views.consents(subject_id)
             ],
@@ -400,7 +265,7 @@ def query_router(
         if role is None:
             raise refuse(state, who, who.roles[0], "*", "role_not_allowed", "export", 403)
         catch_up(state.subject_id)
-        return reader.export(state, Actor(who.actor_id, role), catch_up)
+        return desk.reader.export(state, Actor(who.actor_id, role), catch_up)
 
     @router.post("/v1/subjects/{subject_id}/erasure", status_code=202, summary="Erase the subject")
     def erase(subject_id: uuid.UUID, authorization: Auth = None) -> dict[str, Any]:
@@ -434,15 +299,3 @@ def _verdict(verdict: ContactVerdict) -> dict[str, Any]:
         "per_days": verdict.per_days,
         "next_allowed_at": verdict.next_allowed_at.isoformat() if verdict.next_allowed_at else None,
     }
-
-
-def _purpose_active(ledger: Ledger, state: SubjectState, purpose: str) -> bool:
-    declared = ledger.policy.purpose(purpose)
-    if declared is None or state.erasure_requested:
-        return False
-    current = state.purposes.get(purpose)
-    if declared.lawful_basis != LawfulBasis.CONSENT:
-        return current is None or current.status != "withdrawn"
-    if current is None or current.status != "granted":
-        return False
-    return current.expires_at is None or current.expires_at > ledger.clock.now()
