@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.core.events import Actor
@@ -84,6 +85,19 @@ _PROFILE_PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
+class RequestRoute(APIRoute):
+    """A route whose endpoint takes the `Request` and returns a `Response` itself.
+
+    FastAPI's documented custom route class: the endpoint is the request handler, so no
+    dependencies are solved and no response model is applied per request (the route still
+    publishes its parameters and answer in the schema, and errors still reach the app's handlers).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return endpoint
+
+
 def _path_uuid(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
@@ -115,12 +129,6 @@ def query_router(
             raise Problem(404, "unknown-subject", "no subject has that reference")
         return {"subject_id": str(subject_id)}
 
-    @router.get(
-        "/v1/subjects/{subject_id}/profile",
-        summary="Read the fields held for one purpose",
-        response_model=ProfileAnswer,
-        openapi_extra={"parameters": _PROFILE_PARAMETERS},
-    )
     async def profile(request: Request) -> Response:
         # The platform's busiest endpoint reads its three parameters itself (the 422s are the ones
         # FastAPI's validation gives, through `invalid_request`) and answers bytes: FastAPI's
@@ -141,6 +149,16 @@ def query_router(
         else:
             answer = await desk.finish(ready)
         return Response(json.dumps(answer).encode(), media_type="application/json")
+
+    router.add_api_route(
+        "/v1/subjects/{subject_id}/profile",
+        profile,
+        methods=["GET"],
+        summary="Read the fields held for one purpose",
+        response_model=ProfileAnswer,
+        openapi_extra={"parameters": _PROFILE_PARAMETERS},
+        route_class_override=RequestRoute,
+    )
 
     @router.post(
         "/v1/subjects/{subject_id}/shares",
