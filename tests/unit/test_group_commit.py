@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -135,3 +137,25 @@ async def test_a_cancelled_caller_stops_waiting_and_its_commands_are_still_writt
         await gone
     assert await group(["later"]) == ["LATER"]
     assert [i for batch in run.runs for i in batch] == ["first", "gone", "later"]
+
+
+class FailingLater(ThreadPoolExecutor):
+    """An executor whose hand-offs fail after a while (as when it is shut down under load)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        timer = threading.Timer(0.05, future.set_exception, (RuntimeError("executor shut down"),))
+        timer.start()
+        return future
+
+
+async def test_when_a_hand_off_fails_every_awaiting_caller_hears_of_it_none_waits_forever() -> None:
+    run = Recorder()
+    group: AsyncGroupCommit[str, str] = AsyncGroupCommit(run)
+    asyncio.get_running_loop().set_default_executor(FailingLater())
+    first = asyncio.ensure_future(group(["first"]))
+    await asyncio.sleep(0)  # the first hand-off is under way
+    later = [asyncio.ensure_future(group([f"later-{i}"])) for i in range(3)]
+    results = await asyncio.wait_for(asyncio.gather(first, *later, return_exceptions=True), timeout=5)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert run.runs == []

@@ -106,11 +106,19 @@ class AsyncGroupCommit(Generic[C, R]):
                 try:
                     await loop.run_in_executor(None, _serve, self._run, [r for r, _ in batch])
                 finally:
-                    for _, written in batch:
-                        if not written.done():
-                            written.set_result(None)
+                    _wake(batch)
         finally:
             self._writer = None
+            # A hand-off that failed (the executor shut down, the writer cancelled) ends this writer:
+            # whoever queued meanwhile hears so instead of waiting for a write that never comes.
+            stranded, self._waiting = self._waiting, []
+            _wake(stranded)
+
+
+def _wake(waiting: list[tuple[_Request[C, R], asyncio.Future[None]]]) -> None:
+    for _, written in waiting:
+        if not written.done():
+            written.set_result(None)
 
 
 def _serve(run: Callable[[Sequence[C]], list[R]], group: list[_Request[C, R]]) -> None:
