@@ -14,8 +14,7 @@ import random
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Final
@@ -38,6 +37,7 @@ from consentry.core.sealing import purpose_scope
 from consentry.ledger.commands import StaffCommand
 from consentry.ledger.group import AsyncGroupCommit, GroupCommit
 from consentry.ledger.mapper import SealingMapper
+from consentry.ledger.memory import WriterMemory
 from consentry.ledger.subject import (
     Context,
     Decision,
@@ -50,8 +50,6 @@ from consentry.ledger.subject import (
 )
 
 MAX_ATTEMPTS: Final = 8
-STATE_CACHE: Final = 100_000
-RECENT_EVENTS: Final = 20_000
 
 
 def chain_hash(state: bytes) -> bytes:
@@ -99,22 +97,14 @@ class Ledger:
         self.keystore = keystore
         # Benchmarks swap in their baselines' mappers here; the platform always seals.
         self.mapper = mapper or SealingMapper(codec, keystore)
-        # With `sole_writer` (the embedded platform: one process writes the ledger), subject states
-        # after this process's own writes are remembered instead of folded from the store for
-        # every batch. Where several processes write, a remembered state could be behind, and
-        # some decisions (a repeated withdrawal, say) write nothing that would conflict: so only a
-        # sole writer remembers. A conflict still drops the states of the batch.
+        # A sole writer remembers subject states between batches (see ledger/memory.py).
         self._sole_writer = sole_writer
+        self._memory = WriterMemory(keeps_states=sole_writer)
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if sole_writer else nullcontext()
         )
-        self._states: OrderedDict[uuid.UUID, SubjectState] = OrderedDict()
         self._group: GroupCommit[StaffCommand, Outcome] = GroupCommit(self._execute)
         self._async_group: AsyncGroupCommit[StaffCommand, Outcome] = AsyncGroupCommit(self._execute)
-        # The sealed events of recent appends by log position, so the embedded runner projects
-        # them without decoding the bytes it just wrote.
-        self._recent: OrderedDict[int, LedgerEvent] = OrderedDict()
-        self._memo = threading.Lock()
         self._policy = policy
         self.clock = clock
         self.ids = ids
@@ -156,12 +146,7 @@ class Ledger:
 
     def remembered(self, subject_id: uuid.UUID) -> SubjectState | None:
         """A copy of the subject's state if this (sole) writer remembers it; None otherwise."""
-        with self._memo:
-            cached = self._states.get(subject_id)
-            if cached is None:
-                return None
-            self._states.move_to_end(subject_id)
-            return cached.clone()
+        return self._memory.state(subject_id)
 
     def _fold(self, subject_id: uuid.UUID) -> SubjectState:
         state = SubjectState(subject_id)
@@ -172,13 +157,7 @@ class Ledger:
 
     def recent(self, after: int) -> list[tuple[int, LedgerEvent]]:
         """The sealed events appended here right after a log position, as long as they run on."""
-        found = []
-        with self._memo:
-            position = after + 1
-            while (event := self._recent.get(position)) is not None:
-                found.append((position, event))
-                position += 1
-        return found
+        return self._memory.recent(after)
 
     def stored_events(self, subject_id: uuid.UUID) -> Sequence[StoredEvent]:
         """The subject's stored events, in order."""
@@ -287,33 +266,12 @@ class Ledger:
 
     def _state(self, subject_id: uuid.UUID) -> SubjectState:
         """A copy of the remembered state, or the state folded from the store (then remembered)."""
-        cached = self.remembered(subject_id)
+        cached = self._memory.state(subject_id)
         if cached is not None:
             return cached
         state = self._fold(subject_id)
-        if self._sole_writer and state.exists:
-            with self._memo:
-                self._states.setdefault(subject_id, state.clone())
+        self._memory.folded(state)
         return state
-
-    def _remember(self, slots: Sequence[_Pending], positions: Sequence[int] | None) -> None:
-        with self._memo:
-            for slot in slots if self._sole_writer else ():
-                # The batch is done with its slots: their states are handed over, not copied.
-                self._states[slot.state.subject_id] = slot.state
-                self._states.move_to_end(slot.state.subject_id)
-            while len(self._states) > STATE_CACHE:
-                self._states.popitem(last=False)
-            if positions:
-                sealed = [e for slot in slots for e in slot.sealed]
-                self._recent.update(zip(positions, sealed, strict=True))
-                while len(self._recent) > RECENT_EVENTS:
-                    self._recent.popitem(last=False)
-
-    def _forget(self, subject_ids: Iterable[uuid.UUID]) -> None:
-        with self._memo:
-            for subject_id in subject_ids:
-                self._states.pop(subject_id, None)
 
     @staticmethod
     def _absorb(slot: _Pending, decision: Decision) -> None:
@@ -358,15 +316,20 @@ class Ledger:
                     # The shredder closed the subject after it was loaded: nothing of it is written.
                     refused.add(subject_id)
         written = [slot for subject_id, slot in pending.items() if subject_id not in refused]
-        self._forget(refused)
+        self._memory.forget(refused)
         if stored:
             try:
                 positions = self.recorder.insert_events(stored)
             except IntegrityError as exc:
                 # Somebody else wrote to one of these subjects: fold them from the store next time.
-                self._forget(pending)
+                self._memory.forget(pending)
                 raise ConflictError("a subject changed while the batch was decided") from exc
-            self._remember(written, positions)
+            # The batch is done with its slots: their states are handed over, not copied.
+            self._memory.written(
+                [slot.state for slot in written],
+                positions or (),
+                [event for slot in written for event in slot.sealed],
+            )
         if not refused:
             return outcomes
         return [

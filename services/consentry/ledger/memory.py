@@ -1,0 +1,80 @@
+"""What the ledger keeps in memory between batches: subject states and the events it just sealed.
+
+A sole writer (the embedded platform: one process writes the ledger) remembers each subject's state
+after its own writes instead of folding it from the store for every batch. Where several processes
+write, a remembered state could be behind, and some decisions (a repeated withdrawal, say) write
+nothing that would conflict: so only a sole writer keeps states. A conflict drops the states of the
+batch.
+
+Every writer keeps the sealed events of its recent appends by log position, so the embedded runner
+projects them without decoding the bytes just written.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from consentry.core.events import LedgerEvent
+from consentry.ledger.subject import SubjectState
+
+STATE_CACHE: Final = 100_000
+RECENT_EVENTS: Final = 20_000
+
+
+class WriterMemory:
+    """Subject states (a sole writer's only) and recent sealed events, each bounded, thread-safe."""
+
+    def __init__(self, *, keeps_states: bool) -> None:
+        self.keeps_states = keeps_states
+        self._states: OrderedDict[uuid.UUID, SubjectState] = OrderedDict()
+        self._recent: OrderedDict[int, LedgerEvent] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def state(self, subject_id: uuid.UUID) -> SubjectState | None:
+        """A copy of the subject's remembered state (now the most recently used), if any."""
+        with self._lock:
+            cached = self._states.get(subject_id)
+            if cached is None:
+                return None
+            self._states.move_to_end(subject_id)
+            return cached.clone()
+
+    def folded(self, state: SubjectState) -> None:
+        """Keeps a copy of a state folded from the store, unless a newer one came meanwhile."""
+        if self.keeps_states and state.exists:
+            with self._lock:
+                self._states.setdefault(state.subject_id, state.clone())
+
+    def written(
+        self, states: Iterable[SubjectState], positions: Sequence[int], sealed: Sequence[LedgerEvent]
+    ) -> None:
+        """Takes the states a batch ended with (handed over, not copied) and its sealed events."""
+        with self._lock:
+            for state in states if self.keeps_states else ():
+                self._states[state.subject_id] = state
+                self._states.move_to_end(state.subject_id)
+            while len(self._states) > STATE_CACHE:
+                self._states.popitem(last=False)
+            if positions:
+                self._recent.update(zip(positions, sealed, strict=True))
+                while len(self._recent) > RECENT_EVENTS:
+                    self._recent.popitem(last=False)
+
+    def forget(self, subject_ids: Iterable[uuid.UUID]) -> None:
+        with self._lock:
+            for subject_id in subject_ids:
+                self._states.pop(subject_id, None)
+
+    def recent(self, after: int) -> list[tuple[int, LedgerEvent]]:
+        """The sealed events appended right after a log position, as long as they run on."""
+        found = []
+        with self._lock:
+            position = after + 1
+            while (event := self._recent.get(position)) is not None:
+                found.append((position, event))
+                position += 1
+        return found
