@@ -4,8 +4,9 @@ cProfile (standard library) around exactly the work a benchmark times, in one pr
 - ingest: the sealed write path on the shared workload (decode, parse, submit, after_write);
 - replay: `runner.rebuild()` of a sealed log built first (the build is not profiled);
 - read: profile reads with their DataAccessed write, through the real FastAPI app in process
-  (ASGI transport, no sockets; sync endpoints run inline so the profiler sees them), so the
-  figures show the platform's own cost, not uvicorn's or the client's.
+  (raw ASGI calls, no client and no sockets), READERS at a time so their access events are
+  grouped as under load; what goes to the executor runs inline so the profiler sees it. The
+  figures show the platform's own cost, not uvicorn's or a client's.
 Prints the top functions by own time and by cumulative time. Data goes to a temporary directory
 that is deleted afterwards.
 """
@@ -21,16 +22,18 @@ import pstats
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-from unittest.mock import patch
+from typing import Any, Final
 
-import httpx
+from starlette.types import ASGIApp, Message, Scope
 
 from bench.pipeline import Lane, LogStore, open_variant
 from bench.workload import BATCH, READ_PURPOSE, SUPPORT_TOKEN, Workload, subjects_for
 from consentry.core.runtime import tune_gc
 from consentry.platform import create_app
+
+READERS: Final = 8  # reads in flight at once, as the query benchmark's 8 clients
 
 
 def ingest(root: Path, events: int, profiler: cProfile.Profile) -> None:
@@ -66,27 +69,61 @@ def read(root: Path, events: int, profiler: cProfile.Profile) -> None:
     app = create_app(lane.platform)
 
     async def reads() -> None:
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {SUPPORT_TOKEN}"}
-        client = httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers)
-        async with client as http:
-            profiler.enable()
-            for number in range(events):
-                path = f"/v1/subjects/{subjects[number % len(subjects)]}/profile"
-                answer = await http.get(path, params={"purpose": READ_PURPOSE})
-                answer.raise_for_status()
-            profiler.disable()
+        # Work handed to the executor (the group's access-event write, any read that cannot stay
+        # on the loop) runs inline, where cProfile sees it.
+        asyncio.get_running_loop().set_default_executor(_Inline())
+        profiler.enable()
+        for first in range(0, events, READERS):
+            batch = [subjects[n % len(subjects)] for n in range(first, min(first + READERS, events))]
+            await asyncio.gather(*(_profile_read(app, subject) for subject in batch))
+        profiler.disable()
 
-    # Sync endpoints run inline instead of in anyio's worker threads, which cProfile cannot see.
     try:
-        with patch("anyio.to_thread.run_sync", _inline):
-            asyncio.run(reads())
+        asyncio.run(reads())
     finally:
         lane.finish()
 
 
-async def _inline(func: Callable[..., Any], *args: Any, **_: Any) -> Any:
-    return func(*args)
+async def _profile_read(app: ASGIApp, subject: str) -> None:
+    """One profile read through the whole ASGI app (middleware, routing, the read), no client."""
+    path = f"/v1/subjects/{subject}/profile"
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": f"purpose={READ_PURPOSE}".encode(),
+        "root_path": "",
+        "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {SUPPORT_TOKEN}".encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    if sent[0].get("status") != 200:
+        raise RuntimeError(f"a profile read answered {sent[0].get('status')}")
+
+
+class _Inline(ThreadPoolExecutor):
+    """Runs what is submitted at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - handed to whoever awaits the future
+            done.set_exception(exc)
+        return done
 
 
 MODES = {"ingest": ingest, "replay": replay, "read": read}
