@@ -180,3 +180,25 @@ def test_an_erasure_between_admission_and_the_access_event_answers_410_and_opens
 
 
 DPO_ACTOR = ev.Actor("dana-dpo", "dsr")
+
+
+def test_event_loops_in_two_threads_each_group_their_own_reads_on_one_ledger(
+    platform: Platform,
+) -> None:
+    emails = _subjects(platform, 8)
+    app = create_app(platform)
+    subjects = list(emails)
+    halves = [subjects[:4], subjects[4:]]
+    answers: list[list[httpx.Response]] = [[], []]
+
+    def reads(index: int) -> None:
+        answers[index] = asyncio.run(_read_all(app, halves[index]))[0]
+
+    threads = [threading.Thread(target=reads, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a loop's reads hung"
+    for half, got in zip(halves, answers, strict=True):
+        assert [a.json()["fields"] for a in got] == [{"email": emails[s]} for s in half]

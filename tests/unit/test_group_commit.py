@@ -159,3 +159,17 @@ async def test_when_a_hand_off_fails_every_awaiting_caller_hears_of_it_none_wait
     results = await asyncio.wait_for(asyncio.gather(first, *later, return_exceptions=True), timeout=5)
     assert all(isinstance(r, RuntimeError) for r in results)
     assert run.runs == []
+
+
+async def test_a_writer_cancelled_before_it_ran_strands_nobody_and_the_next_caller_is_served() -> None:
+    run = Recorder()
+    group: AsyncGroupCommit[str, str] = AsyncGroupCommit(run)
+    first = asyncio.ensure_future(group(["first"]))
+    await asyncio.sleep(0)  # queued, and its writer task created but not yet run
+    writer = group._writer
+    assert writer is not None
+    writer.cancel()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        await asyncio.wait_for(first, timeout=5)
+    assert await asyncio.wait_for(group(["next"]), timeout=5) == ["NEXT"]
+    assert run.runs == [["next"]]

@@ -9,11 +9,13 @@ keystore's request digests of erased subjects lead back to it, and its history a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -104,7 +106,10 @@ class Ledger:
             threading.Lock() if sole_writer else nullcontext()
         )
         self._group: GroupCommit[StaffCommand, Outcome] = GroupCommit(self._execute)
-        self._async_group: AsyncGroupCommit[StaffCommand, Outcome] = AsyncGroupCommit(self._execute)
+        # One group per event loop: its futures belong to that loop.
+        self._async_groups: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, AsyncGroupCommit[StaffCommand, Outcome]
+        ] = weakref.WeakKeyDictionary()
         self._policy = policy
         self.clock = clock
         self.ids = ids
@@ -133,7 +138,11 @@ class Ledger:
     async def execute_async(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
         """`execute` for a coroutine: it waits without a thread, and its group's write is one
         hand-off to the event loop's executor."""
-        return await self._async_group(commands)
+        loop = asyncio.get_running_loop()
+        group = self._async_groups.get(loop)
+        if group is None:
+            group = self._async_groups[loop] = AsyncGroupCommit(self._execute)
+        return await group(commands)
 
     def _execute(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
         return self._with_retries(lambda: self._execute_once(commands))

@@ -13,10 +13,13 @@ costs one hand-off to a thread (the write and its fsync must not block the loop)
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -77,6 +80,7 @@ class AsyncGroupCommit(Generic[C, R]):
     The groups run one at a time in the loop's default executor, with the same rules: `run` must
     return one outcome per command and write nothing when it raises, and a failed group's callers
     each run again alone. A caller that is cancelled stops waiting; its commands are still written.
+    One instance serves one event loop (`Ledger.execute_async` keeps one per loop).
     """
 
     def __init__(self, run: Callable[[Sequence[C]], list[R]]) -> None:
@@ -89,8 +93,9 @@ class AsyncGroupCommit(Generic[C, R]):
         request: _Request[C, R] = _Request(items)
         written = loop.create_future()
         self._waiting.append((request, written))
-        if self._writer is None:
+        if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write_all())
+            self._writer.add_done_callback(self._ended)
         await written
         if request.error is not None:
             raise request.error
@@ -100,19 +105,23 @@ class AsyncGroupCommit(Generic[C, R]):
 
     async def _write_all(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    await loop.run_in_executor(None, _serve, self._run, [r for r, _ in batch])
-                finally:
-                    _wake(batch)
-        finally:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await loop.run_in_executor(None, _serve, self._run, [r for r, _ in batch])
+            finally:
+                _wake(batch)
+
+    def _ended(self, writer: asyncio.Task[None]) -> None:
+        # However the writer ended (done, a hand-off that failed, cancelled even before it ran),
+        # whoever is still queued hears so instead of waiting for a write that never comes.
+        # (A writer started since serves whoever queued after this one stopped looking.)
+        if self._writer is writer:
             self._writer = None
-            # A hand-off that failed (the executor shut down, the writer cancelled) ends this writer:
-            # whoever queued meanwhile hears so instead of waiting for a write that never comes.
             stranded, self._waiting = self._waiting, []
             _wake(stranded)
+        if not writer.cancelled() and (failure := writer.exception()) is not None:
+            log.warning("a group's hand-off to the executor failed: %s", type(failure).__name__)
 
 
 def _wake(waiting: list[tuple[_Request[C, R], asyncio.Future[None]]]) -> None:
