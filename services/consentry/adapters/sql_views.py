@@ -67,10 +67,6 @@ def _write_of(change: Change) -> tuple[int, Callable[[Any], Write]]:
     return found
 
 
-def _table_rank(change: Change) -> int:
-    return _write_of(change)[0]
-
-
 Write = tuple[str, list[Sequence[object]]]
 
 
@@ -120,9 +116,11 @@ class SqlViewStore(ViewStore):
                 # Each statement touches its own table only, so a page's changes can go table by
                 # table (keeping their order within each table), and consecutive changes of one
                 # statement go to the database together: a few executemany calls per page instead
-                # of one every time the statement changes.
-                ordered = sorted(changes, key=_table_rank)
-                statements = (self._statement(change) for change in ordered)
+                # of one every time the statement changes. Each change's write is looked up once.
+                writes = sorted(
+                    ((_write_of(change), change) for change in changes), key=lambda wc: wc[0][0]
+                )
+                statements = (self._statement(write, change) for (_, write), change in writes)
                 for sql, runs in itertools.groupby(statements, key=lambda st: st[0]):
                     cur.executemany(sql, [row for _, rows in runs for row in rows])
                 cur.executemany(
@@ -146,9 +144,11 @@ class SqlViewStore(ViewStore):
             found.update((_uuid(s), int(n)) for s, n in rows)
         return found
 
-    def _statement(self, change: Change) -> tuple[str, list[Sequence[object]]]:
+    def _statement(
+        self, write: Callable[[Any], Write], change: Change
+    ) -> tuple[str, list[Sequence[object]]]:
         """The statement a change runs and its parameter rows (several for a bulk delete)."""
-        sql, rows = _write_of(change)[1](change)
+        sql, rows = write(change)
         return self._sql(sql), rows
 
     def reset(self, name: str) -> None:
