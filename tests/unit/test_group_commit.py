@@ -173,3 +173,62 @@ async def test_a_writer_cancelled_before_it_ran_strands_nobody_and_the_next_call
         await asyncio.wait_for(first, timeout=5)
     assert await asyncio.wait_for(group(["next"]), timeout=5) == ["NEXT"]
     assert run.runs == [["next"]]
+
+
+# -- groups written on the loop itself (`now`) ---------------------------------------------------
+
+
+class Now:
+    """A `now` that writes on the loop's thread, declines (None), or fails, as told."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.calls: list[list[str]] = []
+
+    def __call__(self, items: Sequence[str]) -> list[str] | None:
+        self.calls.append(list(items))
+        if self.answer == "decline":
+            return None
+        if self.answer == "fail":
+            raise OSError("disk I/O error")
+        return [item.lower() for item in items]
+
+
+async def _with_now(answer: str, calls: list[list[str]]) -> tuple[list[object], Recorder, Now, int]:
+    """The calls' results through a group with that `now`, its runs, and the executor's hand-offs."""
+    run, now = Recorder(), Now(answer)
+    executor = Counting()
+    asyncio.get_running_loop().set_default_executor(executor)
+    results = await _await_all(AsyncGroupCommit(run, now), calls)
+    return results, run, now, executor.handoffs
+
+
+async def test_a_group_now_can_write_is_written_on_the_loop_with_no_hand_off() -> None:
+    calls = [[f"c{i}-A"] for i in range(CALLERS)]
+    results, run, now, handoffs = await _with_now("write", calls)
+    assert results == [[item.lower() for item in call] for call in calls]
+    assert run.runs == [] and handoffs == 0
+    # Callers that arrived together still went in one group.
+    assert len(now.calls) < CALLERS
+
+
+@pytest.mark.parametrize("answer", ["decline", "fail"])
+async def test_a_group_now_declines_or_fails_goes_to_the_executor_whole(answer: str) -> None:
+    calls = [[f"c{i}-a"] for i in range(CALLERS)]
+    results, run, now, handoffs = await _with_now(answer, calls)
+    assert results == [[item.upper() for item in call] for call in calls]
+    # Each group `now` turned down was run once by the executor, the same items in the same order.
+    assert run.runs == now.calls
+    assert handoffs == len(now.calls)
+
+
+class Counting(ThreadPoolExecutor):
+    """A default executor that counts its hand-offs."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.handoffs = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.handoffs += 1
+        return super().submit(fn, *args, **kwargs)

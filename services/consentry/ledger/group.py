@@ -6,8 +6,10 @@ that arrive while one group is being written go together in the next: one transa
 fsync. Each caller still gets exactly its own outcomes, and only once they are durable.
 
 `GroupCommit` serves callers on threads: one of them writes for everyone waiting. `AsyncGroupCommit`
-serves coroutines on one event loop: they never occupy a thread while they wait, and each group
-costs one hand-off to a thread (the write and its fsync must not block the loop).
+serves coroutines on one event loop: they never occupy a thread while they wait. A group is written
+on the loop itself when its writer says that cannot wait on anyone (`now`), otherwise in one
+hand-off to a thread. The hand-off is dear where the GIL is busy: the thread and the loop take it
+from each other at every SQLite call, from different cores.
 """
 
 from __future__ import annotations
@@ -77,14 +79,21 @@ class GroupCommit(Generic[C, R]):
 class AsyncGroupCommit(Generic[C, R]):
     """`GroupCommit` for coroutines: those awaiting while a group is written go in the next one.
 
-    The groups run one at a time in the loop's default executor, with the same rules: `run` must
-    return one outcome per command and write nothing when it raises, and a failed group's callers
-    each run again alone. A caller that is cancelled stops waiting; its commands are still written.
-    One instance serves one event loop (`Ledger.execute_async` keeps one per loop).
+    The groups run one at a time, with the same rules: `run` must return one outcome per command
+    and write nothing when it raises, and a failed group's callers each run again alone. `now`, if
+    given, is tried first on the loop: it writes the group and returns its outcomes, or returns
+    None at once when the write could wait on anyone (a lock, a slow disk), and the group goes to
+    the loop's default executor. A caller that is cancelled stops waiting; its commands are still
+    written. One instance serves one event loop (`Ledger.execute_async` keeps one per loop).
     """
 
-    def __init__(self, run: Callable[[Sequence[C]], list[R]]) -> None:
+    def __init__(
+        self,
+        run: Callable[[Sequence[C]], list[R]],
+        now: Callable[[Sequence[C]], list[R] | None] | None = None,
+    ) -> None:
         self._run = run
+        self._now = now
         self._waiting: list[tuple[_Request[C, R], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -107,10 +116,26 @@ class AsyncGroupCommit(Generic[C, R]):
         loop = asyncio.get_running_loop()
         while self._waiting:
             batch, self._waiting = self._waiting, []
+            group = [r for r, _ in batch]
             try:
-                await loop.run_in_executor(None, _serve, self._run, [r for r, _ in batch])
+                if not self._written_now(group):
+                    await loop.run_in_executor(None, _serve, self._run, group)
             finally:
                 _wake(batch)
+
+    def _written_now(self, group: list[_Request[C, R]]) -> bool:
+        """Whether `now` wrote the group on the loop; if it failed, the executor runs the group."""
+        if self._now is None:
+            return False
+        try:
+            outcomes = self._now([item for request in group for item in request.items])
+        except Exception as exc:  # noqa: BLE001 - nothing was written: `_serve` runs it again
+            log.warning("a group written on the event loop failed: %s", type(exc).__name__)
+            return False
+        if outcomes is None:
+            return False
+        _hand_out(group, outcomes)
+        return True
 
     def _ended(self, writer: asyncio.Task[None]) -> None:
         # However the writer ended (done, a hand-off that failed, cancelled even before it ran),
@@ -142,15 +167,19 @@ def _serve(run: Callable[[Sequence[C]], list[R]], group: list[_Request[C, R]]) -
             for request in group:
                 _alone(run, request)
             return
-        start = 0
-        for request in group:
-            request.outcomes = outcomes[start : start + len(request.items)]
-            start += len(request.items)
+        _hand_out(group, outcomes)
     except BaseException as exc:
         for request in group:
             if not request.done:
                 request.error = exc
         raise
+
+
+def _hand_out(group: list[_Request[C, R]], outcomes: list[R]) -> None:
+    start = 0
+    for request in group:
+        request.outcomes = outcomes[start : start + len(request.items)]
+        start += len(request.items)
 
 
 def _alone(run: Callable[[Sequence[C]], list[R]], request: _Request[C, R]) -> None:

@@ -43,6 +43,11 @@ class WriterMemory:
             self._states.move_to_end(subject_id)
             return cached.clone()
 
+    def holds(self, subject_id: uuid.UUID) -> bool:
+        """Whether the subject's state is remembered."""
+        with self._lock:
+            return subject_id in self._states
+
     def folded(self, state: SubjectState) -> None:
         """Keeps a copy of a state folded from the store, unless a newer one came meanwhile."""
         if self.keeps_states and state.exists:
