@@ -68,6 +68,32 @@ class ViewStoreContract(ABC):
         assert store.subject_status(subject) == "active"
         assert store.applied([subject, uuid.uuid4()]) == {subject: 3}
 
+    def test_current_values_are_the_purposes_values_once_the_views_hold_the_version(
+        self, store: ViewStore
+    ) -> None:
+        subject, event = uuid.uuid4(), uuid.uuid4()
+        email, phone, mark = sealed("purpose:support"), sealed("purpose:support"), sealed("purpose:m")
+        # Nothing applied yet: behind for any version but 0.
+        assert store.current_values(subject, "support", 1) is None
+        assert store.current_values(subject, "support", 0) == {}
+        store.apply(
+            "views",
+            [
+                PutValue(subject, "support", "phone", phone, event, T0),
+                PutValue(subject, "support", "email", email, event, T0),
+                PutValue(subject, "marketing", "email", mark, event, T0),
+                MarkApplied(subject, 4),
+            ],
+            1,
+        )
+        assert store.current_values(subject, "support", 5) is None
+        got = store.current_values(subject, "support", 4)
+        assert got == {"email": email, "phone": phone}
+        assert list(got or {}) == ["email", "phone"]  # by field, as `values` answers
+        assert store.current_values(subject, "support", 2) == store.values(subject, "support")["support"]
+        # Current, with nothing held for the purpose.
+        assert store.current_values(subject, "contracts", 4) == {}
+
     def test_replacing_dropping_and_erasing(self, store: ViewStore) -> None:
         subject, event = uuid.uuid4(), uuid.uuid4()
         store.apply(

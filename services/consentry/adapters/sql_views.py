@@ -174,6 +174,25 @@ class SqlViewStore(ViewStore):
             out.setdefault(p, {})[f] = SealedValue(scope, key_id, bytes(nonce), bytes(ct))
         return out
 
+    def current_values(
+        self, subject_id: uuid.UUID, purpose: str, version: int
+    ) -> dict[str, SealedValue] | None:
+        # One statement (a profile read makes it on the event loop): the subject's applied mark
+        # with the purpose's values, so the values are those of the state the mark vouches for.
+        rows = self._rows(
+            "SELECT a.sequence, v.field, v.scope, v.key_id, v.nonce, v.ciphertext FROM applied a "
+            "LEFT JOIN profile_values v ON v.subject_id = a.subject_id AND v.purpose = ? "
+            "WHERE a.subject_id = ? ORDER BY v.field",
+            (purpose, subject_id.bytes),
+        )
+        if (int(rows[0][0]) if rows else 0) < version:
+            return None
+        return {
+            f: SealedValue(scope, key_id, bytes(nonce), bytes(ct))
+            for _, f, scope, key_id, nonce, ct in rows
+            if f is not None
+        }
+
     def consents(self, subject_id: uuid.UUID) -> list[ConsentRow]:
         rows = self._rows(
             "SELECT purpose, status, lawful_basis, since, expires_at FROM consents WHERE subject_id=? "

@@ -157,6 +157,13 @@ class ViewStore(ABC):
         """Sealed values by purpose and field (one purpose if given)."""
 
     @abstractmethod
+    def current_values(
+        self, subject_id: uuid.UUID, purpose: str, version: int
+    ) -> dict[str, SealedValue] | None:
+        """The purpose's sealed values by field if the views hold the subject's events up to
+        `version`; None while they are behind."""
+
+    @abstractmethod
     def consents(self, subject_id: uuid.UUID) -> list[ConsentRow]:
         """The subject's consent state per purpose."""
 

@@ -130,9 +130,9 @@ class Disclosures:
         role = who.role_for(ledger.policy, purpose, "read")
         if role is None or not self.active(state, purpose):
             return None
-        if views.applied([subject_id]).get(subject_id, 0) < state.data_version:
+        sealed = views.current_values(subject_id, purpose, state.data_version)
+        if sealed is None:
             return None
-        sealed = views.values(subject_id, purpose).get(purpose, {})
         actor = Actor(who.actor_id, role)
         return ReadyRead(
             RecordAccess(subject_id, actor, purpose, tuple(sorted(sealed)), "profile"), sealed
