@@ -154,6 +154,32 @@ def test_a_read_the_loop_cannot_finish_alone_goes_to_a_thread_and_answers_the_sa
         platform.close()
 
 
+def _watch_opened(platform: Platform) -> list[str]:
+    """The ids of the cached keys the loop asks for from now on (to open values), in order."""
+    opened: list[str] = []
+    open_cached = platform.keystore.cached
+
+    def watched(key_id: str) -> Any:
+        opened.append(key_id)
+        return open_cached(key_id)
+
+    platform.keystore.cached = watched  # type: ignore[method-assign]
+    return opened
+
+
+def _refused_opening_nothing(
+    platform: Platform, app: FastAPI, subject: str, status: int, problem: str
+) -> None:
+    """Reads the subject once: refused with that status and problem, no key asked for to open a
+    value, no access event recorded."""
+    opened = _watch_opened(platform)
+    answers, _ = asyncio.run(_read_all(app, [subject]))
+    assert answers[0].status_code == status
+    assert answers[0].json()["type"].endswith(problem)
+    assert opened == []
+    assert _accessed(platform, subject) == []
+
+
 def test_an_erasure_between_admission_and_the_access_event_answers_410_and_opens_nothing(
     platform: Platform,
 ) -> None:
@@ -161,12 +187,6 @@ def test_an_erasure_between_admission_and_the_access_event_answers_410_and_opens
     app = create_app(platform)
     ledger = platform.ledger
     execute_async = ledger.execute_async
-    opened: list[str] = []
-    open_cached = platform.keystore.cached
-
-    def watched(key_id: str) -> Any:
-        opened.append(key_id)
-        return open_cached(key_id)
 
     async def erased_first(commands: Sequence[StaffCommand]) -> list[Outcome]:
         # The read was admitted on the loop; the erasure is decided before its access event.
@@ -175,12 +195,7 @@ def test_an_erasure_between_admission_and_the_access_event_answers_410_and_opens
         return await execute_async(commands)
 
     ledger.execute_async = erased_first  # type: ignore[method-assign]
-    platform.keystore.cached = watched  # type: ignore[method-assign]
-    answers, _ = asyncio.run(_read_all(app, [subject]))
-    assert answers[0].status_code == 410
-    assert answers[0].json()["type"].endswith("subject-erased")
-    assert opened == []
-    assert _accessed(platform, subject) == []
+    _refused_opening_nothing(platform, app, subject, 410, "subject-erased")
 
 
 DPO_ACTOR = ev.Actor("dana-dpo", "dsr")
@@ -295,3 +310,46 @@ def test_a_group_whose_events_need_a_key_is_never_written_on_the_loop(platform: 
     assert [a.status_code for a in answers] == [200] * len(emails)
     # The keystore may be busy: every group went to a thread.
     assert handoffs == len(appended) >= 1
+
+
+@pytest.mark.parametrize("on_the_loop", [True, False])
+def test_a_withdrawal_between_admission_and_the_access_event_answers_403_and_opens_nothing(
+    platform: Platform, on_the_loop: bool
+) -> None:
+    ref = "shop:" + canary("ref")
+    grant, _ = submit(
+        platform.ledger,
+        record("consent.grant", ref, purpose="support"),
+        record("data.update", ref, purpose="support", fields={"email": canary("m") + "@example.com"}),
+    )
+    platform.runner.refresh()
+    subject = str(grant.subject_id)
+    app = create_app(platform)
+    ledger = platform.ledger
+
+    def withdraw() -> None:
+        # The read was admitted; the withdrawal is decided before its access event. (Its key is
+        # still there: the shredder has not followed yet.)
+        (withdrawn,) = submit(ledger, record("consent.withdrawal", ref, purpose="support"))
+        assert withdrawn.status == "accepted"
+
+    if on_the_loop:
+        execute_async = ledger.execute_async
+
+        async def withdrawn_first(commands: Sequence[StaffCommand]) -> list[Outcome]:
+            withdraw()
+            return await execute_async(commands)
+
+        ledger.execute_async = withdrawn_first  # type: ignore[method-assign]
+    else:
+        platform.views.reads_inline = False  # the whole read in a thread
+        execute = ledger.execute
+
+        def withdrawn_then(commands: Sequence[StaffCommand]) -> list[Outcome]:
+            withdraw()
+            return execute(commands)
+
+        ledger.execute = withdrawn_then  # type: ignore[method-assign]
+    _refused_opening_nothing(platform, app, subject, 403, "no-consent")
+    denied = [e for e in ledger.history(uuid.UUID(subject)) if isinstance(e, ev.AccessDenied)]
+    assert [(d.purpose, d.reason) for d in denied] == [("support", "no_consent")]

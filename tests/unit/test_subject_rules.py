@@ -9,7 +9,7 @@ from typing import Any
 from consentry.core import events as ev
 from consentry.core.errors import Reason
 from consentry.core.intake import IntakeRecord
-from consentry.ledger.commands import RecordAccess, RecordShredding, RequestErasure
+from consentry.ledger.commands import RecordAccess, RecordShare, RecordShredding, RequestErasure
 from consentry.ledger.subject import Context, SubjectState, decide, decide_staff
 from tests.support import T0, parser, policy, record
 
@@ -130,3 +130,38 @@ def test_access_records_leave_the_data_version_where_the_last_data_change_put_it
     _fold(state, _rec("consent.withdrawal"))
     assert state.data_version == state.version == changed + 2
     assert state.clone().data_version == state.data_version
+
+
+def test_a_read_or_share_decided_after_the_consent_went_records_a_denial_not_a_disclosure() -> None:
+    state = _fold(SubjectState(uuid.uuid4()), _rec("consent.grant"), _rec("data.update"))
+    agent = ev.Actor("sam-support", "support_agent")
+    read = RecordAccess(state.subject_id, agent, "marketing", ("email",))
+    share = RecordShare(state.subject_id, agent, "marketing", "mailer", "agr-1", ("email",))
+    assert [type(e) for e in decide_staff(state, read, _ctx()).events] == [ev.DataAccessed]
+    # The caller was admitted, then the withdrawal was decided before its read or share.
+    _fold(state, _rec("consent.withdrawal"))
+    for command, kind in ((read, "profile"), (share, "share")):
+        decision = decide_staff(state, command, _ctx())
+        (denied,) = decision.events
+        assert isinstance(denied, ev.AccessDenied)
+        assert (denied.purpose, denied.reason, denied.access_kind) == ("marketing", "no_consent", kind)
+        outcome = decision.outcome
+        assert (outcome.status, outcome.reason, outcome.event_id) == (
+            "rejected",
+            Reason.NO_CONSENT,
+            denied.meta.event_id,
+        )
+    # An export answers the subject's right of access: it is recorded whatever the consents.
+    export = RecordAccess(state.subject_id, agent, "marketing", ("email",), "export")
+    assert [type(e) for e in decide_staff(state, export, _ctx()).events] == [ev.DataAccessed]
+
+
+def test_a_read_decided_after_the_consent_expired_is_denied() -> None:
+    state = _fold(
+        SubjectState(uuid.uuid4()),
+        _rec("consent.grant", expires_at=(T0 + timedelta(minutes=5)).isoformat()),
+    )
+    read = RecordAccess(state.subject_id, ev.Actor("sam-support", "support_agent"), "marketing", ())
+    later = Context(now=T0 + timedelta(minutes=6), policy=policy(), new_id=uuid.uuid4, producer=None)
+    assert decide_staff(state, read, _ctx()).outcome.status == "accepted"
+    assert decide_staff(state, read, later).outcome.reason == Reason.NO_CONSENT

@@ -403,6 +403,35 @@ def _update(state: SubjectState, record: rec.DataUpdate, ctx: Context, build: _B
     return build.accept((f"purpose:{record.purpose}",) if record.purpose in state.lapsed else ())
 
 
+def purpose_usable(state: SubjectState, policy: Policy, purpose: str, now: datetime) -> bool:
+    """Whether the subject's data may be used for the purpose now (consent or another basis)."""
+    declared = policy.purpose(purpose)
+    if declared is None or state.erasure_requested:
+        return False
+    current = state.purposes.get(purpose)
+    if declared.lawful_basis != LawfulBasis.CONSENT:
+        return current is None or current.status != "withdrawn"
+    if current is None or current.status != "granted":
+        return False
+    return current.expires_at is None or current.expires_at > now
+
+
+# Reads for the purpose's own use: the purpose must be usable when the read is recorded. (An export
+# answers the subject's right of access, whatever the consents.)
+_PURPOSE_BOUND_READS: Final = frozenset({"profile"})
+
+
+def _refuse_use(build: _Builder, purpose: str, kind: str) -> Decision:
+    """The consent went between the caller's admission and this decision: the refusal is recorded
+    (AccessDenied) instead of the disclosure."""
+    build.add(lambda m: ev.AccessDenied(m, purpose, Reason.NO_CONSENT.value, kind))
+    event_id = build.events[-1].meta.event_id
+    return Decision(
+        tuple(build.events),
+        Outcome("rejected", build.state.subject_id, event_id, Reason.NO_CONSENT, "no consent now"),
+    )
+
+
 def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> Decision:
     """Decides what a staff or platform command does to the subject."""
     if not state.exists:
@@ -412,6 +441,10 @@ def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> De
             build = _Builder(state, ctx, ctx.now, actor=command.actor)
             if state.erasure_requested:
                 return build.reject(Reason.SUBJECT_ERASED, "the subject is erased", record=False)
+            if command.access_kind in _PURPOSE_BOUND_READS and not purpose_usable(
+                state, ctx.policy, command.purpose, ctx.now
+            ):
+                return _refuse_use(build, command.purpose, command.access_kind)
             build.add(
                 lambda m: ev.DataAccessed(m, command.purpose, command.field_names, command.access_kind)
             )
@@ -453,6 +486,8 @@ def decide_staff(state: SubjectState, command: StaffCommand, ctx: Context) -> De
             build = _Builder(state, ctx, ctx.now, actor=command.actor)
             if state.erasure_requested:
                 return build.reject(Reason.SUBJECT_ERASED, "the subject is erased", record=False)
+            if not purpose_usable(state, ctx.policy, command.purpose, ctx.now):
+                return _refuse_use(build, command.purpose, "share")
             build.add(
                 lambda m: ev.DataShared(
                     m, command.purpose, command.processor, command.agreement, command.field_names

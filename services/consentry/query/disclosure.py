@@ -19,13 +19,13 @@ from typing import Any, Protocol
 
 from consentry.core.errors import Reason
 from consentry.core.events import Actor
-from consentry.core.policy import LawfulBasis, Permission
+from consentry.core.policy import Permission
 from consentry.core.problems import Problem
 from consentry.core.sealing import SealedValue
 from consentry.core.views import ViewStore
 from consentry.ledger.application import Ledger
 from consentry.ledger.commands import DenyAccess, RecordAccess
-from consentry.ledger.subject import Outcome, SubjectState
+from consentry.ledger.subject import Outcome, SubjectState, purpose_usable
 from consentry.query.access import Caller, caller_from_header
 from consentry.query.reader import Reader
 
@@ -97,11 +97,11 @@ class Disclosures:
         return role
 
     def disclose(
-        self, status: str, subject_id: uuid.UUID, purpose: str, sealed: dict[str, SealedValue]
+        self, outcome: Outcome, subject_id: uuid.UUID, purpose: str, sealed: dict[str, SealedValue]
     ) -> dict[str, str | None]:
-        """Opens the values once their disclosure event is recorded (`status` "accepted")."""
-        if status != "accepted":
-            raise Problem(410, "subject-erased", "the subject is erased")
+        """Opens the values once their disclosure event is recorded (the outcome "accepted")."""
+        if outcome.status != "accepted":
+            raise refused(outcome)
         fields = self.reader.open_fields(subject_id, sealed)
         if None in fields.values():
             # A key went between the disclosure event and the opening: an erasure or withdrawal won.
@@ -143,14 +143,14 @@ class Disclosures:
         access = ready.access
         outcome = (await self.ledger.execute_async([access]))[0]
         if outcome.status != "accepted":
-            raise Problem(410, "subject-erased", "the subject is erased")
+            raise refused(outcome)
         fields: Mapping[str, str | None] | None = self.reader.open_cached(
             access.subject_id, ready.sealed
         )
         if fields is None:
             loop = asyncio.get_running_loop()
             fields = await loop.run_in_executor(
-                None, self.disclose, outcome.status, access.subject_id, access.purpose, ready.sealed
+                None, self.disclose, outcome, access.subject_id, access.purpose, ready.sealed
             )
         return self._answer(access.subject_id, access.purpose, outcome, fields)
 
@@ -171,7 +171,7 @@ class Disclosures:
         outcome = self.ledger.execute([access])[0]
         # The access event is durable now; the access-log view picks it up with the next catch-up
         # (every view read catches up first), so the answer does not wait for it.
-        fields = self.disclose(outcome.status, subject_id, purpose, sealed)
+        fields = self.disclose(outcome, subject_id, purpose, sealed)
         return self._answer(subject_id, purpose, outcome, fields)
 
     def _answer(
@@ -188,12 +188,16 @@ class Disclosures:
 
 def purpose_active(ledger: Ledger, state: SubjectState, purpose: str) -> bool:
     """Whether the subject's data may be used for the purpose now (consent or another basis)."""
-    declared = ledger.policy.purpose(purpose)
-    if declared is None or state.erasure_requested:
-        return False
-    current = state.purposes.get(purpose)
-    if declared.lawful_basis != LawfulBasis.CONSENT:
-        return current is None or current.status != "withdrawn"
-    if current is None or current.status != "granted":
-        return False
-    return current.expires_at is None or current.expires_at > ledger.clock.now()
+    return purpose_usable(state, ledger.policy, purpose, ledger.clock.now())
+
+
+def refused(outcome: Outcome) -> Problem:
+    """The problem a disclosure the ledger refused answers with: erased 410, no consent 403."""
+    if outcome.reason in (Reason.NO_CONSENT, Reason.CONSENT_EXPIRED):
+        return Problem(
+            403,
+            "no-consent",
+            "access refused: no_consent (withdrawn during the read)",
+            reason=Reason.NO_CONSENT,
+        )
+    return Problem(410, "subject-erased", "the subject is erased")

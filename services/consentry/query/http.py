@@ -195,7 +195,7 @@ def query_router(
             tuple(sorted(sealed)),
         )
         outcome = ledger.execute([command])[0]
-        fields = desk.disclose(outcome.status, subject_id, purpose, sealed)
+        fields = desk.disclose(outcome, subject_id, purpose, sealed)
         return {
             "subject_id": str(subject_id),
             "processor": body.processor,
