@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from consentry import __version__
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
+from consentry.adapters.sqlite_log import SQLiteSubjectLog
 from consentry.adapters.sqlite_views import SQLiteViewStore
 from consentry.audit.anomalies import AnomalyWatch
 from consentry.audit.http import audit_router
@@ -113,7 +114,13 @@ class Platform:
             sole_writer=True,
         )
         views = SQLiteViewStore(data / "views.db")
-        runner = EmbeddedRunner(ledger.notifications, codec, views, recent=ledger.recent)
+        runner = EmbeddedRunner(
+            ledger.notifications,
+            codec,
+            views,
+            recent=ledger.recent,
+            subjects=SQLiteSubjectLog(data / "events.db"),
+        )
         return cls(
             settings, policy, provider, keystore, ledger, views, runner, Shredder(ledger, the_clock)
         )

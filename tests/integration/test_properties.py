@@ -21,11 +21,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from consentry.adapters.sqlite_log import SQLiteSubjectLog
 from consentry.adapters.sqlite_views import SQLiteViewStore
 from consentry.cluster import project_batch
 from consentry.core import events as ev
@@ -68,6 +70,7 @@ class History:
     subjects: list[uuid.UUID]
     reference: dict[str, list[tuple[object, ...]]]
     store: SQLiteViewStore
+    events_db: Path
 
 
 def _build_history(ledger: Ledger) -> None:
@@ -114,7 +117,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     reference = SQLiteViewStore(root / "reference.db")
     _deliver(reference, log, subjects, [list(range(len(log)))])
     store = SQLiteViewStore(root / "views.db")
-    yield History(log, subjects, reference.dump(), store)
+    yield History(log, subjects, reference.dump(), store, root / "ledger" / "events.db")
     store.close()
     reference.close()
     ledger.keystore.close()
@@ -202,6 +205,61 @@ def test_replay_with_any_page_size_rebuilds_the_same_rows(history: History, page
     assert history.store.dump() == once
     assert repr(once) == repr(_replayed_in_one_page(history))
     assert once == history.reference
+
+
+@bounded(15)
+@given(page=st.integers(1, 40))
+def test_a_rebuild_subject_by_subject_with_any_page_size_builds_the_same_rows(
+    history: History, page: int
+) -> None:
+    runner = EmbeddedRunner(
+        _log_after(history),
+        codec(),
+        history.store,
+        7,
+        subjects=SQLiteSubjectLog(history.events_db),
+        rebuild_page=page,
+    )
+
+    assert runner.rebuild() == len(history.log)
+    assert history.store.position("views") == history.log[-1][0]
+    assert history.store.dump() == history.reference
+
+
+class _CutShort(SQLiteSubjectLog):
+    """The real log, whose reader fails after some pages (a crash in the middle of a rebuild)."""
+
+    def __init__(self, path: Path, pages: int) -> None:
+        super().__init__(path)
+        self.pages = pages
+
+    def by_subject(self, upto: int, page: int) -> Iterator[list[bytes]]:
+        for n, states in enumerate(super().by_subject(upto, page)):
+            if n == self.pages:
+                raise OSError("the rebuild was cut short")
+            yield states
+
+
+@bounded(15)
+@given(page=st.integers(1, 40), pages=st.integers(0, 12))
+def test_a_rebuild_cut_short_is_finished_by_the_next_catch_up(
+    history: History, page: int, pages: int
+) -> None:
+    cut = EmbeddedRunner(
+        _log_after(history),
+        codec(),
+        history.store,
+        7,
+        subjects=_CutShort(history.events_db, pages),
+        rebuild_page=page,
+    )
+    try:
+        cut.rebuild()
+    except OSError:
+        assert history.store.position("views") == 0
+    EmbeddedRunner(_log_after(history), codec(), history.store, 7).catch_up()
+
+    assert history.store.dump() == history.reference
 
 
 def _log_after(history: History) -> Callable[[int], Iterator[tuple[int, bytes]]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from consentry.core.events import Actor
@@ -63,13 +63,13 @@ def test_the_background_thread_applies_in_small_pages_what_nobody_waits_for(tmp_
             platform.ledger.execute([RecordAccess(subject, actor, "support", (), "profile")])
         pages: list[int] = []
         views = platform.views
-        apply = views.apply
+        apply_at = views.apply_at
 
-        def counted(name: str, changes: Sequence[Change], position: int) -> None:
-            pages.append(position)
-            apply(name, changes, position)
+        def counted(changes: Sequence[Change], positions: Mapping[str, int]) -> None:
+            pages.append(positions["views"])
+            apply_at(changes, positions)
 
-        views.apply = counted  # type: ignore[method-assign]
+        views.apply_at = counted  # type: ignore[method-assign]
         last = platform.ledger.recorder.max_notification_id()
         assert last is not None
         runner = platform.runner

@@ -156,5 +156,55 @@ def project_new(events: Sequence[ev.LedgerEvent], applied: Mapping[uuid.UUID, in
             continue
         changes.extend(project(event))
         marks[subject] = sequence
+    changes = compact(changes)
     changes.extend(MarkApplied(s, n) for s, n in marks.items() if n != applied.get(s))
     return changes
+
+
+def compact(changes: Sequence[Change]) -> list[Change]:
+    """The same page of changes without the writes a later change of the page undoes.
+
+    A put replaces every column of its row (value, consent, subject status, erasure entry), so only
+    a row's last put needs writing; a `DropValues` deletes the subject's earlier values of its
+    scopes, so those puts need no writing either (the drop stays: it also deletes older rows). The
+    rest keeps its order. A subject's whole history in one page (a rebuild reads the log subject by
+    subject) comes down to its final rows.
+    """
+    out: list[Change | None] = list(changes)
+    last: dict[tuple[object, ...], int] = {}
+    values: dict[uuid.UUID, list[int]] = {}
+    for index, change in enumerate(changes):
+        if isinstance(change, DropValues):
+            kept = []
+            for earlier in values.pop(change.subject_id, ()):
+                put = out[earlier]
+                if isinstance(put, PutValue) and (
+                    change.scopes is None or put.sealed.scope in change.scopes
+                ):
+                    out[earlier] = None
+                else:
+                    kept.append(earlier)
+            if kept:
+                values[change.subject_id] = kept
+            continue
+        key = _row_of(change)
+        if key is None:
+            continue
+        replaced = last.get(key)
+        if replaced is not None:
+            out[replaced] = None
+        last[key] = index
+        if isinstance(change, PutValue):
+            values.setdefault(change.subject_id, []).append(index)
+    return [change for change in out if change is not None]
+
+
+def _row_of(change: Change) -> tuple[object, ...] | None:
+    """The row a put replaces whole (None for a change that adds or deletes rows)."""
+    if isinstance(change, PutValue):
+        return (PutValue, change.subject_id, change.purpose, change.field_name)
+    if isinstance(change, PutConsent):
+        return (PutConsent, change.subject_id, change.consent.purpose)
+    if isinstance(change, PutSubject | PutErasure):
+        return (type(change), change.subject_id)
+    return None

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from consentry.core.avro import AvroCodec
 from consentry.core.events import LedgerEvent, event_from_record
@@ -26,6 +27,20 @@ BACKGROUND_PAGE = 50
 # readers 13.5-17.0 (every 200 ms) -> 11.9-13.4 ms, for 0.06 -> 0.07 ms of CPU per read. Idle, a
 # look costs one position read and one log query.
 BACKGROUND_INTERVAL = 0.05
+# A rebuild reads the log subject by subject in pages this large: most subjects' histories fit in
+# one page whole, so a page writes their final rows only, once. At 100k events: 17.6k -> 21.0k
+# events/s against pages of 500 in log order (views written 43 -> 12 µs per event).
+REBUILD_PAGE = 5000
+
+
+class SubjectLog(Protocol):
+    """The ledger's log read subject by subject (each subject's events in order)."""
+
+    def last_position(self) -> int:
+        """The position of the last event in the log."""
+
+    def by_subject(self, upto: int, page: int) -> Iterator[list[bytes]]:
+        """The stored bytes of the events up to a position, ordered by subject, in pages."""
 
 
 class EmbeddedRunner:
@@ -38,8 +53,12 @@ class EmbeddedRunner:
         store: ViewStore,
         page: int = 500,
         recent: Callable[[int], Sequence[tuple[int, LedgerEvent]]] | None = None,
+        subjects: SubjectLog | None = None,
+        rebuild_page: int = REBUILD_PAGE,
     ) -> None:
         self._log = log
+        self._subjects = subjects
+        self._rebuild_page = rebuild_page
         self._codec = codec
         self.store = store
         self._page = page
@@ -98,19 +117,40 @@ class EmbeddedRunner:
             return done
 
     def _decode(self, batch: list[tuple[int, bytes]]) -> list[LedgerEvent]:
-        return [event_from_record(*self._codec.decode(state)) for _, state in batch]
+        return self._decode_states([state for _, state in batch])
+
+    def _decode_states(self, states: list[bytes]) -> list[LedgerEvent]:
+        return [event_from_record(*self._codec.decode(state)) for state in states]
 
     def _apply(self, events: list[LedgerEvent], position: int) -> int:
+        return self._apply_at(events, {RUNNER_NAME: position})
+
+    def _apply_at(self, events: list[LedgerEvent], positions: dict[str, int]) -> int:
         # In any order: sorting UUID objects compares them in Python, thousands of times a page.
         applied = self.store.applied(list({e.meta.subject_id: None for e in events}))
-        self.store.apply(RUNNER_NAME, project_new(events, applied), position)
+        self.store.apply_at(project_new(events, applied), positions)
         return len(events)
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
-        """Empties the views and projects the whole log again; readers that catch up wait for it."""
+        """Empties the views and projects the whole log again; readers that catch up wait for it.
+
+        With a log that reads subject by subject, everything up to the log's last position goes in
+        that order first, and the position is recorded once at the end. A rebuild cut short leaves
+        whole pages of subjects behind, each with its applied mark, and no position: the next
+        catch-up starts from the beginning and skips what those marks say is there.
+        """
         with self._lock:
             self.store.reset(RUNNER_NAME)
-            return self.catch_up(progress)
+            if self._subjects is None:
+                return self.catch_up(progress)
+            upto = self._subjects.last_position()
+            done = 0
+            for states in self._subjects.by_subject(upto, self._rebuild_page):
+                done += self._apply_at(self._decode_states(states), {})
+                if progress:
+                    progress(done)
+            self.store.apply(RUNNER_NAME, [], upto)
+            return done + self.catch_up(None if progress is None else lambda n: progress(done + n))
 
     def start(self, interval: float = BACKGROUND_INTERVAL) -> None:
         """Polls the log in a daemon thread until `stop`."""
