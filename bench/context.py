@@ -53,6 +53,9 @@ class ReplayStats:
     rss_open_kib: int
     rss_peak_kib: int
     views_match: bool
+    # The largest peak RSS of the rebuild's helper processes (0: none ran). An upper bound: Linux
+    # starts a spawned child's ru_maxrss at its parent's size when it forked.
+    helpers_rss_peak_kib: int = 0
 
     @property
     def events_per_s(self) -> float:

@@ -44,6 +44,7 @@ from consentry.intake.limits import App, BodyLimit, Message, Receive, Scope, Sen
 from consentry.ledger.application import Ledger, open_recorder
 from consentry.processors.runner import EmbeddedRunner
 from consentry.query.http import query_router
+from consentry.rebuild_helper import SQLiteSpanRebuilder
 from consentry.shredder import certificates
 from consentry.shredder.retention import RetentionSchedule
 from consentry.shredder.service import Shredder, ShredResult
@@ -120,6 +121,7 @@ class Platform:
             views,
             recent=ledger.recent,
             subjects=SQLiteSubjectLog(data / "events.db"),
+            helper=SQLiteSpanRebuilder(data / "events.db", data / "views.db", settings.schema_dir),
         )
         return cls(
             settings, policy, provider, keystore, ledger, views, runner, Shredder(ledger, the_clock)

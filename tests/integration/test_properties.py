@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -31,14 +32,16 @@ from consentry.adapters.sqlite_log import SQLiteSubjectLog
 from consentry.adapters.sqlite_views import SQLiteViewStore
 from consentry.cluster import project_batch
 from consentry.core import events as ev
-from consentry.core.errors import SealError
+from consentry.core.errors import ConsentryError, SealError
 from consentry.core.policy import LawfulBasis
 from consentry.core.sealing import DataKey, SealedValue, open_sealed, seal
 from consentry.ledger.application import Ledger
 from consentry.ledger.commands import DenyAccess, RecordAccess, RequestErasure
+from consentry.processors.rebuild import EVERY_SUBJECT, Span, spans
 from consentry.processors.runner import EmbeddedRunner
+from consentry.rebuild_helper import SQLiteSpanRebuilder
 from consentry.shredder.service import Shredder
-from tests.support import T0, canary, codec, fake_email, policy, record, sqlite_ledger, submit
+from tests.support import SCHEMAS, T0, canary, codec, fake_email, policy, record, sqlite_ledger, submit
 
 SOAK = bool(os.environ.get("CONSENTRY_SOAK"))
 
@@ -212,18 +215,55 @@ def test_replay_with_any_page_size_rebuilds_the_same_rows(history: History, page
 def test_a_rebuild_subject_by_subject_with_any_page_size_builds_the_same_rows(
     history: History, page: int
 ) -> None:
-    runner = EmbeddedRunner(
-        _log_after(history),
-        codec(),
-        history.store,
-        7,
-        subjects=SQLiteSubjectLog(history.events_db),
-        rebuild_page=page,
-    )
+    runner = _rebuilding(history, rebuild_page=page)
 
     assert runner.rebuild() == len(history.log)
     assert history.store.position("views") == history.log[-1][0]
     assert history.store.dump() == history.reference
+
+
+def _rebuilding(
+    history: History, subjects: SQLiteSubjectLog | None = None, **options: Any
+) -> EmbeddedRunner:
+    """A runner on the history whose rebuild reads the log subject by subject."""
+    log = subjects or SQLiteSubjectLog(history.events_db)
+    return EmbeddedRunner(_log_after(history), codec(), history.store, 7, subjects=log, **options)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_helper_processes_rebuild_spans_of_subjects_beside_the_runner(
+    history: History, count: int
+) -> None:
+    helper = SQLiteSpanRebuilder(history.events_db, history.store.path, SCHEMAS)
+    runner = _rebuilding(history, helper=helper, spans=count, helpers_from=0)
+
+    assert runner.rebuild() == len(history.log)
+    assert history.store.dump() == history.reference
+
+
+def test_a_helper_that_fails_fails_the_rebuild_and_the_next_catch_up_finishes_it(
+    history: History, tmp_path: Path
+) -> None:
+    broken = SQLiteSpanRebuilder(history.events_db, history.store.path, tmp_path / "no-schemas")
+    runner = _rebuilding(history, helper=broken, spans=2, helpers_from=0)
+
+    with pytest.raises(ConsentryError):
+        runner.rebuild()
+    assert history.store.position("views") == 0
+    runner.catch_up()
+    assert history.store.dump() == history.reference
+
+
+def test_the_spans_cover_every_subject_id_once() -> None:
+    assert spans(1) == [("", None)]
+    assert spans(2) == [("", "8"), ("8", None)]
+    assert spans(3) == [("", "5"), ("5", "a"), ("a", None)]
+    for count in range(1, 17):
+        found = spans(count)
+        assert [start for start, _ in found[1:]] == [end for _, end in found[:-1]]
+        assert found[-1][1] is None
+    with pytest.raises(ValueError, match="spans"):
+        spans(17)
 
 
 class _CutShort(SQLiteSubjectLog):
@@ -233,8 +273,8 @@ class _CutShort(SQLiteSubjectLog):
         super().__init__(path)
         self.pages = pages
 
-    def by_subject(self, upto: int, page: int) -> Iterator[list[bytes]]:
-        for n, states in enumerate(super().by_subject(upto, page)):
+    def by_subject(self, upto: int, page: int, span: Span = EVERY_SUBJECT) -> Iterator[list[bytes]]:
+        for n, states in enumerate(super().by_subject(upto, page, span)):
             if n == self.pages:
                 raise OSError("the rebuild was cut short")
             yield states
@@ -245,14 +285,7 @@ class _CutShort(SQLiteSubjectLog):
 def test_a_rebuild_cut_short_is_finished_by_the_next_catch_up(
     history: History, page: int, pages: int
 ) -> None:
-    cut = EmbeddedRunner(
-        _log_after(history),
-        codec(),
-        history.store,
-        7,
-        subjects=_CutShort(history.events_db, pages),
-        rebuild_page=page,
-    )
+    cut = _rebuilding(history, _CutShort(history.events_db, pages), rebuild_page=page)
     try:
         cut.rebuild()
     except OSError:

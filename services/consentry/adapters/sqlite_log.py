@@ -15,7 +15,7 @@ from pathlib import Path
 
 _PAGE_SQL = (
     "SELECT originator_id, originator_version, state FROM stored_events "
-    "WHERE (originator_id, originator_version) > (?, ?) AND rowid <= ? "
+    "WHERE (originator_id, originator_version) > (?, ?) AND rowid <= ? {below}"
     "ORDER BY originator_id, originator_version LIMIT ?"
 )
 
@@ -37,16 +37,23 @@ class SQLiteSubjectLog:
             row = db.execute("SELECT MAX(rowid) FROM stored_events").fetchone()
         return int(row[0] or 0)
 
-    def by_subject(self, upto: int, page: int) -> Iterator[list[bytes]]:
+    def by_subject(
+        self, upto: int, page: int, span: tuple[str, str | None] = ("", None)
+    ) -> Iterator[list[bytes]]:
         """The stored bytes of the events at positions up to `upto`, subject by subject, in pages.
 
-        Each page is a read of its own (no snapshot is held between pages, so the ledger's WAL can
-        be checkpointed meanwhile); events after `upto` are left for the runner's catch-up.
+        Only subjects whose id (as text) is in `span` (from its start, inclusive, to its end,
+        exclusive; None: to the last). Each page is a read of its own (no snapshot is held between
+        pages, so the ledger's WAL can be checkpointed meanwhile); events after `upto` are left for
+        the runner's catch-up.
         """
-        after: tuple[str, int] = ("", 0)
+        start, end = span
+        sql = _PAGE_SQL.format(below="" if end is None else "AND originator_id < ? ")
+        after: tuple[str, int] = (start, 0)
         with closing(self._connect()) as db:
             while True:
-                rows = db.execute(_PAGE_SQL, (*after, upto, page)).fetchall()
+                bounds = (upto,) if end is None else (upto, end)
+                rows = db.execute(sql, (*after, *bounds, page)).fetchall()
                 if not rows:
                     return
                 after = (str(rows[-1][0]), int(rows[-1][1]))

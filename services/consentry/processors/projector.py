@@ -170,22 +170,24 @@ def compact(changes: Sequence[Change]) -> list[Change]:
     rest keeps its order. A subject's whole history in one page (a rebuild reads the log subject by
     subject) comes down to its final rows.
     """
+    # Rows are keyed by the subject's UUID as an int: hashing a UUID object runs Python code, and
+    # a rebuild's page hashes each change's subject a few times.
     out: list[Change | None] = list(changes)
     last: dict[tuple[object, ...], int] = {}
-    values: dict[uuid.UUID, list[int]] = {}
+    values: dict[int, list[tuple[int, PutValue]]] = {}
     for index, change in enumerate(changes):
         if isinstance(change, DropValues):
+            subject = change.subject_id.int
             kept = []
-            for earlier in values.pop(change.subject_id, ()):
-                put = out[earlier]
-                if isinstance(put, PutValue) and (
-                    change.scopes is None or put.sealed.scope in change.scopes
-                ):
+            for earlier, put in values.pop(subject, ()):
+                if out[earlier] is not put:
+                    continue  # a later put of its row took its place
+                if change.scopes is None or put.sealed.scope in change.scopes:
                     out[earlier] = None
                 else:
-                    kept.append(earlier)
+                    kept.append((earlier, put))
             if kept:
-                values[change.subject_id] = kept
+                values[subject] = kept
             continue
         key = _row_of(change)
         if key is None:
@@ -195,16 +197,18 @@ def compact(changes: Sequence[Change]) -> list[Change]:
             out[replaced] = None
         last[key] = index
         if isinstance(change, PutValue):
-            values.setdefault(change.subject_id, []).append(index)
+            values.setdefault(change.subject_id.int, []).append((index, change))
     return [change for change in out if change is not None]
 
 
 def _row_of(change: Change) -> tuple[object, ...] | None:
     """The row a put replaces whole (None for a change that adds or deletes rows)."""
     if isinstance(change, PutValue):
-        return (PutValue, change.subject_id, change.purpose, change.field_name)
+        return (0, change.subject_id.int, change.purpose, change.field_name)
     if isinstance(change, PutConsent):
-        return (PutConsent, change.subject_id, change.consent.purpose)
-    if isinstance(change, PutSubject | PutErasure):
-        return (type(change), change.subject_id)
+        return (1, change.subject_id.int, change.consent.purpose)
+    if isinstance(change, PutSubject):
+        return (2, change.subject_id.int)
+    if isinstance(change, PutErasure):
+        return (3, change.subject_id.int)
     return None
