@@ -235,7 +235,7 @@ def test_helper_processes_rebuild_spans_of_subjects_beside_the_runner(
     history: History, count: int
 ) -> None:
     helper = SQLiteSpanRebuilder(history.events_db, history.store.path, SCHEMAS)
-    runner = _rebuilding(history, helper=helper, spans=count, helpers_from=0)
+    runner = _rebuilding(history, helper=helper, span_count=count, helpers_from=0)
 
     assert runner.rebuild() == len(history.log)
     assert history.store.dump() == history.reference
@@ -245,7 +245,7 @@ def test_a_helper_that_fails_fails_the_rebuild_and_the_next_catch_up_finishes_it
     history: History, tmp_path: Path
 ) -> None:
     broken = SQLiteSpanRebuilder(history.events_db, history.store.path, tmp_path / "no-schemas")
-    runner = _rebuilding(history, helper=broken, spans=2, helpers_from=0)
+    runner = _rebuilding(history, helper=broken, span_count=2, helpers_from=0)
 
     with pytest.raises(ConsentryError):
         runner.rebuild()

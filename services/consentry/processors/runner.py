@@ -40,6 +40,13 @@ HELPERS_FROM = 20_000
 MAX_SPANS = 4
 
 
+def _cores() -> int:
+    """The cores this process may run on (all of the machine's where affinity is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class EmbeddedRunner:
     """Projects the ledger's log into a view store, from the store's recorded position."""
 
@@ -53,7 +60,7 @@ class EmbeddedRunner:
         subjects: SubjectLog | None = None,
         rebuild_page: int = REBUILD_PAGE,
         helper: SpanRebuilder | None = None,
-        spans: int | None = None,
+        span_count: int | None = None,
         helpers_from: int = HELPERS_FROM,
     ) -> None:
         self._log = log
@@ -61,7 +68,7 @@ class EmbeddedRunner:
         self._rebuild_page = rebuild_page
         self._helper = helper
         # How many spans of subjects a large rebuild splits into: one per core (at most MAX_SPANS).
-        self._spans = spans or min(len(os.sched_getaffinity(0)), MAX_SPANS)
+        self._span_count = span_count or min(_cores(), MAX_SPANS)
         self._helpers_from = helpers_from
         self._codec = codec
         self.store = store
@@ -150,7 +157,7 @@ class EmbeddedRunner:
 
     def _rebuild_upto(self, log: SubjectLog, upto: int, progress: Callable[[int], None] | None) -> int:
         """Everything up to `upto`: the first span here, the others in helper processes at once."""
-        count = self._spans if self._helper is not None and upto >= self._helpers_from else 1
+        count = self._span_count if self._helper is not None and upto >= self._helpers_from else 1
         first, *others = spans(count)
         if not others or self._helper is None:
             return rebuild_span(log, self._codec, self.store, upto, self._rebuild_page, first, progress)
