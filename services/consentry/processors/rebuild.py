@@ -8,11 +8,11 @@ keeps the decoding of one process on one core), each into the same views databas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from consentry.core.avro import AvroCodec
-from consentry.core.events import event_from_record
+from consentry.core.events import LedgerEvent, event_from_record
 from consentry.core.views import ViewStore
 from consentry.processors.projector import project_new
 
@@ -65,11 +65,20 @@ def rebuild_span(
     """
     done = 0
     for states in log.by_subject(upto, page, span):
-        events = [event_from_record(*codec.decode(state)) for state in states]
-        # In any order: sorting UUID objects compares them in Python, thousands of times a page.
-        applied = store.applied(list({e.meta.subject_id: None for e in events}))
-        store.apply_at(project_new(events, applied), {})
-        done += len(events)
+        done += apply_page(store, decode(codec, states), {})
         if progress:
             progress(done)
     return done
+
+
+def decode(codec: AvroCodec, states: Iterable[bytes]) -> list[LedgerEvent]:
+    """The events of stored bytes."""
+    return [event_from_record(*codec.decode(state)) for state in states]
+
+
+def apply_page(store: ViewStore, events: list[LedgerEvent], positions: Mapping[str, int]) -> int:
+    """Applies the events the views lack with the positions they reach; returns how many events."""
+    # In any order: sorting UUID objects compares them in Python, thousands of times a page.
+    applied = store.applied(list({e.meta.subject_id: None for e in events}))
+    store.apply_at(project_new(events, applied), positions)
+    return len(events)

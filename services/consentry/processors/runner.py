@@ -16,10 +16,16 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from consentry.core.avro import AvroCodec
-from consentry.core.events import LedgerEvent, event_from_record
+from consentry.core.events import LedgerEvent
 from consentry.core.views import ViewStore
-from consentry.processors.projector import project_new
-from consentry.processors.rebuild import SpanRebuilder, SubjectLog, rebuild_span, spans
+from consentry.processors.rebuild import (
+    SpanRebuilder,
+    SubjectLog,
+    apply_page,
+    decode,
+    rebuild_span,
+    spans,
+)
 
 RUNNER_NAME = "views"
 # The background thread applies what nobody waits for (other reads' access events, mostly) in small
@@ -128,13 +134,10 @@ class EmbeddedRunner:
             return done
 
     def _decode(self, batch: list[tuple[int, bytes]]) -> list[LedgerEvent]:
-        return [event_from_record(*self._codec.decode(state)) for _, state in batch]
+        return decode(self._codec, (state for _, state in batch))
 
     def _apply(self, events: list[LedgerEvent], position: int) -> int:
-        # In any order: sorting UUID objects compares them in Python, thousands of times a page.
-        applied = self.store.applied(list({e.meta.subject_id: None for e in events}))
-        self.store.apply(RUNNER_NAME, project_new(events, applied), position)
-        return len(events)
+        return apply_page(self.store, events, {RUNNER_NAME: position})
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Empties the views and projects the whole log again; readers that catch up wait for it.
