@@ -134,30 +134,6 @@ class KeystoreContract(ABC):
         assert [r.version for r in keystore.key_versions(other, SUPPORT)] == [1]
         assert same_key(forget_cache(keystore).get(live, IDENTITY_SCOPE), identity)
 
-    def test_a_batch_unwraps_the_wanted_keys_the_cache_lacks_from_one_read(
-        self, keystore: Keystore, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        subjects = [uuid.uuid4() for _ in range(40)]
-        kept = {s: keystore.create(s, SUPPORT) for s in subjects}
-        reads: list[str] = []
-        for name in ("_latest", "_scopes_of"):
-            original = getattr(keystore, name)
-
-            def counted(*args: object, _name: str = name, _original: object = original) -> object:
-                reads.append(_name)
-                return _original(*args)  # type: ignore[operator]  # the adapter's own method
-
-            monkeypatch.setattr(keystore, name, counted)
-        wanted = [(s, scope) for s in subjects for scope in (SUPPORT, MARKETING)]
-        with forget_cache(keystore).batch(wanted):
-            for subject in subjects:
-                assert same_key(keystore.get_or_create(subject, SUPPORT), kept[subject])
-                assert keystore.get_or_create(subject, MARKETING).version == 1
-        # A keystore that shares its keys with other writers may not read ahead: key by key.
-        expected = ["_scopes_of"] if keystore.prefetch_scopes else reads.count("_latest") * ["_latest"]
-        assert reads == expected
-        assert reads
-
     def test_a_failed_batch_keeps_no_key_and_no_reference(self, keystore: Keystore) -> None:
         subject = uuid.uuid4()
         ref = keystore.blind_index("shop", "batch-failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import replace
 
@@ -55,12 +56,18 @@ def test_the_seal_and_wrap_aad_are_the_length_prefixed_parts_of_their_context(sc
         )
 
 
-def test_key_ids_have_the_form_of_random_uuid4_hex_and_do_not_repeat() -> None:
+def test_key_ids_have_the_form_of_uuid7_hex_do_not_repeat_and_grow_with_time() -> None:
+    before = time.time_ns() // 1_000_000
     ids = [new_key_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     for key_id in ids:
         parsed = uuid.UUID(hex=key_id)
-        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, key_id)
+        assert (parsed.version, parsed.variant, parsed.hex) == (7, uuid.RFC_4122, key_id)
+        assert before <= int(key_id[:12], 16) <= after
+    # Ids of later milliseconds sort after earlier ones (within one, in random order).
+    assert [int(k[:12], 16) for k in ids] == sorted(int(k[:12], 16) for k in ids)
+    assert len({k[12:] for k in ids}) == len(ids)
 
 
 def test_any_flipped_ciphertext_or_nonce_bit_fails_closed() -> None:

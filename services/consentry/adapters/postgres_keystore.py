@@ -71,10 +71,8 @@ UNION ALL SELECT scope COLLATE "C", key_id, version, NULL, NULL, NULL, shredded_
 FROM {s}.tombstones WHERE subject_id = %(u)s AND (%(c)s::text IS NULL OR scope = %(c)s) ORDER BY 1, 3
 """
 _SCOPES_OF = """
-SELECT subject_id, scope, version, key_id, kek_version, wrapped FROM {s}.data_keys
-WHERE subject_id = ANY(%(u)s)
-UNION ALL SELECT subject_id, scope, version, key_id, NULL, NULL FROM {s}.tombstones
-WHERE subject_id = ANY(%(u)s)
+SELECT subject_id, scope, version, false FROM {s}.data_keys WHERE subject_id = ANY(%(u)s)
+UNION ALL SELECT subject_id, scope, version, true FROM {s}.tombstones WHERE subject_id = ANY(%(u)s)
 """
 _INSERT_KEY = """
 INSERT INTO {s}.data_keys (key_id, subject_id, scope, version, kek_version, wrapped, created_at)
@@ -248,10 +246,7 @@ class PostgresKeystore(Keystore):
 
     def _scopes_of(self, subject_ids: Sequence[uuid.UUID]) -> list[ScopeVersion]:
         rows = self._run(_SCOPES_OF, {"u": list(subject_ids)})
-        return [
-            ScopeVersion(s, c, v, k, None if blob is None else WrappedKey(kek, bytes(blob)))
-            for s, c, v, k, kek, blob in rows
-        ]
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
 
     def _insert_key(self, row: KeyRow) -> None:
         # A unique violation on (subject_id, scope, version) comes back from `_run` as KeyExists.

@@ -178,17 +178,11 @@ class SQLiteKeystore(Keystore):
             chunk = {s.bytes: s for s in subject_ids[start : start + _IN_CHUNK]}
             where = f"subject_id IN ({','.join('?' * len(chunk))})"  # placeholders; ids are params
             rows = self._query(
-                "SELECT subject_id, scope, version, key_id, kek_version, wrapped FROM data_keys "  # noqa: S608
-                f"WHERE {where} UNION ALL "
-                f"SELECT subject_id, scope, version, key_id, NULL, NULL FROM tombstones WHERE {where}",
+                f"SELECT subject_id, scope, version, 0 FROM data_keys WHERE {where} "  # noqa: S608
+                f"UNION ALL SELECT subject_id, scope, version, 1 FROM tombstones WHERE {where}",
                 [*chunk, *chunk],
             )
-            found += [
-                ScopeVersion(
-                    chunk[bytes(s)], c, v, k, None if blob is None else WrappedKey(kek, bytes(blob))
-                )
-                for s, c, v, k, kek, blob in rows
-            ]
+            found += [(chunk[bytes(s)], str(c), int(v), bool(d)) for s, c, v, d in rows]
         return found
 
     def _insert_key(self, row: KeyRow) -> None:

@@ -6,9 +6,8 @@ subject has keys, not as much as the cache holds (a full scan of 50,000 keys is 
 milliseconds per erasure, under the keystore's lock).
 
 A batch that needs keys of subjects the cache does not hold would ask the store once per (subject,
-scope), to learn that a scope has no key yet or to fetch the wrapped key. `KnownScopes` reads every
-row of the batch's subjects in one query instead, wrapped keys included, the first time one of them
-is missed.
+scope), mostly to learn that a scope has no key yet. `KnownScopes` reads every scope of the batch's
+subjects in one query instead, the first time one of them is missed.
 """
 
 from __future__ import annotations
@@ -101,7 +100,7 @@ class KeyCache:
 
 
 class KnownScopes:
-    """The newest row of each scope of some subjects, read once when first asked for.
+    """The newest version of each scope of some subjects, read once when first asked for.
 
     Valid only while nothing else can change those subjects' rows: the keystore's open batch
     transaction. The keystore notes its own inserts here and drops a subject it destroys or closes.
@@ -109,32 +108,30 @@ class KnownScopes:
 
     def __init__(self, subjects: Iterable[uuid.UUID]) -> None:
         self._subjects = set(subjects)
-        self._scopes: dict[uuid.UUID, dict[str, ScopeVersion]] | None = None
+        self._scopes: dict[uuid.UUID, dict[str, tuple[int, bool]]] | None = None
 
     def scopes(
         self,
         subject_id: uuid.UUID,
         read: Callable[[Sequence[uuid.UUID]], Iterable[ScopeVersion]],
-    ) -> dict[str, ScopeVersion] | None:
-        """The subject's newest row (or tombstone) per scope; None if it was not announced."""
+    ) -> dict[str, tuple[int, bool]] | None:
+        """The subject's newest (version, shredded) per scope; None if it was not announced."""
         if subject_id not in self._subjects:
             return None
         if self._scopes is None:
             self._scopes = {s: {} for s in self._subjects}
             # In any order: sorting UUID objects would compare them in Python.
-            for row in read(list(self._subjects)):
-                held = self._scopes[row.subject_id]
-                newest = held.get(row.scope)
-                if newest is None or newest.version < row.version:
-                    held[row.scope] = row
+            for subject, scope, version, shredded in read(list(self._subjects)):
+                held = self._scopes[subject]
+                newest = held.get(scope)
+                if newest is None or newest[0] < version:
+                    held[scope] = (version, shredded)
         return self._scopes[subject_id]
 
     def created(self, row: KeyRow) -> None:
         """Notes a key row the batch inserted."""
         if self._scopes is not None and row.subject_id in self._scopes:
-            self._scopes[row.subject_id][row.scope] = ScopeVersion(
-                row.subject_id, row.scope, row.version, row.key_id, row.wrapped
-            )
+            self._scopes[row.subject_id][row.scope] = (row.version, False)
 
     def drop(self, subject_id: uuid.UUID) -> None:
         """Forgets a subject whose rows changed otherwise: its lookups go to the store again."""

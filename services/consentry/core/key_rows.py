@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
 
 from consentry.core.keys import WrappedKey
 
@@ -50,17 +49,5 @@ class Rewrapped:
     unreadable: int
 
 
-class ScopeVersion(NamedTuple):
-    """One key row or tombstone of a subject as a batch reads them all: a live row's wrapped key
-    comes along, so a key the cache lacks is unwrapped without another query."""
-
-    subject_id: uuid.UUID
-    scope: str
-    version: int
-    key_id: str | None
-    # None for a tombstone (a shredded version, or a scope closed before it had a key).
-    wrapped: WrappedKey | None
-
-    @property
-    def shredded(self) -> bool:
-        return self.wrapped is None
+ScopeVersion = tuple[uuid.UUID, str, int, bool]
+"""(subject, scope, version, shredded): one key row or tombstone, without its key bytes."""

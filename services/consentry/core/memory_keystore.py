@@ -48,7 +48,7 @@ class InMemoryKeystore(Keystore):
     def _scopes_of(self, subject_ids: Sequence[uuid.UUID]) -> list[ScopeVersion]:
         wanted = set(subject_ids)
         return [
-            ScopeVersion(r.subject_id, r.scope, r.version, r.key_id, getattr(r, "wrapped", None))
+            (r.subject_id, r.scope, r.version, isinstance(r, Tombstone))
             for r in self._rows.values()
             if r.subject_id in wanted
         ]
