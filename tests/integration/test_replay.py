@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from consentry.core.settings import load_settings
@@ -40,3 +42,62 @@ def test_a_replay_rebuilds_the_same_views_as_the_live_run_and_keeps_erased_subje
     assert platform.views.values(erased) == {}
     assert platform.views.subject_status(erased) == "erased"
     platform.close()
+
+
+# The views file as layout 1 made it (no user_version): the access log keyed by event id.
+_LAYOUT_1_ACCESSES = """
+CREATE TABLE accesses (
+    event_id BLOB PRIMARY KEY, subject_id BLOB NOT NULL, actor_id TEXT NOT NULL,
+    role TEXT NOT NULL, purpose TEXT NOT NULL, field_names TEXT NOT NULL, kind TEXT NOT NULL,
+    allowed INTEGER NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);
+CREATE INDEX accesses_by_subject ON accesses (subject_id, at);
+"""
+
+
+def test_views_of_an_older_layout_are_dropped_at_start_and_built_again_from_the_log(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(data_dir=tmp_path, policy=EXAMPLE_POLICY)
+    platform = Platform.open(settings)
+    refs = ["shop:" + canary(f"ref{n}") for n in range(6)]
+    for ref in refs:
+        submit(
+            platform.ledger,
+            record("consent.grant", ref, purpose="support"),
+            record("data.update", ref, purpose="support", fields={"email": canary("mail")}),
+            record(
+                "access.report",
+                ref,
+                purpose="support",
+                actor_id="agent-1",
+                role="support_agent",
+                field_names=["email"],
+            ),
+        )
+    platform.after_write()
+    live = platform.views.dump()
+    assert any(table == "accesses" and rows for table, rows in live.items())
+    platform.close()
+    # What layout 1 left behind: its own access table, no layout number, a position.
+    with closing(sqlite3.connect(tmp_path / "views.db")) as db:
+        db.executescript("DROP TABLE accesses;" + _LAYOUT_1_ACCESSES + "PRAGMA user_version=0;")
+        db.execute(
+            "INSERT INTO accesses SELECT randomblob(16), subject_id, actor_id, role, purpose, "
+            "field_names, kind, allowed, reason, at FROM subjects CROSS JOIN "
+            "(SELECT 'a' actor_id, 'r' role, 'p' purpose, '' field_names, 'k' kind, 1 allowed, "
+            "'' reason) LIMIT 1"
+        )
+        db.commit()
+
+    platform = Platform.open(settings)
+    platform.recover()
+
+    assert platform.views.dump() == live
+    platform.close()
+    with closing(sqlite3.connect(tmp_path / "views.db")) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        sql = db.execute("SELECT sql FROM sqlite_master WHERE name='accesses'").fetchone()[0]
+        assert "WITHOUT ROWID" in sql
+        assert db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"
+        ).fetchone() == (0,)

@@ -8,8 +8,9 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
-from consentry.adapters.sql_views import Cursor, SqlViewStore, ViewStoreError
+from consentry.adapters.sql_views import TABLES, Cursor, SqlViewStore, ViewStoreError
 
 __all__ = ["SQLiteViewStore", "ViewStoreError"]
 
@@ -27,14 +28,20 @@ CREATE TABLE IF NOT EXISTS consents (
     lawful_basis TEXT NOT NULL, since TEXT NOT NULL, expires_at TEXT, event_id BLOB NOT NULL,
     PRIMARY KEY (subject_id, purpose));
 CREATE TABLE IF NOT EXISTS accesses (
-    event_id BLOB PRIMARY KEY, subject_id BLOB NOT NULL, actor_id TEXT NOT NULL,
+    event_id BLOB NOT NULL, subject_id BLOB NOT NULL, actor_id TEXT NOT NULL,
     role TEXT NOT NULL, purpose TEXT NOT NULL, field_names TEXT NOT NULL, kind TEXT NOT NULL,
-    allowed INTEGER NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS accesses_by_subject ON accesses (subject_id, at);
+    allowed INTEGER NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (subject_id, at, event_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erasures (
     subject_id BLOB PRIMARY KEY, status TEXT NOT NULL, at TEXT NOT NULL, event_id BLOB NOT NULL,
     certificate BLOB, signature BLOB);
 """
+# The layout above, as PRAGMA user_version. Layout 1 (user_version 0) kept the access log by event id
+# with an index by subject: every access event dirtied a random page of each. Keyed by (subject,
+# time, event) alone, it is one tree, appended to in subject order by a rebuild, and read in the
+# order the access log is asked for. The event id still makes each row unique: it fixes the
+# subject and the time.
+LAYOUT: Final = 2
 
 
 class _ReaderConnection(sqlite3.Connection):
@@ -57,7 +64,7 @@ class SQLiteViewStore(SqlViewStore):
         # So commits skip the fsync the ledger and keystore pay (synchronous=NORMAL in WAL mode).
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA secure_delete=ON")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
         # Each reading thread has a connection of its own: in WAL mode it reads the last committed
         # state while a page's apply is under way on `_db`, instead of waiting for the lock.
@@ -65,6 +72,28 @@ class SQLiteViewStore(SqlViewStore):
         # Weakly held: a thread's connection closes when the thread ends, the rest on `close`.
         self._reader_dbs: weakref.WeakSet[_ReaderConnection] = weakref.WeakSet()
         self._registry = threading.Lock()
+
+    def _migrate(self) -> None:
+        """Creates the tables; views of an older layout are dropped first.
+
+        The views are derived from the ledger: with its positions gone, the runner's next catch-up
+        projects the whole log into the new layout. No personal data is lost or exposed: the
+        dropped rows hold ciphertext (secure_delete overwrites them).
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            layout = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if layout < LAYOUT:
+                for table in TABLES:
+                    self._db.execute(f"DROP TABLE IF EXISTS {table}")  # fixed table names
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+            if layout < LAYOUT:
+                self._db.execute(f"PRAGMA user_version={LAYOUT}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock, self._registry:
