@@ -29,6 +29,9 @@ from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.references import ReferenceIndex, normalise_reference
 from consentry.core.sealing import DataKey
 
+CACHE_KEYS: Final = 150_000
+"""Unwrapped keys the cache holds by default: about 150 MB (a cached key takes about 1 KB)."""
+
 SUBJECT_SCOPE: Final = "*"
 """Tombstoned on full erasure: no key of any scope can be created for the subject again."""
 
@@ -66,7 +69,7 @@ class Keystore(ReferenceIndex, ABC):
     prefetch_scopes: bool = True
 
     def __init__(
-        self, provider: KeyProvider, clock: Clock | None = None, cache_size: int = 50_000
+        self, provider: KeyProvider, clock: Clock | None = None, cache_size: int = CACHE_KEYS
     ) -> None:
         self.provider = provider
         self.clock: Clock = clock or SystemClock()
