@@ -134,6 +134,30 @@ class KeystoreContract(ABC):
         assert [r.version for r in keystore.key_versions(other, SUPPORT)] == [1]
         assert same_key(forget_cache(keystore).get(live, IDENTITY_SCOPE), identity)
 
+    def test_a_batch_hands_out_the_newest_live_key_it_named_even_after_changes_inside_it(
+        self, keystore: Keystore
+    ) -> None:
+        first, second, third = (uuid.uuid4() for _ in range(3))
+        keys = {
+            (s, c): keystore.create(s, c)
+            for s in (first, second, third)
+            for c in (SUPPORT, CONSENT_SCOPE)
+        }
+        keystore.destroy_keys(first, [keys[(first, SUPPORT)].key_id])
+        renewed = keystore.create(first, SUPPORT, new_version=True)
+        with forget_cache(keystore).batch(list(keys)):
+            # The first lookup of a named key reads the batch's named live keys.
+            assert same_key(keystore.get_or_create(second, SUPPORT), keys[(second, SUPPORT)])
+            assert same_key(keystore.get_or_create(first, SUPPORT), renewed)
+            keystore.destroy(third, [CONSENT_SCOPE])
+            with pytest.raises(ScopeShredded):
+                forget_cache(keystore).get_or_create(third, CONSENT_SCOPE)
+            newer = keystore.create(second, CONSENT_SCOPE, new_version=True)
+            assert same_key(forget_cache(keystore).get_or_create(second, CONSENT_SCOPE), newer)
+            assert same_key(keystore.get_or_create(third, SUPPORT), keys[(third, SUPPORT)])
+            assert same_key(keystore.get_or_create(first, CONSENT_SCOPE), keys[(first, CONSENT_SCOPE)])
+        assert [r.version for r in keystore.key_versions(second, CONSENT_SCOPE)] == [1, 2]
+
     def test_a_failed_batch_keeps_no_key_and_no_reference(self, keystore: Keystore) -> None:
         subject = uuid.uuid4()
         ref = keystore.blind_index("shop", "batch-failed")

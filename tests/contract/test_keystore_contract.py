@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,16 @@ import pytest
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.core.errors import KeyProviderError, ScopeShredded
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider
-from consentry.core.keystore import KeyRow, Keystore
+from consentry.core.keystore import KeyRow, Keystore, Tombstone
 from consentry.core.memory_keystore import InMemoryKeystore
 from consentry.core.sealing import CONSENT_SCOPE, DataKey
-from tests.contract.keystore_contract import MARKETING, KeystoreContract, files_holding, same_key
+from tests.contract.keystore_contract import (
+    MARKETING,
+    KeystoreContract,
+    files_holding,
+    forget_cache,
+    same_key,
+)
 from tests.support import StepClock, files_under, master_key
 
 
@@ -42,6 +49,32 @@ def wrapped_blob(keystore: SQLiteKeystore, subject: uuid.UUID, scope: str) -> by
 class TestSQLiteKeystore(KeystoreContract):
     def make_keystore(self, tmp_path: Path) -> Keystore:
         return open_sqlite(tmp_path)
+
+    def test_a_batch_reads_the_live_keys_it_names_in_one_query_not_one_per_key(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        keystore = open_sqlite(tmp_path)
+        subjects = [uuid.uuid4() for _ in range(300)]  # more than one chunk of the query
+        keys = {(s, MARKETING): keystore.create(s, MARKETING) for s in subjects}
+        one_by_one: list[tuple[uuid.UUID, str]] = []
+        together: list[int] = []
+        latest, live_rows = keystore._latest, keystore._live_rows
+
+        def counted_latest(subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:
+            one_by_one.append((subject_id, scope))
+            return latest(subject_id, scope)
+
+        def counted_live_rows(wanted: Sequence[tuple[uuid.UUID, str, int]]) -> list[KeyRow]:
+            together.append(len(wanted))
+            return live_rows(wanted)
+
+        monkeypatch.setattr(keystore, "_latest", counted_latest)
+        monkeypatch.setattr(keystore, "_live_rows", counted_live_rows)
+        with forget_cache(keystore).batch(list(keys)):
+            for slot, key in keys.items():
+                assert same_key(keystore.get_or_create(*slot), key)
+        assert (one_by_one, together) == ([], [300])
+        keystore.close()
 
     def test_destroyed_key_bytes_are_in_no_file_of_the_keystore(self, tmp_path: Path) -> None:
         keystore = open_sqlite(tmp_path)

@@ -185,6 +185,37 @@ class SQLiteKeystore(Keystore):
             found += [(chunk[bytes(s)], str(c), int(v), bool(d)) for s, c, v, d in rows]
         return found
 
+    def _live_rows(self, wanted: Sequence[tuple[uuid.UUID, str, int]]) -> list[KeyRow]:
+        found: list[KeyRow] = []
+        step = _IN_CHUNK // 2
+        for start in range(0, len(wanted), step):
+            chunk = wanted[start : start + step]
+            ids = {s.bytes: s for s, _, _ in chunk}
+            # A row-value IN over a subquery of VALUES: SQLite looks each one up in the unique
+            # (subject_id, scope, version) index (a plain IN (VALUES ...) scans the table).
+            values = ",".join("(?,?,?)" for _ in chunk)  # placeholders; the values are parameters
+            sql = (
+                "SELECT subject_id, key_id, scope, version, kek_version, wrapped, created_at "  # noqa: S608
+                "FROM data_keys WHERE (subject_id, scope, version) IN "
+                f"(SELECT column1, column2, column3 FROM (VALUES {values}))"
+            )
+            rows = self._query(
+                sql,
+                [p for s, scope, version in chunk for p in (s.bytes, scope, version)],
+            )
+            found += [
+                KeyRow(
+                    str(key_id),
+                    ids[bytes(subject)],
+                    str(scope),
+                    int(version),
+                    WrappedKey(int(kek), bytes(wrapped)),
+                    datetime.fromisoformat(str(created)),
+                )
+                for subject, key_id, scope, version, kek, wrapped, created in rows
+            ]
+        return found
+
     def _insert_key(self, row: KeyRow) -> None:
         values = (
             row.key_id,

@@ -7,7 +7,8 @@ milliseconds per erasure, under the keystore's lock).
 
 A batch that needs keys of subjects the cache does not hold would ask the store once per (subject,
 scope), mostly to learn that a scope has no key yet. `KnownScopes` reads every scope of the batch's
-subjects in one query instead, the first time one of them is missed.
+subjects in one query instead, the first time one of them is missed, and the rows of the live keys
+the batch wants in one more query, the first time one of them is needed.
 """
 
 from __future__ import annotations
@@ -100,15 +101,18 @@ class KeyCache:
 
 
 class KnownScopes:
-    """The newest version of each scope of some subjects, read once when first asked for.
+    """The newest version of each scope of some subjects and the live rows a batch wants, read once.
 
     Valid only while nothing else can change those subjects' rows: the keystore's open batch
     transaction. The keystore notes its own inserts here and drops a subject it destroys or closes.
     """
 
-    def __init__(self, subjects: Iterable[uuid.UUID]) -> None:
-        self._subjects = set(subjects)
+    def __init__(self, wanted: Iterable[tuple[uuid.UUID, str]]) -> None:
+        # The (subject, scope) keys the batch will ask for that the cache lacked when it began.
+        self._wanted = dict.fromkeys(wanted)
+        self._subjects = {subject for subject, _ in self._wanted}
         self._scopes: dict[uuid.UUID, dict[str, tuple[int, bool]]] | None = None
+        self._rows: dict[uuid.UUID, dict[str, KeyRow]] | None = None
 
     def scopes(
         self,
@@ -128,13 +132,40 @@ class KnownScopes:
                     held[scope] = (version, shredded)
         return self._scopes[subject_id]
 
+    def live_row(
+        self,
+        subject_id: uuid.UUID,
+        scope: str,
+        read: Callable[[Sequence[tuple[uuid.UUID, str, int]]], Iterable[KeyRow]],
+    ) -> KeyRow | None:
+        """The live newest row of a wanted scope (once); every wanted one is read the first time.
+
+        None if the scope was not wanted, has no live key, or its row was handed out already.
+        Call after `scopes` answered for the subject.
+        """
+        if self._rows is None:
+            self._rows = {}
+            known = self._scopes or {}
+            versions = [
+                (subject, scope, newest[0])
+                for subject, scope in self._wanted
+                if (newest := known.get(subject, {}).get(scope)) is not None and not newest[1]
+            ]
+            for row in read(versions) if versions else ():
+                self._rows.setdefault(row.subject_id, {})[row.scope] = row
+        return self._rows.get(subject_id, {}).pop(scope, None)
+
     def created(self, row: KeyRow) -> None:
         """Notes a key row the batch inserted."""
         if self._scopes is not None and row.subject_id in self._scopes:
             self._scopes[row.subject_id][row.scope] = (row.version, False)
+        if self._rows is not None:
+            self._rows.get(row.subject_id, {}).pop(row.scope, None)
 
     def drop(self, subject_id: uuid.UUID) -> None:
         """Forgets a subject whose rows changed otherwise: its lookups go to the store again."""
         self._subjects.discard(subject_id)
         if self._scopes is not None:
             self._scopes.pop(subject_id, None)
+        if self._rows is not None:
+            self._rows.pop(subject_id, None)

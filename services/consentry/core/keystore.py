@@ -100,7 +100,9 @@ class Keystore(ReferenceIndex, ABC):
                 return
             self._batch_keys = []
             prefetched = wanted if self.prefetch_scopes else ()
-            self._known = KnownScopes({s for s, scope in prefetched if not self._cache.holds(s, scope)})
+            self._known = KnownScopes(
+                (s, scope) for s, scope in prefetched if not self._cache.holds(s, scope)
+            )
             try:
                 with self._transaction():
                     yield
@@ -161,13 +163,17 @@ class Keystore(ReferenceIndex, ABC):
             # Minted in this batch: its only keys are the ones this batch created.
             return self._batch_created.get((subject_id, scope))
         known = self._known.scopes(subject_id, self._scopes_of)
+        latest: KeyRow | Tombstone | None
         if known is not None and scope not in known:
             latest = None
         elif known is not None and known[scope][1]:
             raise ScopeShredded("the scope was shredded")
         else:
-            # Unknown, or a live key the cache lacks: its row has the key bytes.
-            latest = self._latest(subject_id, scope)
+            # Unknown, or a live key the cache lacks: its row has the key bytes (read together
+            # with the batch's other wanted rows, if it was announced).
+            latest = None if known is None else self._known.live_row(subject_id, scope, self._live_rows)
+            if latest is None:
+                latest = self._latest(subject_id, scope)
         if isinstance(latest, Tombstone):
             raise ScopeShredded("the scope was shredded")
         if latest is None:
@@ -351,6 +357,15 @@ class Keystore(ReferenceIndex, ABC):
     @abstractmethod
     def _scopes_of(self, subject_ids: Sequence[uuid.UUID]) -> list[ScopeVersion]:
         """(subject, scope, version, shredded) of every row and tombstone of these subjects."""
+
+    def _live_rows(self, wanted: Sequence[tuple[uuid.UUID, str, int]]) -> list[KeyRow]:
+        """The live rows of these (subject, scope, version)s; an adapter may read them in one query."""
+        rows = [self._latest(subject_id, scope) for subject_id, scope, _ in wanted]
+        return [
+            row
+            for row, (_, _, version) in zip(rows, wanted, strict=True)
+            if isinstance(row, KeyRow) and row.version == version
+        ]
 
     @abstractmethod
     def _key_by_id(self, key_id: str) -> KeyRow | Tombstone | None:
