@@ -53,7 +53,9 @@ class KeyCache:
         """Caches a key; the least recently used scopes go once the cache is full."""
         slot = (key.subject_id, key.scope)
         newest = self._newest.get(slot)
-        if newest is None or newest.version <= key.version:
+        if newest is None:
+            self._newest[slot] = key  # a new entry is the most recent already
+        elif newest.version <= key.version:
             self._newest[slot] = key
             self._newest.move_to_end(slot)
         self._add(key)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import struct
@@ -62,8 +63,22 @@ def wrap_aad(subject_id: uuid.UUID, scope: str, key_id: str, kek_version: int) -
 
     Each part is length-prefixed (two bytes, big-endian): label, subject id, scope, key id, version.
     """
-    tail = (scope.encode(), key_id.encode(), str(kek_version).encode())
-    return _WRAP_HEAD + subject_id.bytes + b"".join(struct.pack(">H", len(p)) + p for p in tail)
+    key_part = key_id.encode()
+    return (
+        _WRAP_HEAD
+        + subject_id.bytes
+        + _known_part(scope)
+        + struct.pack(">H", len(key_part))
+        + key_part
+        + _known_part(str(kek_version))
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_part(text: str) -> bytes:
+    # Scopes and KEK versions: a few dozen, each encoded once.
+    data = text.encode()
+    return struct.pack(">H", len(data)) + data
 
 
 class KeyProvider(ABC):
