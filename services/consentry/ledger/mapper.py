@@ -110,7 +110,10 @@ class SealingMapper(Mapper[UUID]):
         if not personal:
             return dict(values)
         key = self.keystore.get_or_create(event.meta.subject_id, scope)
-        return dict(values) | seal_many(key, personal)
+        sealed = seal_many(key, personal)
+        if len(sealed) == len(values):  # all personal, as usual: no copy of the clear values
+            return cast(dict[str, object], sealed)
+        return dict(values) | sealed
 
     def _open_values(
         self, event: LedgerEvent, scope: str, values: Mapping[str, object]
