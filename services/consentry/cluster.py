@@ -38,7 +38,7 @@ from consentry.adapters.postgres_views import migrate as migrate_views
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import SystemClock
 from consentry.core.errors import ConsentryError, SettingsError
-from consentry.core.events import event_from_record
+from consentry.core.events import decode_event
 from consentry.core.keys import KeyProvider
 from consentry.core.policy import load_policy
 from consentry.core.settings import Settings
@@ -221,7 +221,7 @@ def open_api(settings: Settings) -> Platform:
 
 def project_batch(codec: AvroCodec, views: ViewStore, records: Sequence[tuple[int, int, bytes]]) -> int:
     """Projects (partition, offset, value) records into the views with their offsets, atomically."""
-    events = [event_from_record(*codec.decode(value)) for _, _, value in records]
+    events = [decode_event(codec, value) for _, _, value in records]
     applied = views.applied(list({e.meta.subject_id: None for e in events}))
     positions: dict[str, int] = {}
     for partition, offset, _ in records:

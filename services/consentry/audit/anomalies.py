@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from consentry.core import events as ev
 from consentry.core.avro import AvroCodec
-from consentry.core.events import event_from_record
+from consentry.core.events import decode_event
 from consentry.core.policy import AnomalyRules
 from consentry.ledger.application import Ledger
 from consentry.ledger.commands import FlagAnomaly
@@ -109,7 +109,7 @@ class AnomalyWatch:
                 continue  # no rule to apply: a policy with rules takes effect at the next start
             writer = codec.writer_of(state)
             if writer is not None and writer.name in _WATCHED:
-                flags += self.observe(event_from_record(*codec.decode(state)), rules)
+                flags += self.observe(decode_event(codec, state), rules)
         return flags
 
     def sweep(self, ledger: Ledger) -> int:
@@ -134,7 +134,7 @@ def anomaly_list(
         writer = codec.writer_of(state)
         if writer is None or writer.name != ev.AccessAnomalyFlagged.avro_name:
             continue
-        event = event_from_record(*codec.decode(state))
+        event = decode_event(codec, state)
         if isinstance(event, ev.AccessAnomalyFlagged) and keep(event):
             found.append(
                 {

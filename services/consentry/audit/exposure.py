@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 from consentry.core import events as ev
 from consentry.core.avro import AvroCodec
-from consentry.core.events import event_from_record
+from consentry.core.events import decode_event
 
 Kind = Literal["actor", "producer", "processor"]
 _EXPOSING: Final = frozenset(
@@ -108,7 +108,7 @@ def exposure_report(
         writer = codec.writer_of(state)
         if writer is None or writer.name not in _EXPOSING:
             continue
-        event = event_from_record(*codec.decode(state))
+        event = decode_event(codec, state)
         if isinstance(event, ev.ErasureRequested):
             erased.add(event.meta.subject_id)
             continue

@@ -20,7 +20,13 @@ import fastavro
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from consentry.core.avro_compiled import Reader, Unsupported, Writer, compile_schema
+from consentry.core.avro_compiled import (
+    Reader,
+    Unsupported,
+    Writer,
+    compile_reader,
+    compile_schema,
+)
 from consentry.core.errors import Reason, Rejected, SchemaError
 
 MAGIC = b"\xc3\x01"
@@ -172,8 +178,27 @@ class AvroCodec:
             return None
         return self._by_fingerprint.get(data[2:HEADER_LEN])
 
+    def reader_into(self, contract: Contract, classes: Mapping[str, type]) -> Reader | None:
+        """A compiled reader of the contract's bodies that reads the records named in `classes`
+        into instances of those classes (see `compile_reader`), for `decode_with`; None where
+        fastavro reads the contract (no compiled codec, or an older version of its name)."""
+        if contract.read is None or self._by_name[contract.name] is not contract:
+            return None
+        try:
+            return compile_reader(contract.expanded, classes)
+        except Unsupported:
+            return None
+
     def decode(self, data: bytes) -> tuple[Contract, dict[str, Any]]:
         """Decodes single-object bytes into the writer's contract and the record."""
+        contract, record = self.decode_with(data, {})
+        if not isinstance(record, dict):
+            raise Rejected(Reason.MALFORMED_AVRO, "body is not a record")
+        return contract, record
+
+    def decode_with(self, data: bytes, readers: Mapping[bytes, Reader]) -> tuple[Contract, Any]:
+        """`decode`, with the reader given for a fingerprint (from `reader_into`) where there is
+        one: the record comes back as whatever that reader builds. Same checks, same errors."""
         data = bytes(data)  # a no-op for bytes; bytearray and memoryview become bytes
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
             raise Rejected(Reason.MALFORMED_AVRO, "not Avro single-object encoding")
@@ -181,9 +206,10 @@ class AvroCodec:
         if contract is None:
             raise Rejected(Reason.UNKNOWN_SCHEMA, "schema fingerprint is not one of ours")
         reader = self._by_name[contract.name]
+        read = readers.get(contract.fingerprint) or contract.read
         try:
-            if reader is contract and contract.read is not None:
-                record, end = contract.read(data, HEADER_LEN)
+            if reader is contract and read is not None:
+                record, end = read(data, HEADER_LEN)
             else:
                 buffer = io.BytesIO(data)
                 buffer.seek(HEADER_LEN)
@@ -204,8 +230,6 @@ class AvroCodec:
             ) from exc
         if end != len(data):
             raise Rejected(Reason.MALFORMED_AVRO, "trailing bytes after the record")
-        if not isinstance(record, dict):
-            raise Rejected(Reason.MALFORMED_AVRO, "body is not a record")
         return reader, record
 
 

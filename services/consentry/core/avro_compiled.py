@@ -15,6 +15,8 @@ never a partial record. The generated source names no value: it is built from th
 
 from __future__ import annotations
 
+import dataclasses
+import types
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -132,16 +134,18 @@ _NAMESPACE: Final[dict[str, Any]] = {
     "_uuid_type": uuid.UUID,
     "_EPOCH": EPOCH,
     "_td": timedelta,
+    "_new": _new_object,
 }
 
 
 class _Source:
     """Lines of generated code and fresh variable names."""
 
-    def __init__(self) -> None:
+    def __init__(self, classes: Mapping[str, type] | None = None) -> None:
         self.lines: list[str] = []
         self.count = 0
         self.constants: dict[str, Any] = {}
+        self.classes: Mapping[str, type] = classes or {}
 
     def name(self, prefix: str) -> str:
         self.count += 1
@@ -290,12 +294,16 @@ def _read(src: _Source, schema: Any, target: str, depth: int) -> None:
         src.add(depth, "else:")
         src.add(depth + 1, "raise _bad('union branch out of range')")
     elif kind == "record":
-        items = []
+        items: dict[str, str] = {}
         for field in schema["fields"]:
-            item = src.name("v")
+            item = items[field["name"]] = src.name("v")
             _read(src, field["type"], item, depth)
-            items.append(f"{field['name']!r}: {item}")
-        src.add(depth, f"{target} = {{{', '.join(items)}}}")
+        cls = src.classes.get(schema["name"])
+        if cls is None:
+            pairs = (f"{name!r}: {item}" for name, item in items.items())
+            src.add(depth, f"{target} = {{{', '.join(pairs)}}}")
+        else:
+            _read_into(src, cls, schema, items, target, depth)
     else:  # map or array
         count, key, item = src.name("n"), src.name("k"), src.name("v")
         src.add(depth, f"{target} = {{}}" if kind == "map" else f"{target} = []")
@@ -312,15 +320,65 @@ def _read(src: _Source, schema: Any, target: str, depth: int) -> None:
         src.add(depth + 1, f"{count}, pos = _blocks(data, pos)")
 
 
+def _read_into(
+    src: _Source, cls: type, schema: Any, items: Mapping[str, str], target: str, depth: int
+) -> None:
+    """Lines that build an instance of `cls` from the record's field values read into `items`."""
+    kinds = {field["name"]: _kind(field["type"])[0] for field in schema["fields"]}
+    src.add(depth, f"{target} = _new({src.constant(cls)})")
+    for name, setter in _slot_setters(cls).items():
+        item = items.get(name)
+        if item is None:
+            raise Unsupported(f"{schema['name']} has no field {name}")
+        # A list becomes a tuple (our frozen dataclasses hold tuples), as event_from_record does.
+        value = {
+            "array": f"tuple({item})",
+            "union": f"tuple({item}) if type({item}) is list else {item}",
+        }.get(kinds[name], item)
+        src.add(depth, f"{src.constant(setter)}({target}, {value})")
+
+
+def _slot_setters(cls: type) -> dict[str, Any]:
+    """Each field's slot setter of a slotted dataclass with no `__post_init__`.
+
+    Setting the slots is what the class's `__init__` does once every field is given (a frozen
+    one through `object.__setattr__`, slower); anything else a class might do there is refused.
+    """
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        raise Unsupported(f"{cls.__name__} is not a plain dataclass")
+    setters = {}
+    for field in dataclasses.fields(cls):
+        slot = getattr(cls, field.name, None)
+        if not isinstance(slot, types.MemberDescriptorType) or not field.init:
+            raise Unsupported(f"{cls.__name__}.{field.name} is not a slot set by __init__")
+        setters[field.name] = slot.__set__
+    return setters
+
+
+def _function(src: _Source, name: str) -> Any:
+    namespace = dict(_NAMESPACE) | src.constants
+    exec(compile("\n".join(src.lines), "<avro codec>", "exec"), namespace)  # noqa: S102 - generated from our schema files only
+    return namespace[name]
+
+
 def compile_schema(schema: Any) -> tuple[Writer, Reader]:
     """The writer and reader of a fully expanded schema; Unsupported if it uses anything else."""
     src = _Source()
     src.add(0, "def write(out, value):")
     _write(src, schema, "value", 1)
+    return _function(src, "write"), compile_reader(schema)
+
+
+def compile_reader(schema: Any, classes: Mapping[str, type] | None = None) -> Reader:
+    """The reader of a fully expanded schema; Unsupported if it uses anything else.
+
+    A record whose full name is in `classes` is read into an instance of that slotted dataclass
+    (each field of the class from the record's field of that name, a list as a tuple) instead of
+    a dict; Unsupported if the record lacks one of the class's fields.
+    """
+    src = _Source(classes)
     src.add(0, "def read(data, pos):")
     src.add(1, "size = len(data)")
     _read(src, schema, "value", 1)
     src.add(1, "return value, pos")
-    namespace = dict(_NAMESPACE) | src.constants
-    exec(compile("\n".join(src.lines), "<avro codec>", "exec"), namespace)  # noqa: S102 - generated from our schema files only
-    return namespace["write"], namespace["read"]
+    return _function(src, "read")  # type: ignore[no-any-return]

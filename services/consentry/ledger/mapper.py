@@ -16,7 +16,7 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 
 from consentry.core.avro import AvroCodec, Contract
 from consentry.core.errors import KeyNotFound, ScopeShredded, SealError
-from consentry.core.events import LedgerEvent, event_from_record, event_to_record, evolve
+from consentry.core.events import LedgerEvent, event_decoder, event_to_record, evolve
 from consentry.core.keystore import Keystore
 from consentry.core.sealing import (
     CONSENT_SCOPE,
@@ -40,6 +40,7 @@ class SealingMapper(Mapper[UUID]):
         super().__init__(transcoder=JSONTranscoder())
         self.codec = codec
         self.keystore = keystore
+        self._decode = event_decoder(codec)
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         return self.seal_event(cast(LedgerEvent, domain_event))[1]
@@ -78,8 +79,7 @@ class SealingMapper(Mapper[UUID]):
 
     def decode(self, state: bytes) -> LedgerEvent:
         """The event of stored bytes, with its personal values still sealed."""
-        contract, record = self.codec.decode(state)
-        return event_from_record(contract, record)
+        return self._decode(state)
 
     def reveal(self, event: LedgerEvent) -> LedgerEvent:
         """The event with its sealed values opened, or ERASED where the key was shredded."""

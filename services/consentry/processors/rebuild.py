@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from consentry.core.avro import AvroCodec
-from consentry.core.events import LedgerEvent, event_from_record
+from consentry.core.events import LedgerEvent, event_decoder
 from consentry.core.views import ViewStore
 from consentry.processors.projector import project_new
 
@@ -73,7 +73,8 @@ def rebuild_span(
 
 def decode(codec: AvroCodec, states: Iterable[bytes]) -> list[LedgerEvent]:
     """The events of stored bytes."""
-    return [event_from_record(*codec.decode(state)) for state in states]
+    read = event_decoder(codec)
+    return [read(state) for state in states]
 
 
 def apply_page(store: ViewStore, events: list[LedgerEvent], positions: Mapping[str, int]) -> int:

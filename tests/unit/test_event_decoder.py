@@ -1,0 +1,193 @@
+"""Events read straight into their classes against the record way (decode, then event_from_record).
+
+Records are generated from each event schema of `schemas/`, as in test_avro_compiled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consentry.core.avro import HEADER_LEN, MAGIC, AvroCodec, Contract
+from consentry.core.avro_compiled import Unsupported, compile_reader
+from consentry.core.errors import Reason, Rejected
+from consentry.core.events import (
+    RECORD_CLASSES,
+    Actor,
+    EventMeta,
+    LedgerEvent,
+    decode_event,
+    event_decoder,
+    event_from_record,
+    field_names,
+)
+from tests.support import SCHEMAS
+from tests.unit.test_avro_compiled import EXAMPLES, strategy
+
+CODEC = AvroCodec(SCHEMAS)
+EVENTS = sorted(CODEC.contracts("events"), key=lambda c: c.name)
+
+
+def the_record_way(codec: AvroCodec, data: bytes) -> LedgerEvent:
+    return event_from_record(*codec.decode(data))
+
+
+def assert_same_event(built: LedgerEvent, expected: LedgerEvent) -> None:
+    """Equal, and of the same types down to each field (a tuple is not a list, an EventMeta is
+    not a dict, a SealedValue is a SealedValue)."""
+    assert built == expected
+    assert type(built) is type(expected)
+    for name in field_names(type(expected)):
+        mine, theirs = getattr(built, name), getattr(expected, name)
+        assert type(mine) is type(theirs), name
+        if isinstance(theirs, dict):
+            assert [type(v) for v in mine.values()] == [type(v) for v in theirs.values()], name
+    assert type(built.meta) is EventMeta
+    assert built.meta.actor is None or type(built.meta.actor) is Actor
+
+
+def test_every_event_schema_is_read_straight_into_its_classes() -> None:
+    assert [c.short_name for c in EVENTS if CODEC.reader_into(c, RECORD_CLASSES) is None] == []
+    assert len(EVENTS) >= 15
+
+
+@pytest.mark.parametrize("contract", EVENTS, ids=lambda c: c.short_name)
+def test_an_event_read_straight_equals_the_one_built_from_its_record(contract: Contract) -> None:
+    read = event_decoder(CODEC)
+
+    @EXAMPLES
+    @given(record=strategy(contract.expanded))
+    def check(record: dict[str, Any]) -> None:
+        data = CODEC.encode(contract.name, record)
+        assert_same_event(read(data), the_record_way(CODEC, data))
+
+    check()
+
+
+@pytest.mark.parametrize("contract", EVENTS, ids=lambda c: c.short_name)
+def test_damaged_bytes_are_refused_alike_or_read_alike(contract: Contract) -> None:
+    @EXAMPLES
+    @given(record=strategy(contract.expanded), data=st.data())
+    def check(record: dict[str, Any], data: st.DataObject) -> None:
+        body = bytearray(CODEC.encode(contract.name, record))
+        cut = data.draw(st.integers(0, len(body)))
+        if data.draw(st.booleans()):
+            del body[cut:]
+        elif body:
+            body[cut % len(body)] ^= data.draw(st.integers(1, 255))
+        outcomes: list[LedgerEvent | Reason] = []
+        for way in (decode_event, the_record_way):
+            try:
+                outcomes.append(way(CODEC, bytes(body)))
+            except Rejected as exc:
+                outcomes.append(exc.reason)
+        if isinstance(outcomes[0], LedgerEvent):
+            assert isinstance(outcomes[1], LedgerEvent)
+            assert_same_event(outcomes[0], outcomes[1])
+        else:
+            assert outcomes[0] == outcomes[1]
+
+    check()
+
+
+def test_the_decoder_is_compiled_once_per_codec() -> None:
+    assert event_decoder(CODEC) is event_decoder(CODEC)
+    assert event_decoder(AvroCodec(SCHEMAS)) is not event_decoder(CODEC)
+
+
+def test_bytes_of_an_older_schema_version_take_the_record_way(tmp_path: Path) -> None:
+    """A v2 of DataUpdated with one more field: v1 bytes are resolved by fastavro against v2, and
+    the event is built from that record; v2 bytes are read straight (the extra field is not the
+    class's, so it is read past, as event_from_record leaves it)."""
+    schemas = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, schemas)
+    v1 = json.loads((schemas / "events" / "DataUpdated.v1.avsc").read_text())
+    note = {"name": "note", "type": "string", "default": ""}
+    v2 = v1 | {"version": 2, "fields": [*v1["fields"], note]}
+    (schemas / "events" / "DataUpdated.v2.avsc").write_text(json.dumps(v2))
+    codec = AvroCodec(schemas)
+    newest = codec.contract("consentry.events.DataUpdated")
+    older = next(c for c in codec.contracts("events") if c.name == newest.name and c.version == 1)
+    record = _record(older)
+
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, older.parsed, record)
+    old_bytes = MAGIC + older.fingerprint + body.getvalue()
+    assert codec.reader_into(older, RECORD_CLASSES) is None
+    assert_same_event(decode_event(codec, old_bytes), the_record_way(codec, old_bytes))
+
+    new_bytes = codec.encode(newest.name, record | {"note": "a note"})
+    assert new_bytes[2:HEADER_LEN] == newest.fingerprint
+    assert codec.reader_into(newest, RECORD_CLASSES) is not None
+    assert_same_event(decode_event(codec, new_bytes), the_record_way(codec, new_bytes))
+
+
+def _record(contract: Contract) -> dict[str, Any]:
+    """A DataUpdated record (obviously fake values)."""
+    assert contract.short_name == "DataUpdated"
+    meta = {
+        "event_id": uuid.uuid4(),
+        "subject_id": uuid.uuid4(),
+        "sequence": 3,
+        "occurred_at": datetime(2026, 12, 6, tzinfo=UTC),
+        "recorded_at": datetime(2026, 12, 6, 0, 0, 1, tzinfo=UTC),
+        "producer": "crm-example",
+        "actor": {"actor_id": "agent-example", "role": "support"},
+        "causation_id": None,
+        "correlation_id": "corr-example",
+        "idempotency": b"idem",
+        "policy_version": "1",
+        "prev_hash": bytes(32),
+    }
+    sealed = {"scope": "purpose:support", "key_id": "k-example", "nonce": b"n" * 12, "ciphertext": b"c"}
+    return {
+        "meta": meta,
+        "purpose": "support",
+        "fields": {"email": sealed, "city": sealed | {"ciphertext": b"d"}},
+        "rectification": False,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    a: str
+
+    def __post_init__(self) -> None:
+        raise AssertionError("never reached")
+
+
+@dataclass(frozen=True)
+class _Unslotted:
+    a: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Wider:
+    a: str
+    b: str = "b"
+
+
+@dataclass(frozen=True, slots=True)
+class _Computed:
+    a: str
+    b: str = field(init=False, default="b")
+
+
+@pytest.mark.parametrize("cls", [_Checked, _Unslotted, _Wider, _Computed, object])
+def test_only_plain_slotted_dataclasses_covering_the_record_are_built(cls: type) -> None:
+    schema = {"type": "record", "name": "t.R", "fields": [{"name": "a", "type": "string"}]}
+    with pytest.raises(Unsupported):
+        compile_reader(schema, {"t.R": cls})
+    read = compile_reader(schema, {})
+    assert read(b"\x02x", 0) == ({"a": "x"}, 2)
