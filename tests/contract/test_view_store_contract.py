@@ -183,6 +183,33 @@ class TestSQLiteViewStore(ViewStoreContract):
         yield store
         store.close()
 
+    def test_a_shred_after_a_reset_still_leaves_no_byte_of_the_values_in_the_files(
+        self, tmp_path: Path
+    ) -> None:
+        # A reset frees the tables' pages without zeroing them, then leaves none in the file; the
+        # deletes after it zero what they delete, as before.
+        where = tmp_path / "shred"
+        store = SQLiteViewStore(where / "views.db")
+        subject, event = uuid.uuid4(), uuid.uuid4()
+        values = [sealed("purpose:support") for _ in range(2000)]
+        puts = [
+            PutValue(subject, "support", f"field-{n}", value, event, T0)
+            for n, value in enumerate(values)
+        ]
+
+        def left() -> list[SealedValue]:
+            files = b"".join(p.read_bytes() for p in where.iterdir())
+            return [v for v in values if v.ciphertext in files]
+
+        store.apply("views", puts, 1)
+        assert len(left()) == len(values)
+        store.reset("views")
+        assert left() == []
+        store.apply("views", puts, 1)
+        store.apply("views", [DropValues(subject, ("purpose:support",))], 2)
+        store.close()  # the last connection's close empties the WAL into the file
+        assert left() == []
+
     def test_a_read_sees_the_last_commit_without_waiting_for_an_apply_under_way(
         self, store: ViewStore
     ) -> None:

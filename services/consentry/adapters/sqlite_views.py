@@ -137,6 +137,21 @@ class SQLiteViewStore(SqlViewStore):
         yield reader.cursor()
 
     def reset(self, name: str) -> None:
-        super().reset(name)
+        # Emptied for a rebuild: zeroing every page as it is freed (secure_delete) took 1.0 of
+        # the reset's 1.1 s at 1M events. Instead the pages are freed as they are, and VACUUM
+        # then writes the (empty) database anew, so the checkpoint truncates the file to the
+        # pages still in use: no freed page is left in it, zeroed or not (0.2 s). The deletes of
+        # single rows (an erasure, a shred) zero what they free, as before.
         with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("PRAGMA secure_delete=OFF")
+            try:
+                super().reset(name)
+            finally:
+                self._db.execute("PRAGMA secure_delete=ON")
+            try:
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise ViewStoreError(
+                    f"read models could not be compacted: {type(exc).__name__}"
+                ) from exc
