@@ -51,8 +51,20 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
+# The last time written and its text: an event's values share one time (its `occurred_at`), and
+# `isoformat` is most of the cost of a row's parameters. One tuple, swapped whole, so a thread never
+# pairs one time with another's text.
+_last_ts: tuple[datetime | None, str | None] = (None, None)
+
+
 def ts(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    global _last_ts  # a one-entry cache, replaced whole
+    last = _last_ts
+    if value is last[0]:
+        return last[1]
+    text = None if value is None else value.isoformat()
+    _last_ts = (value, text)
+    return text
 
 
 def _dt(value: Any) -> datetime:
@@ -111,18 +123,22 @@ class SqlViewStore(ViewStore):
         self.apply_at(changes, {name: position})
 
     def apply_at(self, changes: Sequence[Change], positions: Mapping[str, int]) -> None:
+        # Each statement touches its own table only, so a page's changes can go table by table
+        # (keeping their order within each table), and consecutive changes of one statement go to
+        # the database together: a few executemany calls per page instead of one every time the
+        # statement changes. Each change's write is looked up once. The rows are made before the
+        # transaction starts: other writers of the database (a rebuild's helper processes) wait
+        # only while SQLite writes them.
+        writes = sorted(((_write_of(change), change) for change in changes), key=lambda wc: wc[0][0])
+        statements = (self._statement(write, change) for (_, write), change in writes)
+        batches = [
+            (sql, [row for _, rows in runs for row in rows])
+            for sql, runs in itertools.groupby(statements, key=lambda st: st[0])
+        ]
         try:
             with self._transaction() as cur:
-                # Each statement touches its own table only, so a page's changes can go table by
-                # table (keeping their order within each table), and consecutive changes of one
-                # statement go to the database together: a few executemany calls per page instead
-                # of one every time the statement changes. Each change's write is looked up once.
-                writes = sorted(
-                    ((_write_of(change), change) for change in changes), key=lambda wc: wc[0][0]
-                )
-                statements = (self._statement(write, change) for (_, write), change in writes)
-                for sql, runs in itertools.groupby(statements, key=lambda st: st[0]):
-                    cur.executemany(sql, [row for _, rows in runs for row in rows])
+                for sql, rows in batches:
+                    cur.executemany(sql, rows)
                 cur.executemany(
                     self._sql(
                         "INSERT INTO positions VALUES (?, ?) "
