@@ -7,7 +7,6 @@ placeholder style; statements here are written with `?` and rewritten for `%s` d
 
 from __future__ import annotations
 
-import itertools
 import json
 import uuid
 from abc import abstractmethod
@@ -126,19 +125,22 @@ class SqlViewStore(ViewStore):
         # Each statement touches its own table only, so a page's changes can go table by table
         # (keeping their order within each table), and consecutive changes of one statement go to
         # the database together: a few executemany calls per page instead of one every time the
-        # statement changes. Each change's write is looked up once. The rows are made before the
-        # transaction starts: other writers of the database (a rebuild's helper processes) wait
-        # only while SQLite writes them.
-        writes = sorted(((_write_of(change), change) for change in changes), key=lambda wc: wc[0][0])
-        statements = (self._statement(write, change) for (_, write), change in writes)
-        batches = [
-            (sql, [row for _, rows in runs for row in rows])
-            for sql, runs in itertools.groupby(statements, key=lambda st: st[0])
-        ]
+        # statement changes. The rows are made before the transaction starts: other writers of
+        # the database (a rebuild's helper processes) wait only while SQLite writes them.
+        tables: dict[int, list[tuple[str, list[Sequence[object]]]]] = {}
+        for change in changes:
+            rank, write = _write_of(change)
+            sql, rows = write(change)
+            runs = tables.setdefault(rank, [])
+            if runs and runs[-1][0] == sql:
+                runs[-1][1].extend(rows)
+            else:
+                runs.append((sql, rows))
         try:
             with self._transaction() as cur:
-                for sql, rows in batches:
-                    cur.executemany(sql, rows)
+                for rank in sorted(tables):
+                    for sql, rows in tables[rank]:
+                        cur.executemany(self._sql(sql), rows)
                 cur.executemany(
                     self._sql(
                         "INSERT INTO positions VALUES (?, ?) "
@@ -159,13 +161,6 @@ class SqlViewStore(ViewStore):
             )
             found.update((_uuid(s), int(n)) for s, n in rows)
         return found
-
-    def _statement(
-        self, write: Callable[[Any], Write], change: Change
-    ) -> tuple[str, list[Sequence[object]]]:
-        """The statement a change runs and its parameter rows (several for a bulk delete)."""
-        sql, rows = write(change)
-        return self._sql(sql), rows
 
     def reset(self, name: str) -> None:
         with self._transaction() as cur:
