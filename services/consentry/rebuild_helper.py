@@ -28,6 +28,7 @@ class SQLiteSpanRebuilder:
         store = SQLiteViewStore(self.views_db)
         try:
             log = SQLiteSubjectLog(self.events_db)
-            return rebuild_span(log, AvroCodec(self.schema_dir), store, upto, page, span)
+            with store.bulk_writes():
+                return rebuild_span(log, AvroCodec(self.schema_dir), store, upto, page, span)
         finally:
             store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -190,16 +191,11 @@ class TestSQLiteViewStore(ViewStoreContract):
         # deletes after it zero what they delete, as before.
         where = tmp_path / "shred"
         store = SQLiteViewStore(where / "views.db")
-        subject, event = uuid.uuid4(), uuid.uuid4()
-        values = [sealed("purpose:support") for _ in range(2000)]
-        puts = [
-            PutValue(subject, "support", f"field-{n}", value, event, T0)
-            for n, value in enumerate(values)
-        ]
+        subject, puts = _puts(2000)
+        values = [put.sealed for put in puts]
 
         def left() -> list[SealedValue]:
-            files = b"".join(p.read_bytes() for p in where.iterdir())
-            return [v for v in values if v.ciphertext in files]
+            return _left_in(where, values)
 
         store.apply("views", puts, 1)
         assert len(left()) == len(values)
@@ -209,6 +205,42 @@ class TestSQLiteViewStore(ViewStoreContract):
         store.apply("views", [DropValues(subject, ("purpose:support",))], 2)
         store.close()  # the last connection's close empties the WAL into the file
         assert left() == []
+
+    def test_bulk_writes_checkpoint_less_often_only_meanwhile(self, store: ViewStore) -> None:
+        assert isinstance(store, SQLiteViewStore)
+
+        def every() -> int:
+            return int(store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+        assert every() == 1_000
+        with store.bulk_writes():
+            assert every() == 20_000
+            store.apply("views", [MarkApplied(uuid.uuid4(), 1)], 1)
+        assert every() == 1_000
+        with pytest.raises(RuntimeError), store.bulk_writes():
+            raise RuntimeError("a rebuild failed")
+        assert every() == 1_000
+
+    def test_a_reset_waits_for_a_reader_of_an_older_snapshot_before_leaving_the_files(
+        self, tmp_path: Path
+    ) -> None:
+        where = tmp_path / "held"
+        store = SQLiteViewStore(where / "views.db")
+        _subject, puts = _puts(500)
+        store.apply("views", puts, 1)
+        reader = sqlite3.connect(where / "views.db", isolation_level=None)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM profile_values").fetchone() == (500,)
+        resetting = threading.Thread(target=store.reset, args=("views",))
+        resetting.start()
+        resetting.join(0.5)
+        assert resetting.is_alive()  # the checkpoint waits: the reader's snapshot is in the WAL
+        reader.execute("COMMIT")
+        reader.close()
+        resetting.join(10)
+        assert not resetting.is_alive()
+        assert _left_in(where, [put.sealed for put in puts]) == []
+        store.close()
 
     def test_a_read_sees_the_last_commit_without_waiting_for_an_apply_under_way(
         self, store: ViewStore
@@ -268,3 +300,18 @@ def test_the_processors_role_writes_views_and_cannot_touch_the_keystore() -> Non
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         conn.execute("SELECT 1 FROM keystore.data_keys LIMIT 1")
+
+
+def _puts(count: int) -> tuple[uuid.UUID, list[PutValue]]:
+    """One subject's `count` sealed values of one purpose, each under a field of its own."""
+    subject, event = uuid.uuid4(), uuid.uuid4()
+    return subject, [
+        PutValue(subject, "support", f"field-{n}", sealed("purpose:support"), event, T0)
+        for n in range(count)
+    ]
+
+
+def _left_in(where: Path, values: list[SealedValue]) -> list[SealedValue]:
+    """The values whose ciphertext some file under `where` still holds."""
+    files = b"".join(p.read_bytes() for p in where.iterdir())
+    return [v for v in values if v.ciphertext in files]

@@ -6,7 +6,8 @@ one reader function with every nested record, union and primitive inlined, compi
 They cover what `schemas/` uses — null, boolean, long, string, bytes, records, arrays, maps,
 unions of null and one type, and the `uuid` and `timestamp-micros` logical types — and produce
 exactly fastavro's bytes and records (a property test compares them on every schema). A schema
-with anything else gets no compiled codec, and fastavro serves it.
+with anything else gets no compiled codec, and fastavro serves it. A reader may also build
+instances of given slotted dataclasses for the records they are named after (`compile_reader`).
 
 Reading is strict: a length or union index out of range, bad UTF-8, an overlong varint, a block
 count beyond the data or a truncated body raises (ValueError, IndexError, UnicodeDecodeError),
@@ -381,4 +382,5 @@ def compile_reader(schema: Any, classes: Mapping[str, type] | None = None) -> Re
     src.add(1, "size = len(data)")
     _read(src, schema, "value", 1)
     src.add(1, "return value, pos")
-    return _function(src, "read")  # type: ignore[no-any-return]
+    read: Reader = _function(src, "read")
+    return read

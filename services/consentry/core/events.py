@@ -7,14 +7,12 @@ their key was shredded. Everything else is clear, pseudonymous metadata.
 from __future__ import annotations
 
 import uuid
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, Final, TypeVar
 
-from consentry.core.avro import AvroCodec, Contract
-from consentry.core.avro_compiled import Reader
+from consentry.core.avro import Contract
 from consentry.core.errors import SchemaError
 from consentry.core.sealing import Erased, Personal, SealedValue
 
@@ -288,51 +286,3 @@ def _sealed_from_avro(raw: Any, is_map: bool) -> Any:
 def _meta_from_record(raw: Mapping[str, Any]) -> EventMeta:
     actor = raw["actor"]
     return EventMeta(**{**raw, "actor": None if actor is None else Actor(**actor)})
-
-
-# The classes each record of an event is read into by the compiled readers of `event_decoder`.
-RECORD_CLASSES: Final[dict[str, type]] = {
-    **EVENT_TYPES,
-    "consentry.common.EventMeta": EventMeta,
-    "consentry.common.Actor": Actor,
-    "consentry.common.SealedValue": SealedValue,
-}
-_DECODERS: weakref.WeakKeyDictionary[AvroCodec, Callable[[bytes], LedgerEvent]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def event_decoder(codec: AvroCodec) -> Callable[[bytes], LedgerEvent]:
-    """The codec's reader of stored event bytes: `event_from_record(*codec.decode(data))`, faster.
-
-    Each event schema's compiled reader builds the event, its meta, actor and sealed values
-    straight from the bytes (no record dicts, no dataclass __init__); what it builds equals what
-    event_from_record builds from the decoded record (a property test compares them), and bytes
-    without such a reader (an older schema version) take that way. Compiled once per codec.
-    """
-    decoder = _DECODERS.get(codec)
-    if decoder is None:
-        readers: dict[bytes, Reader] = {}
-        for contract in codec.contracts("events"):
-            read = codec.reader_into(contract, RECORD_CLASSES)
-            if read is not None:
-                readers[contract.fingerprint] = read
-        decoder = _DECODERS[codec] = _decoder(codec, readers)
-    return decoder
-
-
-def _decoder(codec: AvroCodec, readers: Mapping[bytes, Reader]) -> Callable[[bytes], LedgerEvent]:
-    decode_with = codec.decode_with
-
-    def decode(data: bytes) -> LedgerEvent:
-        contract, value = decode_with(data, readers)
-        if type(value) is dict:
-            return event_from_record(contract, value)
-        return value  # type: ignore[no-any-return]  # a reader of `readers` built an event
-
-    return decode
-
-
-def decode_event(codec: AvroCodec, data: bytes) -> LedgerEvent:
-    """The event of stored bytes, its personal values still sealed (see `event_decoder`)."""
-    return event_decoder(codec)(data)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -149,6 +150,11 @@ class ViewStore(ABC):
     @abstractmethod
     def reset(self, name: str) -> None:
         """Empties every view and forgets the position, before a replay."""
+
+    @contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """Around a rebuild's many pages: the store may favour writing over reading meanwhile."""
+        yield
 
     @abstractmethod
     def values(

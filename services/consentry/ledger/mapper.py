@@ -16,7 +16,8 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 
 from consentry.core.avro import AvroCodec, Contract
 from consentry.core.errors import KeyNotFound, ScopeShredded, SealError
-from consentry.core.events import LedgerEvent, event_decoder, event_to_record, evolve
+from consentry.core.event_decoding import event_decoder
+from consentry.core.events import LedgerEvent, event_to_record, evolve
 from consentry.core.keystore import Keystore
 from consentry.core.sealing import (
     CONSENT_SCOPE,

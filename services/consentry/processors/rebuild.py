@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from consentry.core.avro import AvroCodec
-from consentry.core.events import LedgerEvent, event_decoder
+from consentry.core.event_decoding import event_decoder
+from consentry.core.events import LedgerEvent
 from consentry.core.views import ViewStore
 from consentry.processors.projector import project_new
 

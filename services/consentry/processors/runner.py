@@ -155,7 +155,8 @@ class EmbeddedRunner:
             if self._subjects is None:
                 return self.catch_up(progress)
             upto = self._subjects.last_position()
-            done = self._rebuild_upto(self._subjects, upto, progress)
+            with self.store.bulk_writes():
+                done = self._rebuild_upto(self._subjects, upto, progress)
             self.store.apply(RUNNER_NAME, [], upto)
             return done + self.catch_up(None if progress is None else lambda n: progress(done + n))
 
