@@ -16,12 +16,12 @@ never a partial record. The generated source names no value: it is built from th
 
 from __future__ import annotations
 
-import dataclasses
-import types
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
+
+from consentry.core.slots import NotPlain, slot_setters
 
 Writer = Callable[[bytearray, Any], None]
 Reader = Callable[[bytes, int], tuple[Any, int]]
@@ -327,7 +327,11 @@ def _read_into(
     """Lines that build an instance of `cls` from the record's field values read into `items`."""
     kinds = {field["name"]: _kind(field["type"])[0] for field in schema["fields"]}
     src.add(depth, f"{target} = _new({src.constant(cls)})")
-    for name, setter in _slot_setters(cls).items():
+    try:
+        setters = slot_setters(cls)
+    except NotPlain as exc:
+        raise Unsupported(str(exc)) from exc
+    for name, setter in setters.items():
         item = items.get(name)
         if item is None:
             raise Unsupported(f"{schema['name']} has no field {name}")
@@ -337,23 +341,6 @@ def _read_into(
             "union": f"tuple({item}) if type({item}) is list else {item}",
         }.get(kinds[name], item)
         src.add(depth, f"{src.constant(setter)}({target}, {value})")
-
-
-def _slot_setters(cls: type) -> dict[str, Any]:
-    """Each field's slot setter of a slotted dataclass with no `__post_init__`.
-
-    Setting the slots is what the class's `__init__` does once every field is given (a frozen
-    one through `object.__setattr__`, slower); anything else a class might do there is refused.
-    """
-    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
-        raise Unsupported(f"{cls.__name__} is not a plain dataclass")
-    setters = {}
-    for field in dataclasses.fields(cls):
-        slot = getattr(cls, field.name, None)
-        if not isinstance(slot, types.MemberDescriptorType) or not field.init:
-            raise Unsupported(f"{cls.__name__}.{field.name} is not a slot set by __init__")
-        setters[field.name] = slot.__set__
-    return setters
 
 
 def _function(src: _Source, name: str) -> Any:

@@ -11,7 +11,7 @@ import functools
 import os
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consentry.core.errors import SealError
+from consentry.core.slots import maker
 
 NONCE_LEN: Final = 12
 _AAD_LABEL: Final = b"consentry.seal.v1"
@@ -170,23 +171,8 @@ def seal_many(key: DataKey, plaintexts: Mapping[str, str]) -> dict[str, SealedVa
     return sealed
 
 
-_new_object = object.__new__
-# The slots' own setters: a frozen dataclass's __init__ goes through object.__setattr__ once per
-# field, which costs 0.49 us per value against 0.30 us this way (sealing stores one per field).
-_set_scope = SealedValue.__dict__["scope"].__set__
-_set_key_id = SealedValue.__dict__["key_id"].__set__
-_set_nonce = SealedValue.__dict__["nonce"].__set__
-_set_ciphertext = SealedValue.__dict__["ciphertext"].__set__
-
-
-def _sealed_value(scope: str, key_id: str, nonce: bytes, ciphertext: bytes) -> SealedValue:
-    """SealedValue(scope, key_id, nonce, ciphertext), built faster (its fields are all given)."""
-    value: SealedValue = _new_object(SealedValue)
-    _set_scope(value, scope)
-    _set_key_id(value, key_id)
-    _set_nonce(value, nonce)
-    _set_ciphertext(value, ciphertext)
-    return value
+# Built by setting its slots (see core/slots): sealing builds one per personal value.
+_sealed_value: Callable[[str, str, bytes, bytes], SealedValue] = maker(SealedValue)
 
 
 def open_sealed(key: DataKey, field_name: str, sealed: SealedValue) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from consentry.core import events as ev
 from consentry.core.sealing import SealedValue
+from consentry.core.slots import maker
 from consentry.core.views import (
     AccessRow,
     AddAccess,
@@ -54,10 +56,15 @@ def _consent_expired(event: ev.ConsentExpired) -> list[Change]:
     return [PutConsent(meta.subject_id, expired, meta.event_id)]
 
 
+# Built by setting its slots (see core/slots): a rebuild makes one per value of every update.
+_put_value: Callable[[uuid.UUID, str, str, SealedValue, uuid.UUID, datetime], PutValue] = maker(PutValue)
+
+
 def _data_updated(event: ev.DataUpdated) -> list[Change]:
     meta = event.meta
+    subject_id, purpose, event_id, at = meta.subject_id, event.purpose, meta.event_id, meta.occurred_at
     return [
-        PutValue(meta.subject_id, event.purpose, name, value, meta.event_id, meta.occurred_at)
+        _put_value(subject_id, purpose, name, value, event_id, at)
         for name, value in sorted(event.fields.items())
         if isinstance(value, SealedValue)
     ]
