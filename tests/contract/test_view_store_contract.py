@@ -189,9 +189,7 @@ class TestSQLiteViewStore(ViewStoreContract):
     ) -> None:
         # A reset frees the tables' pages without zeroing them, then leaves none in the file; the
         # deletes after it zero what they delete, as before.
-        where = tmp_path / "shred"
-        store = SQLiteViewStore(where / "views.db")
-        subject, puts = _puts(2000)
+        where, store, subject, puts = _store_with(tmp_path / "shred", 2000)
         values = [put.sealed for put in puts]
 
         def left() -> list[SealedValue]:
@@ -224,9 +222,7 @@ class TestSQLiteViewStore(ViewStoreContract):
     def test_a_reset_waits_for_a_reader_of_an_older_snapshot_before_leaving_the_files(
         self, tmp_path: Path
     ) -> None:
-        where = tmp_path / "held"
-        store = SQLiteViewStore(where / "views.db")
-        _subject, puts = _puts(500)
+        where, store, _subject, puts = _store_with(tmp_path / "held", 500)
         store.apply("views", puts, 1)
         reader = sqlite3.connect(where / "views.db", isolation_level=None)
         reader.execute("BEGIN")
@@ -302,13 +298,15 @@ def test_the_processors_role_writes_views_and_cannot_touch_the_keystore() -> Non
         conn.execute("SELECT 1 FROM keystore.data_keys LIMIT 1")
 
 
-def _puts(count: int) -> tuple[uuid.UUID, list[PutValue]]:
-    """One subject's `count` sealed values of one purpose, each under a field of its own."""
+def _store_with(where: Path, count: int) -> tuple[Path, SQLiteViewStore, uuid.UUID, list[PutValue]]:
+    """A SQLite store in `where`, and one subject's `count` sealed values of one purpose (each
+    under a field of its own) to put in it."""
     subject, event = uuid.uuid4(), uuid.uuid4()
-    return subject, [
+    puts = [
         PutValue(subject, "support", f"field-{n}", sealed("purpose:support"), event, T0)
         for n in range(count)
     ]
+    return where, SQLiteViewStore(where / "views.db"), subject, puts
 
 
 def _left_in(where: Path, values: list[SealedValue]) -> list[SealedValue]:

@@ -51,8 +51,7 @@ def event_readers(codec: AvroCodec) -> Mapping[bytes, Reader]:
 
 def decode_event(codec: AvroCodec, data: bytes) -> LedgerEvent:
     """The event of stored bytes, its personal values still sealed; Rejected as `decode` is."""
-    contract, value = codec.decode_with(data, event_readers(codec))
-    return value if isinstance(value, LedgerEvent) else event_from_record(contract, value)
+    return event_decoder(codec)(data)
 
 
 def event_decoder(codec: AvroCodec) -> Callable[[bytes], LedgerEvent]:
