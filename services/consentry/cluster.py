@@ -38,7 +38,7 @@ from consentry.adapters.postgres_views import migrate as migrate_views
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import SystemClock
 from consentry.core.errors import ConsentryError, SettingsError
-from consentry.core.event_decoding import decode_event
+from consentry.core.event_codec import decode_event
 from consentry.core.keys import KeyProvider
 from consentry.core.policy import load_policy
 from consentry.core.settings import Settings

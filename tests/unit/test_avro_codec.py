@@ -22,6 +22,7 @@ from fastavro.schema import (
 
 from consentry.core.avro import HEADER_LEN, MAGIC, AvroCodec
 from consentry.core.errors import Reason, Rejected, SchemaError
+from consentry.core.event_codec import event_encoder, event_writers
 from consentry.core.events import (
     EVENT_TYPES,
     AccessAnomalyFlagged,
@@ -265,17 +266,28 @@ def test_a_time_in_another_zone_decodes_as_the_same_instant_in_utc(
     ids=["map", "map-mixed", "ref", "evidence", "erased"],
 )
 def test_an_unsealed_personal_value_cannot_be_encoded(
-    build: Callable[[EventMeta], LedgerEvent],
+    build: Callable[[EventMeta], LedgerEvent], the_codec: AvroCodec
 ) -> None:
+    event = build(meta())
     with pytest.raises(SchemaError):
-        event_to_record(build(meta()))
+        event_to_record(event)
+    # The compiled writer that reads the event's attributes refuses it alike.
+    assert event.avro_name and the_codec.contract(event.avro_name).fingerprint in event_writers(
+        the_codec
+    )
+    with pytest.raises(SchemaError):
+        event_encoder(the_codec)(event)
 
 
-def test_the_schema_error_never_shows_the_personal_value() -> None:
+def test_the_schema_error_never_shows_the_personal_value(the_codec: AvroCodec) -> None:
     secret = canary("email")
-    with pytest.raises(SchemaError) as caught:
-        event_to_record(DataUpdated(meta(), "marketing", {"email": Personal(secret)}))
-    assert secret not in str(caught.value)
+    event = DataUpdated(meta(), "marketing", {"email": Personal(secret)})
+    for way in (event_to_record, event_encoder(the_codec)):
+        with pytest.raises(SchemaError) as caught:
+            way(event)
+        assert secret not in str(caught.value)
+        chain = (caught.value, caught.value.__cause__, caught.value.__context__)
+        assert not any(secret in repr(exc) for exc in chain)
 
 
 def test_encoding_a_record_that_does_not_match_is_rejected_as_invalid(
@@ -421,6 +433,31 @@ def test_every_intake_record_round_trips_through_avro(kind: str, extras: bool) -
     decoded = the_parser.from_avro(data)
     assert decoded == original
     assert decoded.occurred_at.microsecond == 123456
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"fields": {"email": "user@example.com\ud800"}},
+        {"fields": {"email\udfff": "user@example.com"}},
+        {"field_names": ["email", "\udbff"]},
+        {"fields": {"email": "\ud83d", "name": "\ude00"}},  # two halves never pair up
+    ],
+    ids=["value", "key", "list", "halves"],
+)
+def test_a_lone_surrogate_anywhere_in_a_json_record_is_refused(values: dict[str, Any]) -> None:
+    the_parser = parser(StepClock(T0 + timedelta(hours=1)))
+    kind = "access.report" if "field_names" in values else "data.update"
+    base = dict(INTAKE_SAMPLES[kind]) | values
+    with pytest.raises(Rejected) as caught:
+        the_parser.from_json(record(kind, f"shop:{uuid.uuid4().hex[:8]}", **base))
+    assert caught.value.reason is Reason.INVALID_VALUE
+    assert "surrogate" in caught.value.detail
+    # The same record with every text valid is accepted (é and emoji encode as UTF-8).
+    fine: dict[str, Any] = {"fields": {"email": "é@example.com", "name": "\U0001f600"}}
+    if kind == "access.report":
+        fine = {"field_names": ["email"]}
+    the_parser.from_json(record(kind, f"shop:{uuid.uuid4().hex[:8]}", **(base | fine)))
 
 
 def test_an_event_is_not_accepted_as_an_intake_record() -> None:

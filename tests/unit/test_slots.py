@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from consentry.core.sealing import SealedValue
-from consentry.core.slots import NotPlain, maker
+from consentry.core.events import EventMeta, evolve
+from consentry.core.sealing import DataKey, SealedValue
+from consentry.core.slots import NotPlain, maker, replacer
 from consentry.core.views import PutValue
 from tests.support import T0
 
@@ -50,3 +51,29 @@ class _Computed:
 def test_a_class_whose_init_does_more_than_set_its_slots_is_refused(cls: type) -> None:
     with pytest.raises(NotPlain):
         maker(cls)
+
+
+def test_a_replaced_object_equals_what_dataclasses_replace_builds() -> None:
+    meta = EventMeta(uuid.uuid4(), uuid.uuid4(), 3, T0, T0, "p-1", "crm-example")
+    changed = replacer(EventMeta)(meta, {"prev_hash": b"h" * 32, "sequence": 4})
+    assert type(changed) is EventMeta
+    assert changed == dataclasses.replace(meta, prev_hash=b"h" * 32, sequence=4)
+    assert changed.subject_id is meta.subject_id and meta.prev_hash != changed.prev_hash
+    assert replacer(EventMeta)(meta, {}) == meta
+    with pytest.raises(TypeError):
+        replacer(EventMeta)(meta, {"not_a_field": 1})
+    with pytest.raises(NotPlain):
+        replacer(_Checked)
+
+
+def test_evolve_copies_plain_classes_by_slot_and_others_through_init() -> None:
+    meta = EventMeta(uuid.uuid4(), uuid.uuid4(), 3, T0, T0, "p-1")
+    assert evolve(meta, producer="crm-example") == dataclasses.replace(meta, producer="crm-example")
+    key = DataKey.build("k-1", uuid.uuid4(), "purpose:support", 1, b"s" * 32)
+    moved = evolve(key, scope="purpose:billing")
+    # DataKey derives its AAD parts in __post_init__: they follow the new scope.
+    assert moved == dataclasses.replace(key, scope="purpose:billing")
+    assert moved.aad_head != key.aad_head and moved.aad_head.endswith(b"purpose:billing")
+    for obj in (meta, key):
+        with pytest.raises(TypeError):
+            evolve(obj, not_a_field=1)

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from consentry.core import events as ev
 from consentry.core.avro import AvroCodec
-from consentry.core.event_decoding import decode_event
+from consentry.core.event_codec import decode_event
 from consentry.core.policy import AnomalyRules
 from consentry.ledger.application import Ledger
 from consentry.ledger.commands import FlagAnomaly

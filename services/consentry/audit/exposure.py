@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 from consentry.core import events as ev
 from consentry.core.avro import AvroCodec
-from consentry.core.event_decoding import decode_event
+from consentry.core.event_codec import decode_event
 
 Kind = Literal["actor", "producer", "processor"]
 _EXPOSING: Final = frozenset(

@@ -7,7 +7,8 @@ They cover what `schemas/` uses — null, boolean, long, string, bytes, records,
 unions of null and one type, and the `uuid` and `timestamp-micros` logical types — and produce
 exactly fastavro's bytes and records (a property test compares them on every schema). A schema
 with anything else gets no compiled codec, and fastavro serves it. A reader may also build
-instances of given slotted dataclasses for the records they are named after (`compile_reader`).
+instances of given slotted dataclasses for the records they are named after (`compile_reader`),
+and a writer may read those records from such instances instead of dicts (`compile_writer`).
 
 Reading is strict: a length or union index out of range, bad UTF-8, an overlong varint, a block
 count beyond the data or a truncated body raises (ValueError, IndexError, UnicodeDecodeError),
@@ -16,6 +17,8 @@ never a partial record. The generated source names no value: it is built from th
 
 from __future__ import annotations
 
+import dataclasses
+import keyword
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -34,6 +37,10 @@ SMALL: Final = 4096
 
 class Unsupported(Exception):
     """The schema uses something these codecs do not cover."""
+
+
+class ClassMismatch(TypeError):
+    """A writer found a value of another class where it reads a record from an instance."""
 
 
 def zigzag_bytes(value: int) -> bytes:
@@ -123,6 +130,11 @@ def _bad(what: str) -> ValueError:
     return ValueError(what)
 
 
+def _mismatch(record: str) -> ClassMismatch:
+    # The record's name only: the value found may be personal.
+    return ClassMismatch(f"an instance of the {record} record's class was expected")
+
+
 _NAMESPACE: Final[dict[str, Any]] = {
     "_SMALL": _SMALL,
     "_zigzag": zigzag_bytes,
@@ -131,6 +143,7 @@ _NAMESPACE: Final[dict[str, Any]] = {
     "_ts": _timestamp_micros,
     "_null": _null,
     "_bad": _bad,
+    "_mismatch": _mismatch,
     "_UUID": parse_uuid,
     "_uuid_type": uuid.UUID,
     "_EPOCH": EPOCH,
@@ -223,9 +236,16 @@ def _write(src: _Source, schema: Any, value: str, depth: int) -> None:
         src.add(depth + 1, f"out.append({2 * (1 - null_index)})")
         _write(src, other, value, depth + 1)
     elif kind == "record":
+        cls = src.classes.get(schema["name"])
+        if cls is not None:
+            _check_attributes(cls, schema)
+            src.add(depth, f"if type({value}) is not {src.constant(cls)}:")
+            src.add(depth + 1, f"raise _mismatch({schema['name']!r})")
         for field in schema["fields"]:
             item = src.name("v")
-            if "default" in field:
+            if cls is not None:
+                src.add(depth, f"{item} = {value}.{field['name']}")
+            elif "default" in field:
                 default = src.constant(field["default"])
                 src.add(depth, f"{item} = {value}.get({field['name']!r}, {default})")
             else:
@@ -244,6 +264,15 @@ def _write(src: _Source, schema: Any, value: str, depth: int) -> None:
             src.add(depth + 1, f"for {item} in {value}:")
             _write(src, schema["items"], item, depth + 2)
         src.add(depth, "out.append(0)")
+
+
+def _check_attributes(cls: type, schema: Any) -> None:
+    """Unsupported unless the dataclass's fields are exactly the record's (none left unwritten)."""
+    names = [field["name"] for field in schema["fields"]]
+    if not dataclasses.is_dataclass(cls) or {f.name for f in dataclasses.fields(cls)} != set(names):
+        raise Unsupported(f"{schema['name']} and {cls.__name__} have other fields")
+    if any(keyword.iskeyword(name) for name in names):
+        raise Unsupported(f"{schema['name']} has a field named as a Python keyword")
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -351,10 +380,21 @@ def _function(src: _Source, name: str) -> Any:
 
 def compile_schema(schema: Any) -> tuple[Writer, Reader]:
     """The writer and reader of a fully expanded schema; Unsupported if it uses anything else."""
-    src = _Source()
+    return compile_writer(schema), compile_reader(schema)
+
+
+def compile_writer(schema: Any, classes: Mapping[str, type] | None = None) -> Writer:
+    """The writer of a fully expanded schema; Unsupported if it uses anything else.
+
+    A record whose full name is in `classes` is read from an instance of exactly that dataclass
+    (each field from the attribute of its name) instead of a dict; any other value there raises
+    ClassMismatch. Unsupported if the class's fields are not exactly the record's.
+    """
+    src = _Source(classes)
     src.add(0, "def write(out, value):")
     _write(src, schema, "value", 1)
-    return _function(src, "write"), compile_reader(schema)
+    write: Writer = _function(src, "write")
+    return write
 
 
 def compile_reader(schema: Any, classes: Mapping[str, type] | None = None) -> Reader:

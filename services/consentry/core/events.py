@@ -7,14 +7,15 @@ their key was shredded. Everything else is clear, pseudonymous metadata.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar, cast
 
 from consentry.core.avro import Contract
 from consentry.core.errors import SchemaError
 from consentry.core.sealing import Erased, Personal, SealedValue
+from consentry.core.slots import NotPlain, replacer
 
 GENESIS: Final = bytes(32)
 EVENTS_NAMESPACE: Final = "consentry.events"
@@ -215,10 +216,36 @@ def field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+_REPLACERS: dict[type, Callable[[Any, dict[str, Any]], Any]] = {}
+
+
 def evolve(obj: T, **changes: Any) -> T:
-    """`dataclasses.replace` for our frozen dataclasses, without its per-call introspection."""
+    """`dataclasses.replace` for our frozen dataclasses, without its per-call introspection.
+
+    A plain slotted dataclass (see core/slots) is copied slot by slot (EventMeta with a new
+    prev_hash: 2.9 -> 1.0 µs, timeit); any other goes through its `__init__`. A name that is not
+    a field `__init__` takes raises TypeError.
+    """
     cls = type(obj)
-    return cls(**{name: changes.get(name, getattr(obj, name)) for name in field_names(cls)})
+    replace = _REPLACERS.get(cls)
+    if replace is None:
+        replace = _REPLACERS[cls] = _replacer_of(cls)
+    return cast(T, replace(obj, changes))
+
+
+def _replacer_of(cls: type) -> Callable[[Any, dict[str, Any]], Any]:
+    try:
+        return replacer(cls)
+    except NotPlain:
+        # Fields __init__ takes; the others it derives (as dataclasses.replace leaves them).
+        names = tuple(f.name for f in fields(cls) if f.init)
+
+        def through_init(obj: Any, changes: dict[str, Any]) -> Any:
+            if not changes.keys() <= set(names):
+                raise TypeError(f"{cls.__name__} has no such field") from None
+            return cls(**{name: changes.get(name, getattr(obj, name)) for name in names})
+
+        return through_init
 
 
 def event_to_record(event: LedgerEvent) -> dict[str, Any]:

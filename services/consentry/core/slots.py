@@ -45,3 +45,26 @@ def maker(cls: type[T]) -> Callable[..., T]:
     exec(compile("\n".join(lines), f"<{cls.__name__} maker>", "exec"), namespace)  # noqa: S102 - built from the class's field names only
     made: Callable[..., T] = namespace["make"]
     return made
+
+
+def replacer(cls: type[T]) -> Callable[[T, dict[str, Any]], T]:
+    """`dataclasses.replace(obj, **changes)` for one class, built by setting the slots directly.
+
+    A name in `changes` that is not a field of the class raises TypeError, as replace does.
+    """
+    setters = slot_setters(cls)
+    fields = frozenset(setters)
+    lines = [
+        "def replace(obj, changes):",
+        "    if not changes.keys() <= _fields:",
+        "        raise TypeError(f'{_cls.__name__} has no such field')",
+        "    made = _new(_cls)",
+        "    get = changes.get",
+    ]
+    lines += [f"    _set{n}(made, get({name!r}, obj.{name}))" for n, name in enumerate(setters)]
+    lines.append("    return made")
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_fields": fields}
+    namespace |= {f"_set{n}": setter for n, setter in enumerate(setters.values())}
+    exec(compile("\n".join(lines), f"<{cls.__name__} replacer>", "exec"), namespace)  # noqa: S102 - built from the class's field names only
+    replace: Callable[[T, dict[str, Any]], T] = namespace["replace"]
+    return replace

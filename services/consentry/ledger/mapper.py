@@ -16,8 +16,8 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 
 from consentry.core.avro import AvroCodec, Contract
 from consentry.core.errors import KeyNotFound, ScopeShredded, SealError
-from consentry.core.event_decoding import event_decoder
-from consentry.core.events import LedgerEvent, event_to_record, evolve
+from consentry.core.event_codec import event_decoder, event_encoder
+from consentry.core.events import LedgerEvent, evolve
 from consentry.core.keystore import Keystore
 from consentry.core.sealing import (
     CONSENT_SCOPE,
@@ -42,6 +42,7 @@ class SealingMapper(Mapper[UUID]):
         self.codec = codec
         self.keystore = keystore
         self._decode = event_decoder(codec)
+        self._encode = event_encoder(codec)
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         return self.seal_event(cast(LedgerEvent, domain_event))[1]
@@ -60,7 +61,7 @@ class SealingMapper(Mapper[UUID]):
             originator_id=event.meta.subject_id,
             originator_version=event.meta.sequence,
             topic=contract.name,
-            state=self.codec.encode(contract.name, event_to_record(sealed)),
+            state=self._encode(sealed),
         )
         return sealed, stored
 

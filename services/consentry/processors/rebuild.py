@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from consentry.core.avro import AvroCodec
-from consentry.core.event_decoding import event_decoder
+from consentry.core.event_codec import event_decoder
 from consentry.core.events import LedgerEvent
 from consentry.core.views import ViewStore
 from consentry.processors.projector import project_new

@@ -1,4 +1,5 @@
-"""Events read straight into their classes against the record way (decode, then event_from_record).
+"""Events read straight into their classes against the record way (decode, then event_from_record),
+and written straight from them against encode(event_to_record(event)).
 
 Records are generated from each event schema of `schemas/`, as in test_avro_compiled.
 """
@@ -22,13 +23,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consentry.core.avro import HEADER_LEN, MAGIC, AvroCodec, Contract
-from consentry.core.avro_compiled import Unsupported, compile_reader
-from consentry.core.errors import Reason, Rejected
-from consentry.core.event_decoding import (
+from consentry.core.avro_compiled import ClassMismatch, Unsupported, compile_reader, compile_writer
+from consentry.core.errors import Reason, Rejected, SchemaError
+from consentry.core.event_codec import (
     RECORD_CLASSES,
     decode_event,
     event_decoder,
+    event_encoder,
     event_readers,
+    event_writers,
 )
 from consentry.core.events import (
     EVENT_TYPES,
@@ -36,6 +39,7 @@ from consentry.core.events import (
     EventMeta,
     LedgerEvent,
     event_from_record,
+    event_to_record,
     field_names,
 )
 from tests.support import SCHEMAS
@@ -115,10 +119,58 @@ def test_damaged_bytes_are_refused_alike_or_read_alike(contract: Contract) -> No
     check()
 
 
+def test_every_event_schema_is_written_straight_from_its_classes() -> None:
+    writers = event_writers(CODEC)
+    assert [c.short_name for c in EVENTS if c.fingerprint not in writers] == []
+    # Each writer reads the event's attributes (a writer of dicts would pass every equality test
+    # below, through event_to_record): handed the record dict, it refuses it.
+    for contract in EVENTS:
+        with pytest.raises(ClassMismatch):
+            writers[contract.fingerprint](bytearray(), _record_of(contract))
+
+
+@pytest.mark.parametrize("contract", EVENTS, ids=lambda c: c.short_name)
+def test_an_event_written_straight_has_the_bytes_of_its_record(contract: Contract) -> None:
+    read, write = event_decoder(CODEC), event_encoder(CODEC)
+
+    @EXAMPLES
+    @given(record=strategy(contract.expanded))
+    def check(record: dict[str, Any]) -> None:
+        data = CODEC.encode(contract.name, record)
+        event = read(data)
+        assert write(event) == CODEC.encode(contract.name, event_to_record(event)) == data
+
+    check()
+
+
+def test_a_writer_refuses_a_class_whose_fields_are_not_the_records() -> None:
+    contract = CODEC.contract("consentry.events.DataAccessed")
+    fewer = {**RECORD_CLASSES, contract.name: Actor}  # two fields, none of them the record's
+    with pytest.raises(Unsupported):
+        compile_writer(contract.expanded, fewer)
+    assert CODEC.writer_from(contract, fewer) is None
+
+
+def test_an_event_of_an_older_schema_version_is_written_with_the_newest(tmp_path: Path) -> None:
+    """With a v2 of DataUpdated, events are written as v2 (by fastavro from the record, as its
+    writer reads no instance of a class with fewer fields than the record); the v1 contract
+    cannot be written with at all."""
+    codec, older, newest = _with_a_noted_v2(tmp_path)
+    assert newest.fingerprint not in event_writers(codec)
+    event = decode_event(codec, codec.encode(newest.name, _record(newest) | {"note": "a note"}))
+    data = event_encoder(codec)(event)
+    assert data[2:HEADER_LEN] == newest.fingerprint
+    assert_same_event(decode_event(codec, data), event)
+    with pytest.raises(SchemaError):
+        codec.encode_with(older, event_to_record(event), {})
+
+
 def test_the_readers_are_compiled_once_per_codec_and_go_with_it() -> None:
     assert event_readers(CODEC) is event_readers(CODEC)
+    assert event_writers(CODEC) is event_writers(CODEC)
     codec = AvroCodec(SCHEMAS)
     assert event_readers(codec) is not event_readers(CODEC)
+    assert event_writers(codec) is not event_writers(CODEC)
     data = CODEC.encode(EVENTS[0].name, _record_of(EVENTS[0]))
     assert_same_event(event_decoder(codec)(data), decode_event(CODEC, data))
     gone = weakref.ref(codec)
@@ -150,15 +202,7 @@ def test_bytes_of_an_older_schema_version_take_the_record_way(tmp_path: Path) ->
     """A v2 of DataUpdated with one more field: v1 bytes are resolved by fastavro against v2, and
     the event is built from that record; v2 bytes are read straight (the extra field is not the
     class's, so it is read past, as event_from_record leaves it)."""
-    schemas = tmp_path / "schemas"
-    shutil.copytree(SCHEMAS, schemas)
-    v1 = json.loads((schemas / "events" / "DataUpdated.v1.avsc").read_text())
-    note = {"name": "note", "type": "string", "default": ""}
-    v2 = v1 | {"version": 2, "fields": [*v1["fields"], note]}
-    (schemas / "events" / "DataUpdated.v2.avsc").write_text(json.dumps(v2))
-    codec = AvroCodec(schemas)
-    newest = codec.contract("consentry.events.DataUpdated")
-    older = next(c for c in codec.contracts("events") if c.name == newest.name and c.version == 1)
+    codec, older, newest = _with_a_noted_v2(tmp_path)
     record = _record(older)
 
     body = io.BytesIO()
@@ -172,6 +216,21 @@ def test_bytes_of_an_older_schema_version_take_the_record_way(tmp_path: Path) ->
     assert new_bytes[2:HEADER_LEN] == newest.fingerprint
     assert newest.fingerprint in event_readers(codec)
     assert_same_event(decode_event(codec, new_bytes), the_record_way(codec, new_bytes))
+
+
+def _with_a_noted_v2(tmp_path: Path) -> tuple[AvroCodec, Contract, Contract]:
+    """A codec of our schemas plus a v2 of DataUpdated with one more field (`note`); its v1 and
+    v2 contracts."""
+    schemas = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, schemas)
+    v1 = json.loads((schemas / "events" / "DataUpdated.v1.avsc").read_text())
+    note = {"name": "note", "type": "string", "default": ""}
+    v2 = v1 | {"version": 2, "fields": [*v1["fields"], note]}
+    (schemas / "events" / "DataUpdated.v2.avsc").write_text(json.dumps(v2))
+    codec = AvroCodec(schemas)
+    newest = codec.contract("consentry.events.DataUpdated")
+    older = next(c for c in codec.contracts("events") if c.name == newest.name and c.version == 1)
+    return codec, older, newest
 
 
 def _record_of(contract: Contract) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Stored event bytes read straight into the event classes.
+"""Events written to and read from their stored bytes straight from and into the event classes.
 
 `event_from_record(*codec.decode(data))` reads each record into a dict, then builds the event, its
 meta, actor and sealed values from the dicts through their dataclass `__init__`s. Here each event
@@ -8,6 +8,12 @@ from the decoded record, and it refuses exactly the bytes `decode` refuses (prop
 both ways on every event schema). Bytes of an older schema version, resolved by fastavro against
 the newest one, and any schema whose personal fields this reader would not build as
 event_from_record does take the record way.
+
+Writing is the mirror image: each event schema's compiled writer (`AvroCodec.writer_from`) reads
+the event, its meta, actor and sealed values by attribute, with no `event_to_record` dicts between,
+and writes the bytes `encode(event_to_record(event))` writes. Where event_to_record refuses an
+event (a personal value not sealed, ERASED), the writer finds an object of another class where a
+SealedValue must be and refuses it with the same SchemaError.
 """
 
 from __future__ import annotations
@@ -17,8 +23,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from consentry.core.avro import AvroCodec, Contract
-from consentry.core.avro_compiled import Reader
-from consentry.core.events import EVENT_TYPES, Actor, EventMeta, LedgerEvent, event_from_record
+from consentry.core.avro_compiled import Reader, Writer
+from consentry.core.events import (
+    EVENT_TYPES,
+    Actor,
+    EventMeta,
+    LedgerEvent,
+    event_from_record,
+    event_to_record,
+)
 from consentry.core.sealing import SealedValue
 
 SEALED_VALUE: Final = "consentry.common.SealedValue"
@@ -34,6 +47,7 @@ RECORD_CLASSES: Final[dict[str, type]] = {
 # Each codec's compiled readers by writer fingerprint (functions of the schemas alone: they hold
 # no reference to the codec, so a codec nobody uses any more goes with its entry).
 _READERS: weakref.WeakKeyDictionary[AvroCodec, Mapping[bytes, Reader]] = weakref.WeakKeyDictionary()
+_WRITERS: weakref.WeakKeyDictionary[AvroCodec, Mapping[bytes, Writer]] = weakref.WeakKeyDictionary()
 
 
 def event_readers(codec: AvroCodec) -> Mapping[bytes, Reader]:
@@ -47,6 +61,35 @@ def event_readers(codec: AvroCodec) -> Mapping[bytes, Reader]:
                 found[contract.fingerprint] = read
         readers = _READERS[codec] = found
     return readers
+
+
+def event_writers(codec: AvroCodec) -> Mapping[bytes, Writer]:
+    """The codec's compiled event writers by fingerprint (newest schemas), compiled on first use."""
+    writers = _WRITERS.get(codec)
+    if writers is None:
+        found = {}
+        for contract in codec.contracts("events"):
+            if codec.contract(contract.name) is not contract or not _builds_alike(contract):
+                continue
+            write = codec.writer_from(contract, RECORD_CLASSES)
+            if write is not None:
+                found[contract.fingerprint] = write
+        writers = _WRITERS[codec] = found
+    return writers
+
+
+def event_encoder(codec: AvroCodec) -> Callable[[LedgerEvent], bytes]:
+    """The stored bytes of an event whose personal values are sealed (its newest schema);
+    SchemaError for an event of no schema or with a value not sealed, Rejected as `encode` is."""
+    writers, contract_of, encode_with = event_writers(codec), codec.contract, codec.encode_with
+
+    def encode(event: LedgerEvent) -> bytes:
+        contract = contract_of(event.avro_name)
+        if contract.fingerprint in writers:
+            return encode_with(contract, event, writers)
+        return encode_with(contract, event_to_record(event), writers)
+
+    return encode
 
 
 def decode_event(codec: AvroCodec, data: bytes) -> LedgerEvent:
