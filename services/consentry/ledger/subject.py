@@ -18,6 +18,7 @@ from consentry.core import intake as rec
 from consentry.core.errors import Reason
 from consentry.core.events import GENESIS, Actor, EventMeta, LedgerEvent
 from consentry.core.policy import LawfulBasis, Policy
+from consentry.core.slots import maker
 from consentry.ledger.commands import (
     DenyAccess,
     FlagAnomaly,
@@ -172,6 +173,10 @@ def retry_digest(idempotency: bytes, occurred_at: datetime) -> bytes:
     return hashlib.sha256(idempotency + micros.to_bytes(8, "big", signed=True)).digest()
 
 
+# An envelope built by setting its slots (see core/slots): one per event (1.7 -> 0.7 µs, timeit).
+_new_meta: Callable[..., EventMeta] = maker(EventMeta)
+
+
 class _Builder:
     """Assigns sequence numbers and envelopes to the events of one decision."""
 
@@ -192,18 +197,20 @@ class _Builder:
         self.keeps_rejections = False
 
     def meta(self) -> EventMeta:
-        return EventMeta(
-            event_id=self.ctx.new_id(),
-            subject_id=self.state.subject_id,
-            sequence=self.state.version + len(self.events) + 1,
-            occurred_at=self.occurred_at,
-            recorded_at=self.ctx.now,
-            policy_version=self.ctx.policy.version,
-            producer=self.ctx.producer,
-            actor=self.actor,
-            causation_id=self.causation_id,
-            correlation_id=self.correlation_id,
-            idempotency=self.idempotency if not self.events else None,
+        # Every field in order (the chain links it to its predecessor when it is appended).
+        return _new_meta(
+            self.ctx.new_id(),
+            self.state.subject_id,
+            self.state.version + len(self.events) + 1,
+            self.occurred_at,
+            self.ctx.now,
+            self.ctx.policy.version,
+            self.ctx.producer,
+            self.actor,
+            self.causation_id,
+            self.correlation_id,
+            self.idempotency if not self.events else None,
+            GENESIS,
         )
 
     def add(self, factory: Callable[[EventMeta], LedgerEvent]) -> LedgerEvent:
