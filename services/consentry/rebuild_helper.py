@@ -7,6 +7,7 @@ at a time), and the Avro schemas. It holds no key: the views are built from seal
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,12 @@ class SQLiteSpanRebuilder:
         try:
             log = SQLiteSubjectLog(self.events_db)
             with store.bulk_writes():
-                return rebuild_span(log, AvroCodec(self.schema_dir), store, upto, page, span)
+                return rebuild_span(log, _codec(self.schema_dir), store, upto, page, span)
         finally:
             store.close()
+
+
+@functools.cache
+def _codec(schema_dir: Path) -> AvroCodec:
+    # A helper process takes several spans in turn: the schemas are read and compiled once.
+    return AvroCodec(schema_dir)

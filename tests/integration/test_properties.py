@@ -237,17 +237,64 @@ def test_helper_processes_rebuild_spans_of_subjects_beside_the_runner(
     history: History, count: int
 ) -> None:
     helper = SQLiteSpanRebuilder(history.events_db, history.store.path, SCHEMAS)
-    runner = _rebuilding(history, helper=helper, span_count=count, helpers_from=0)
+    runner = _rebuilding(history, helper=helper, processes=count, helpers_from=0)
 
     assert runner.rebuild() == len(history.log)
     assert history.store.dump() == history.reference
+
+
+@dataclass(frozen=True)
+class _NotingHelper:
+    """The real helper, noting each span it rebuilds in a file (it runs in another process)."""
+
+    helper: SQLiteSpanRebuilder
+    notes: Path
+
+    def __call__(self, span: Span, upto: int, page: int) -> int:
+        (self.notes / f"{span[0]}-{span[1]}").touch()
+        return self.helper(span, upto, page)
+
+
+class _NotingLog(SQLiteSubjectLog):
+    """The real log, noting each span this process reads."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.spans: list[Span] = []
+
+    def by_subject(self, upto: int, page: int, span: Span = EVERY_SUBJECT) -> Iterator[list[bytes]]:
+        self.spans.append(span)
+        return super().by_subject(upto, page, span)
+
+
+def test_the_runner_and_a_helper_claim_small_spans_until_none_is_left(
+    history: History, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    helper = _NotingHelper(SQLiteSpanRebuilder(history.events_db, history.store.path, SCHEMAS), notes)
+    log = _NotingLog(history.events_db)
+    runner = _rebuilding(history, log, helper=helper, processes=2, helpers_from=0, span_events=1)
+
+    assert runner.rebuild() == len(history.log)
+    assert history.store.dump() == history.reference
+    wanted = spans(min(256, len(history.log)))
+    helped = sorted(
+        tuple(None if end == "None" else end for end in n.name.split("-")) for n in notes.iterdir()
+    )
+    # Every span once, by one process or the other; the helper from the first, the runner from the
+    # last (the runner's first is the last span).
+    assert sorted(log.spans + [(start, end) for start, end in helped], key=str) == sorted(
+        wanted, key=str
+    )
+    assert helped and log.spans and log.spans[0] == wanted[-1] and ("", wanted[0][1]) in helped
 
 
 def test_a_helper_that_fails_fails_the_rebuild_and_the_next_catch_up_finishes_it(
     history: History, tmp_path: Path
 ) -> None:
     broken = SQLiteSpanRebuilder(history.events_db, history.store.path, tmp_path / "no-schemas")
-    runner = _rebuilding(history, helper=broken, span_count=2, helpers_from=0)
+    runner = _rebuilding(history, helper=broken, processes=2, helpers_from=0)
 
     with pytest.raises(ConsentryError):
         runner.rebuild()
@@ -258,14 +305,20 @@ def test_a_helper_that_fails_fails_the_rebuild_and_the_next_catch_up_finishes_it
 
 def test_the_spans_cover_every_subject_id_once() -> None:
     assert spans(1) == [("", None)]
-    assert spans(2) == [("", "8"), ("8", None)]
-    assert spans(3) == [("", "5"), ("5", "a"), ("a", None)]
-    for count in range(1, 17):
+    assert spans(2) == [("", "80"), ("80", None)]
+    assert spans(3) == [("", "55"), ("55", "aa"), ("aa", None)]
+    for count in range(1, 257):
         found = spans(count)
+        assert len(found) == count
         assert [start for start, _ in found[1:]] == [end for _, end in found[:-1]]
-        assert found[-1][1] is None
+        assert sorted(found[1:]) == found[1:] and found[-1][1] is None
+    # Each id falls in exactly one span (its text from the start on, before the end).
+    for _ in range(200):
+        text = str(uuid.uuid4())
+        held = [s for s in spans(37) if s[0] <= text and (s[1] is None or text < s[1])]
+        assert len(held) == 1
     with pytest.raises(ValueError, match="spans"):
-        spans(17)
+        spans(257)
 
 
 class _CutShort(SQLiteSubjectLog):

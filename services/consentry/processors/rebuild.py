@@ -20,7 +20,7 @@ from consentry.processors.projector import project_new
 # Subjects whose id, as text, is from the first (inclusive) to the second (exclusive; None: the last).
 Span = tuple[str, str | None]
 EVERY_SUBJECT: Span = ("", None)
-HEX = "0123456789abcdef"
+MAX_SPANS = 256
 
 
 class SubjectLog(Protocol):
@@ -40,10 +40,11 @@ class SpanRebuilder(Protocol):
 
 
 def spans(count: int) -> list[Span]:
-    """The subject key space in `count` (1 to 16) spans of about equal size (ids are random)."""
-    if not 1 <= count <= len(HEX):
-        raise ValueError("between 1 and 16 spans")
-    starts = [HEX[len(HEX) * n // count] for n in range(count)]
+    """The subject key space in `count` (1 to 256) spans of about equal size (ids are random),
+    split on the ids' first two hex digits."""
+    if not 1 <= count <= MAX_SPANS:
+        raise ValueError(f"between 1 and {MAX_SPANS} spans")
+    starts = [f"{MAX_SPANS * n // count:02x}" for n in range(count)]
     return [
         ("" if n == 0 else start, starts[n + 1] if n + 1 < count else None)
         for n, start in enumerate(starts)

@@ -12,14 +12,18 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
 from consentry.core.avro import AvroCodec
 from consentry.core.events import LedgerEvent
 from consentry.core.runtime import tune_gc
 from consentry.core.views import ViewStore
 from consentry.processors.rebuild import (
+    EVERY_SUBJECT,
+    MAX_SPANS,
+    Span,
     SpanRebuilder,
     SubjectLog,
     apply_page,
@@ -44,7 +48,9 @@ REBUILD_PAGE = 5000
 # Helper processes rebuild spans of subjects beside this one when the log has this many events: a
 # helper takes ~0.3 s to start.
 HELPERS_FROM = 20_000
-MAX_SPANS = 4
+MAX_PROCESSES = 4
+# Spans of the key space a rebuild's processes claim one at a time: about this many events each.
+SPAN_EVENTS = 5_000
 
 
 def _cores() -> int:
@@ -52,6 +58,24 @@ def _cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+class _Claims:
+    """Spans not yet claimed, taken from either end by several threads."""
+
+    def __init__(self, todo: list[Span]) -> None:
+        self._todo = deque(todo)
+        self._lock = threading.Lock()
+
+    def take(self, *, first: bool) -> Span | None:
+        with self._lock:
+            if not self._todo:
+                return None
+            return self._todo.popleft() if first else self._todo.pop()
+
+    def drop(self) -> None:
+        with self._lock:
+            self._todo.clear()
 
 
 class EmbeddedRunner:
@@ -67,15 +91,18 @@ class EmbeddedRunner:
         subjects: SubjectLog | None = None,
         rebuild_page: int = REBUILD_PAGE,
         helper: SpanRebuilder | None = None,
-        span_count: int | None = None,
+        processes: int | None = None,
         helpers_from: int = HELPERS_FROM,
+        span_events: int = SPAN_EVENTS,
     ) -> None:
         self._log = log
         self._subjects = subjects
         self._rebuild_page = rebuild_page
         self._helper = helper
-        # How many spans of subjects a large rebuild splits into: one per core (at most MAX_SPANS).
-        self._span_count = span_count or min(_cores(), MAX_SPANS)
+        # How many processes a large rebuild runs in, this one included: one per core (at most
+        # MAX_PROCESSES), each taking spans of about `span_events` events in turn.
+        self._processes = processes or min(_cores(), MAX_PROCESSES)
+        self._span_events = span_events
         self._helpers_from = helpers_from
         self._codec = codec
         self.store = store
@@ -147,8 +174,8 @@ class EmbeddedRunner:
         that order first, and the position is recorded once at the end. A rebuild cut short leaves
         whole pages of subjects behind, each with its applied mark, and no position: the next
         catch-up starts from the beginning and skips what those marks say is there. A large log is
-        split into spans of subjects, one per core: helper processes rebuild all spans but the
-        first at the same time as this one, and a helper's failure fails the rebuild.
+        split into spans of subjects that this process and helper processes (one per further core)
+        claim one at a time until none is left, and a helper's failure fails the rebuild.
         """
         with self._lock:
             self.store.reset(RUNNER_NAME)
@@ -161,19 +188,62 @@ class EmbeddedRunner:
             return done + self.catch_up(None if progress is None else lambda n: progress(done + n))
 
     def _rebuild_upto(self, log: SubjectLog, upto: int, progress: Callable[[int], None] | None) -> int:
-        """Everything up to `upto`: the first span here, the others in helper processes at once."""
-        count = self._span_count if self._helper is not None and upto >= self._helpers_from else 1
-        first, *others = spans(count)
-        if not others or self._helper is None:
-            return rebuild_span(log, self._codec, self.store, upto, self._rebuild_page, first, progress)
+        """Everything up to `upto`: spans of subjects here and in helper processes at once."""
+        count = self._processes if self._helper is not None and upto >= self._helpers_from else 1
+        if count == 1 or self._helper is None:
+            return rebuild_span(
+                log, self._codec, self.store, upto, self._rebuild_page, EVERY_SUBJECT, progress
+            )
+        # The key space goes in spans of about `span_events` events, claimed as they go: the
+        # helpers take them from the start, this process from the end, until none is left. So a
+        # helper's late start (~0.5 s) and an uneven split cost at most a span's time at the end.
+        todo = _Claims(spans(min(MAX_SPANS, max(count, upto // self._span_events))))
+        helper = self._helper
         # Spawned, not forked: this process may be a server with threads holding locks. Each
         # helper's collector is tuned as Consentry's own processes tune theirs (without it, a
         # helper spent 16 % more CPU on its span than this process did on its own, at 1M events).
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(others), mp_context=context, initializer=tune_gc) as pool:
-            helping = [pool.submit(self._helper, span, upto, self._rebuild_page) for span in others]
-            done = rebuild_span(log, self._codec, self.store, upto, self._rebuild_page, first, progress)
-            return done + sum(future.result() for future in helping)
+        with ProcessPoolExecutor(count - 1, mp_context=context, initializer=tune_gc) as pool:
+            helped: list[Future[int]] = []
+
+            def submit() -> Future[int] | None:
+                span = todo.take(first=True)
+                if span is None:
+                    return None
+                future = pool.submit(helper, span, upto, self._rebuild_page)
+                helped.append(future)  # read here once the feeder has ended
+                return future
+
+            # Each helper's first span is handed out before this process takes any (so every
+            # helper has one), the next ones as each is done: the pool would queue them ahead.
+            first = {future for _ in range(count - 1) if (future := submit()) is not None}
+
+            def feed(running: set[Future[int]]) -> None:
+                while running:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    if any(f.exception() is not None for f in finished):
+                        todo.drop()  # a helper failed: the rebuild fails, nothing more starts
+                    running |= {f for _ in finished if (f := submit()) is not None}
+
+            feeder = threading.Thread(target=feed, args=(first,), name="rebuild-feed", daemon=True)
+            feeder.start()
+            done = 0
+            try:
+                while span := todo.take(first=False):
+                    offset = done
+                    done += rebuild_span(
+                        log,
+                        self._codec,
+                        self.store,
+                        upto,
+                        self._rebuild_page,
+                        span,
+                        None if progress is None else lambda n: progress(offset + n),  # noqa: B023 - called within this iteration
+                    )
+            finally:
+                todo.drop()
+                feeder.join()
+            return done + sum(future.result() for future in helped)
 
     def start(self, interval: float = BACKGROUND_INTERVAL) -> None:
         """Polls the log in a daemon thread until `stop`."""
