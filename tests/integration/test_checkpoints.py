@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from consentry.adapters.sqlite_checkpoints import Checkpointer
+from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.adapters.sqlite_ledger import CheckpointedSQLiteRecorder
 from consentry.adapters.sqlite_views import SQLiteViewStore
 from consentry.core.settings import load_settings
@@ -100,12 +101,16 @@ def test_a_paused_checkpointer_leaves_the_wal_to_the_writer(tmp_path: Path) -> N
     db.close()
 
 
-def test_the_embedded_ledger_and_views_are_checkpointed_off_the_writer(tmp_path: Path) -> None:
+def test_the_embedded_ledger_keystore_and_views_are_checkpointed_off_the_writer(
+    tmp_path: Path,
+) -> None:
     platform = Platform.open(load_settings(data_dir=tmp_path, policy=EXAMPLE_POLICY))
     recorder = platform.ledger.recorder
     assert isinstance(recorder, CheckpointedSQLiteRecorder)
     assert isinstance(platform.views, SQLiteViewStore)
     views_checkpoints = platform.views._checkpoints
+    assert isinstance(platform.keystore, SQLiteKeystore)
+    keystore_checkpoints = platform.keystore._checkpoints
     try:
         for n in range(12):
             submit(
@@ -116,8 +121,8 @@ def test_the_embedded_ledger_and_views_are_checkpointed_off_the_writer(tmp_path:
                 ],
             )
             platform.after_write()
-        _until(lambda: recorder.checkpoints.rounds > 0 and views_checkpoints.rounds > 0)
+        every = (recorder.checkpoints, views_checkpoints, keystore_checkpoints)
+        _until(lambda: all(checkpoints.rounds > 0 for checkpoints in every))
     finally:
         platform.close()
-    assert not recorder.checkpoints._thread.is_alive()
-    assert not views_checkpoints._thread.is_alive()
+    assert not any(checkpoints._thread.is_alive() for checkpoints in every)

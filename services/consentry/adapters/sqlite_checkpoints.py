@@ -8,7 +8,7 @@ and tells it how many rows each commit changed. Once about as many rows as SQLit
 have been committed, the checkpointer's thread checkpoints on a connection of its own. SQLite does
 that work without Python's GIL, so the writer goes on with its next page on the other core
 meanwhile (in-process ingest of 100k sealed events, old/new twice: 5,528/5,533 -> 6,584/6,196
-events/s, with the ledger's events.db checkpointed the same way).
+events/s, with the ledger's events.db checkpointed the same way; the keystore's too).
 
 Each round is two checkpoints. A PASSIVE one copies the pages without waiting for any reader or
 writer: the bulk of the work, and the writer may commit meanwhile. Then a RESTART one copies what
@@ -30,6 +30,9 @@ from typing import Final
 CHECKPOINT_ROWS: Final = 1_000
 """Rows committed between two checkpoints: most rows change a page of their own (random keys), so
 about SQLite's default of 1,000 WAL pages."""
+FALLBACK_CHECKPOINT_PAGES: Final = 10_000
+"""The writer's own automatic checkpoint, set on its connection: only if the WAL grows this large
+all the same (the thread behind, or gone)."""
 RESTART_WAIT_MS: Final = 10
 """How long a RESTART checkpoint waits for the writer, then for readers of older snapshots (while it
 waits for those, it holds the writer back)."""

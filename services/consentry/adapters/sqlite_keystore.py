@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from consentry.adapters.sqlite_checkpoints import FALLBACK_CHECKPOINT_PAGES, Checkpointer
 from consentry.core.clock import Clock
 from consentry.core.errors import KeyExists, KeystoreError
 from consentry.core.key_rows import ScopeVersion
@@ -76,9 +77,13 @@ class SQLiteKeystore(Keystore):
             # Key lookups land anywhere in the table (random subject ids): SQLite's default 2 MiB
             # page cache makes every lookup a read once there are a few hundred thousand keys.
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            # A thread of its own checkpoints the WAL (see adapters/sqlite_checkpoints.py); a
+            # destroy's commit still empties it itself before it returns.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise KeystoreError(f"cannot open keystore {path.name}: {exc}") from exc
+        self._checkpoints = Checkpointer(path, synchronous="FULL")
         self._db_lock = threading.Lock()
         # Callers hold the base class's lock around every transaction, so these need no lock of
         # their own: whether one is open, and whether its commit must empty the WAL.
@@ -89,6 +94,7 @@ class SQLiteKeystore(Keystore):
         self._staged: list[tuple[object, ...]] = []
 
     def close(self) -> None:
+        self._checkpoints.close()
         with self._db_lock:
             self._db.close()
 
@@ -102,6 +108,7 @@ class SQLiteKeystore(Keystore):
             yield
             return
         with self._db_lock:
+            changed = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
         self._in_transaction, self._scrub = True, False
         try:
@@ -119,6 +126,8 @@ class SQLiteKeystore(Keystore):
             self._db.execute("COMMIT")
             if self._scrub:
                 self._checkpoint()
+            else:
+                self._checkpoints.committed(self._db.total_changes - changed)
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:

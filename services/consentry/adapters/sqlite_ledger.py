@@ -18,12 +18,9 @@ from typing import Any, Final
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
-from consentry.adapters.sqlite_checkpoints import Checkpointer
+from consentry.adapters.sqlite_checkpoints import FALLBACK_CHECKPOINT_PAGES, Checkpointer
 
 RECORDER_TOPIC: Final = "consentry.adapters.sqlite_ledger:CheckpointedSQLiteRecorder"
-# The writer checkpoints for itself only if the WAL grows this large all the same (the
-# Checkpointer's thread behind or gone).
-FALLBACK_CHECKPOINT_PAGES: Final = 10_000
 # Each event is a row of the table and an entry of its (subject, version) key.
 ROWS_PER_EVENT: Final = 2
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Final
 
 from consentry.adapters.sql_views import TABLES, Cursor, SqlViewStore, ViewStoreError
-from consentry.adapters.sqlite_checkpoints import Checkpointer
+from consentry.adapters.sqlite_checkpoints import FALLBACK_CHECKPOINT_PAGES, Checkpointer
 
 __all__ = ["SQLiteViewStore", "ViewStoreError"]
 
@@ -43,9 +43,7 @@ CREATE TABLE IF NOT EXISTS erasures (
 # order the access log is asked for. The event id still makes each row unique: it fixes the
 # subject and the time.
 LAYOUT: Final = 2
-# Live, a Checkpointer's thread checkpoints the views (see adapters/sqlite_checkpoints.py); the
-# writer checkpoints for itself only if the WAL grows this large all the same (that thread behind).
-FALLBACK_CHECKPOINT_PAGES: Final = 10_000
+# Live, a Checkpointer's thread checkpoints the views (see adapters/sqlite_checkpoints.py).
 BULK_CHECKPOINT_PAGES: Final = 20_000  # WAL pages between the writer's checkpoints in a rebuild
 WAL_KEPT_BYTES: Final = 4 * 1024 * 1024  # the WAL file's size once a checkpoint has emptied it
 CHECKPOINT_TRIES: Final = 3  # each waits up to the connection's 30 s busy timeout
