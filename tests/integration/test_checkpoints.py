@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from consentry.adapters.sqlite_checkpoints import Checkpointer
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.adapters.sqlite_ledger import CheckpointedSQLiteRecorder
 from consentry.adapters.sqlite_views import SQLiteViewStore
+from consentry.core.sealing import SealedValue
 from consentry.core.settings import load_settings
+from consentry.core.views import PutValue
 from consentry.platform import Platform
-from tests.support import EXAMPLE_POLICY, canary, record, submit
+from tests.support import EXAMPLE_POLICY, T0, canary, record, submit
 
 ROWS = 400
 
@@ -126,3 +129,50 @@ def test_the_embedded_ledger_keystore_and_views_are_checkpointed_off_the_writer(
     finally:
         platform.close()
     assert not any(checkpoints._thread.is_alive() for checkpoints in every)
+
+
+def test_pausing_waits_for_the_round_under_way(tmp_path: Path) -> None:
+    """A checkpoint of the writer's own (a reset's, a destroy's) needs the checkpoint lock a round
+    holds: pausing returns only once no round runs, and none starts until it is resumed."""
+    path = tmp_path / "store.db"
+    db = _writer(path)
+    for _ in range(60):  # a WAL of some 30 MiB: its round takes long enough to be seen running
+        _commit_rows(db)
+    checkpoints = Checkpointer(path, rows=ROWS)
+    try:
+        checkpoints.committed(ROWS)
+        _until(lambda: checkpoints._running)
+        checkpoints.pause(True)
+        assert not checkpoints._running and checkpoints.rounds == 1
+        assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # not busy
+        checkpoints.committed(10 * ROWS)
+        time.sleep(0.1)
+        assert checkpoints.rounds == 1
+        with checkpoints.paused():
+            pass
+        assert checkpoints._paused  # as it was before
+    finally:
+        checkpoints.close()
+    db.close()
+
+
+def test_a_reset_right_after_a_large_apply_leaves_no_round_in_its_way(tmp_path: Path) -> None:
+    """The apply's commit starts a round; the reset's truncating checkpoint must not find the
+    checkpoint lock taken by it (a replay failed so once: 'readers held the WAL')."""
+    store = SQLiteViewStore(tmp_path / "views.db")
+    try:
+        for _ in range(10):
+            subject = uuid.uuid4()
+            puts = [
+                PutValue(subject, "support", f"field-{n}", _sealed(), uuid.uuid4(), T0)
+                for n in range(3000)
+            ]
+            store.apply("views", puts, 1)
+            store.reset("views")
+            assert store.dump()["profile_values"] == []
+    finally:
+        store.close()
+
+
+def _sealed() -> SealedValue:
+    return SealedValue("purpose:support", uuid.uuid4().hex, os.urandom(12), os.urandom(40))

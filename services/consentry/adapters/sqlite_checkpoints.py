@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -51,6 +53,7 @@ class Checkpointer:
         self._synchronous = synchronous
         self._pending = 0
         self._paused = False
+        self._running = False
         self._closed = False
         self.rounds = 0  # rounds done, for tests and diagnostics
         self._wake = threading.Condition()
@@ -65,17 +68,33 @@ class Checkpointer:
                 self._wake.notify()
 
     def pause(self, paused: bool) -> None:
-        """While paused, the thread checkpoints nothing (the writer checkpoints for itself)."""
+        """While paused, the thread checkpoints nothing (the writer checkpoints for itself).
+
+        Pausing waits for a round under way to end: a checkpoint of the writer's own (a reset's
+        truncating one, say) would find the checkpoint lock taken and give up.
+        """
         with self._wake:
             self._paused = paused
             self._pending = 0
-            self._wake.notify()
+            self._wake.notify_all()
+            self._wake.wait_for(lambda: not self._running)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Paused meanwhile (see `pause`), then as before."""
+        with self._wake:
+            was = self._paused
+        self.pause(True)
+        try:
+            yield
+        finally:
+            self.pause(was)
 
     def close(self) -> None:
         """Stops the thread (after a checkpoint under way) and closes its connection."""
         with self._wake:
             self._closed = True
-            self._wake.notify()
+            self._wake.notify_all()
         self._thread.join()
 
     def _due(self) -> bool:
@@ -92,6 +111,7 @@ class Checkpointer:
                     if self._closed:
                         return
                     self._pending = 0
+                    self._running = True
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
@@ -100,5 +120,9 @@ class Checkpointer:
                     # Tried again after the next commits; until then the WAL keeps the pages.
                     with self._wake:
                         self._pending = max(self._pending, self._rows // 2)
+                finally:
+                    with self._wake:
+                        self._running = False
+                        self._wake.notify_all()
         finally:
             db.close()

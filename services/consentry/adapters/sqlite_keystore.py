@@ -296,6 +296,10 @@ class SQLiteKeystore(Keystore):
 
     def _checkpoint(self) -> None:
         """Empties the WAL so no pre-delete page image survives there."""
+        with self._checkpoints.paused():  # its thread's rounds would take the checkpoint lock
+            self._truncate_wal()
+
+    def _truncate_wal(self) -> None:
         for _ in range(50):
             busy, _log, _done = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if not busy:

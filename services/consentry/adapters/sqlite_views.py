@@ -178,7 +178,7 @@ class SQLiteViewStore(SqlViewStore):
         # then writes the (empty) database anew, so the checkpoint truncates the file to the
         # pages still in use and empties the WAL: no freed page is left, zeroed or not (0.2 s).
         # The deletes of single rows (an erasure, a shred) zero what they free, as before.
-        with self._lock:
+        with self._lock, self._checkpoints.paused():
             self._db.execute("PRAGMA secure_delete=OFF")
             try:
                 self._uncompacted = True
