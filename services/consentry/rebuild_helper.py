@@ -7,6 +7,7 @@ at a time), and the Avro schemas. It holds no key: the views are built from seal
 
 from __future__ import annotations
 
+import atexit
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +27,19 @@ class SQLiteSpanRebuilder:
     schema_dir: Path
 
     def __call__(self, span: Span, upto: int, page: int) -> int:
-        store = SQLiteViewStore(self.views_db)
-        try:
-            log = SQLiteSubjectLog(self.events_db)
-            with store.bulk_writes():
-                return rebuild_span(log, _codec(self.schema_dir), store, upto, page, span)
-        finally:
-            store.close()
+        log, store, codec = _opened(self.events_db, self.views_db, self.schema_dir)
+        with store.bulk_writes():
+            return rebuild_span(log, codec, store, upto, page, span)
 
 
 @functools.cache
-def _codec(schema_dir: Path) -> AvroCodec:
-    # A helper process takes several spans in turn: the schemas are read and compiled once.
-    return AvroCodec(schema_dir)
+def _opened(
+    events_db: Path, views_db: Path, schema_dir: Path
+) -> tuple[SQLiteSubjectLog, SQLiteViewStore, AvroCodec]:
+    """The log, views and schemas, opened once per helper process: a helper takes many spans in
+    turn (opening the views writes a transaction of its own, which waits for the other process's
+    page). They close when the process ends, at the end of its rebuild."""
+    codec, log = AvroCodec(schema_dir), SQLiteSubjectLog(events_db)
+    store = SQLiteViewStore(views_db)
+    atexit.register(store.close)
+    return log, store, codec
