@@ -165,3 +165,28 @@ def test_a_read_decided_after_the_consent_expired_is_denied() -> None:
     later = Context(now=T0 + timedelta(minutes=6), policy=policy(), new_id=uuid.uuid4, producer=None)
     assert decide_staff(state, read, _ctx()).outcome.status == "accepted"
     assert decide_staff(state, read, later).outcome.reason == Reason.NO_CONSENT
+
+
+def test_what_a_clone_folds_leaves_the_original_as_it_was() -> None:
+    # A writer caches states and hands out clones; the clone shares the immutable parts.
+    original = _fold(
+        SubjectState(uuid.uuid4()),
+        _rec("consent.grant", expires_at=(T0 + timedelta(days=1)).isoformat()),
+    )
+    granted, seen = original.purposes["marketing"], dict(original.seen)
+    copy = original.clone()
+    late = _rec("data.update", occurred_at=(T0 + timedelta(days=2)).isoformat())
+    expiry = RecordShredding(
+        copy.subject_id, "retention", ("purpose:marketing",), ("k-1",), b"{}", b"sig", False, "c-1"
+    )
+    for event in (*decide(copy, late, _ctx()).events, *decide_staff(copy, expiry, _ctx()).events):
+        copy.apply(event)
+    assert copy.purposes["marketing"].status == "expired"
+    assert (copy.lapsed, copy.shredded_causes) == (frozenset({"marketing"}), frozenset({"c-1"}))
+    assert len(copy.seen) == len(seen) + 1
+    assert original.purposes["marketing"] is granted and granted.status == "granted"
+    assert (original.lapsed, original.shredded_causes, original.seen) == (frozenset(), frozenset(), seen)
+    # A retried record finds the id of the event it was first written with.
+    again = decide(copy, late, _ctx())
+    assert again.outcome.status == "duplicate" and again.events == ()
+    assert again.outcome.event_id == copy.first_written(next(iter(set(copy.seen) - set(seen))))
