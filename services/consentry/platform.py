@@ -38,6 +38,7 @@ from consentry.core.keys import KeyProvider, LocalKeyFileProvider
 from consentry.core.keystore import Keystore
 from consentry.core.policy import Policy, load_policy
 from consentry.core.problems import Problem, invalid_request
+from consentry.core.runtime import collecting_after
 from consentry.core.settings import Settings
 from consentry.core.views import ViewStore
 from consentry.intake.http import intake_router
@@ -179,9 +180,10 @@ class Platform:
         Distributed mode leaves both to the shredder and processor workers.
         """
         if self.embedded:
-            with self._shred_lock:
-                self._shredded_to = self.shredder.follow(self._shredded_to)
-            self.runner.refresh()
+            with collecting_after():
+                with self._shred_lock:
+                    self._shredded_to = self.shredder.follow(self._shredded_to)
+                self.runner.refresh()
 
     def sweep_retention(self) -> list[ShredResult]:
         """Shreds every purpose whose retention ran out, with a `retention` certificate each."""

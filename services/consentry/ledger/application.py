@@ -35,6 +35,7 @@ from consentry.core.errors import ConflictError, Reason, Rejected, ScopeShredded
 from consentry.core.events import ConsentGranted, DataUpdated, LedgerEvent
 from consentry.core.keystore import Keystore
 from consentry.core.policy import Policy
+from consentry.core.runtime import collecting_after
 from consentry.core.sealing import purpose_scope
 from consentry.ledger.commands import StaffCommand
 from consentry.ledger.group import AsyncGroupCommit, GroupCommit
@@ -133,7 +134,8 @@ class Ledger:
 
     def submit(self, producer: str, records: Sequence[rec.IntakeRecord | Rejected]) -> list[Outcome]:
         """Decides and appends a producer's batch; one outcome per record, in order."""
-        return self._with_retries(lambda: self._submit_once(producer, records))
+        with collecting_after():
+            return self._with_retries(lambda: self._submit_once(producer, records))
 
     def execute(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
         """Decides and appends staff or platform commands; one outcome per command.

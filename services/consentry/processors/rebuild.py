@@ -14,6 +14,7 @@ from typing import Protocol
 from consentry.core.avro import AvroCodec
 from consentry.core.event_codec import event_decoder
 from consentry.core.events import LedgerEvent
+from consentry.core.runtime import collecting_after
 from consentry.core.views import ViewStore
 from consentry.processors.projector import project_new
 
@@ -67,7 +68,8 @@ def rebuild_span(
     """
     done = 0
     for states in log.by_subject(upto, page, span):
-        done += apply_page(store, decode(codec, states), {})
+        with collecting_after():
+            done += apply_page(store, decode(codec, states), {})
         if progress:
             progress(done)
     return done
