@@ -49,8 +49,6 @@ def data_roots(session: pytest.Session) -> list[Path]:
         value = os.environ.get(variable)
         if value:
             roots.append(Path(value).parent)  # the data and the service's own log files
-    # faust keeps its state directories (`<app id>-data`) in the workers' working directory.
-    roots += sorted(Path.cwd().glob("consentry-*-data"))
     return roots + REGISTER.data_roots
 
 

@@ -49,6 +49,8 @@ def _app(kind: str, settings: Settings, **extra: Any) -> faust.App:
         f"consentry-{kind}",
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        # faust makes "<id>-data" in the working directory unless told where its data goes.
+        datadir=str(settings.data_dir / "faust" / kind).replace("{", "{{").replace("}", "}}"),
         web_enabled=False,
         autodiscover=False,
         topic_disable_leader=True,
@@ -197,5 +199,6 @@ def worker_app(kind: str, settings: Settings) -> faust.App:
 def run_worker(app: faust.App, settings: Settings) -> None:
     """Creates the topics if needed, then runs the faust worker until SIGTERM/SIGINT."""
     asyncio.run(ensure_topics(settings.kafka_bootstrap or "", settings.partitions))
+    app.conf.datadir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
     worker.execute_from_commandline()

@@ -110,6 +110,8 @@ def launch(logs: Path, *services: str, settings: dict[str, str] | None = None) -
             "CONSENTRY_POLICY": str(EXAMPLE_POLICY),
             "CONSENTRY_KAFKA_BOOTSTRAP": kafka_bootstrap(),
             "CONSENTRY_PARTITIONS": "3",
+            # The workers' faust state, under the test's own directory rather than the cwd.
+            "CONSENTRY_DATA_DIR": str(logs / "data"),
         }
         | settings
     )

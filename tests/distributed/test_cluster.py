@@ -47,6 +47,15 @@ def test_records_flow_through_kafka_into_the_views_and_erasure_purges_everything
         assert scan(Path(root), canaries) == {}, f"a canary value under {root}"
 
 
+def test_the_workers_keep_their_faust_state_in_the_data_directory(stack: Stack) -> None:
+    faust_dir = stack.logs / "data" / "faust"
+    eventually(
+        lambda: {"processors", "shredder"} <= {p.parent.name for p in faust_dir.glob("*/v1")} or None,
+        "the workers' faust directories",
+    )
+    assert not list(Path.cwd().glob("consentry-*-data")), "faust state in the working directory"
+
+
 def _fields(answer: Any) -> dict[str, str] | None:
     if answer.status_code != 200 or not answer.json()["fields"]:
         return None

@@ -2,7 +2,7 @@
 
 | variable | meaning | default |
 |---|---|---|
-| CONSENTRY_DATA_DIR | directory of the embedded platform's SQLite files and key file | var/data |
+| CONSENTRY_DATA_DIR | the embedded platform's SQLite files and key file; the workers' state | var/data |
 | CONSENTRY_POLICY | path of the policy YAML file | examples/policy.yaml |
 | CONSENTRY_SCHEMA_DIR | directory of the Avro schema files | the repository's schemas/ |
 | CONSENTRY_MASTER_KEY | base64 master key (>= 32 bytes); replaces the key file when set | unset |
