@@ -188,3 +188,53 @@ def test_the_uuid_parser_answers_exactly_as_uuid_does(shape: Any) -> None:
             expected.is_safe,
             str(expected),
         )
+
+
+TIMESTAMP: Any = {"type": "long", "logicalType": "timestamp-micros"}
+UUID_SCHEMA: Any = {"type": "string", "logicalType": "uuid"}
+# Microseconds around every varint length (1 to 9 bytes) a datetime can have, both signs.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FIRST, LAST = (
+    (moment.replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
+    for moment in (datetime.min, datetime.max)
+)
+MICROS = sorted(
+    micros
+    for micros in {0, 1, -1}
+    | {sign * ((1 << bits) + delta) for bits in range(5, 59) for sign in (1, -1) for delta in (-1, 0, 1)}
+    if FIRST <= micros <= LAST
+)
+
+
+@pytest.mark.parametrize("micros", MICROS)
+def test_timestamps_of_every_varint_length_read_as_fastavro_reads_them(micros: int) -> None:
+    moment = EPOCH + timedelta(microseconds=micros)
+    writer, reader = compile_schema(TIMESTAMP)
+    body = bytearray()
+    writer(body, moment)
+    expected = fastavro.schemaless_reader(io.BytesIO(bytes(body)), TIMESTAMP, None)
+    # Followed by other bytes (a varint's end is found, not assumed) and cut short.
+    for tail in (b"", b"\x00", b"\xff" * 9):
+        assert reader(bytes(body) + tail, 0) == (expected, len(body))
+    for cut in range(len(body)):
+        with pytest.raises(IndexError):
+            reader(bytes(body[:cut]), 0)
+
+
+def test_a_uuid_field_reads_each_record_s_own_id_however_the_ids_repeat() -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "id", "type": UUID_SCHEMA}]}
+    writer, reader = compile_schema(schema)
+    ids = [uuid.uuid4() for _ in range(3)]
+    bodies = {}
+    for one in ids:
+        body = bytearray()
+        writer(body, {"id": one})
+        bodies[one] = bytes(body)
+    for one in [ids[0], ids[0], ids[1], ids[0], ids[2], ids[2], ids[1]]:
+        read, _end = reader(bodies[one], 0)
+        assert read["id"] == one
+    # The body of the id read last with its last hex digit made "z": parsed (and refused), not reused.
+    bad = bodies[ids[1]].replace(str(ids[1])[-1].encode(), b"z")
+    with pytest.raises(ValueError):
+        reader(bad, 0)
+    assert reader(bodies[ids[1]], 0)[0]["id"] == ids[1]

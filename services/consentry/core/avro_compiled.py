@@ -149,6 +149,7 @@ _NAMESPACE: Final[dict[str, Any]] = {
     "_EPOCH": EPOCH,
     "_td": timedelta,
     "_new": _new_object,
+    "_from": int.from_bytes,
 }
 
 
@@ -288,6 +289,57 @@ def _read_long(src: _Source, depth: int, target: str) -> None:
     src.add(depth + 1, f"{target}, pos = _long(data, pos)")
 
 
+def _read_length(src: _Source, depth: int) -> str:
+    """Lines that read a string's or bytes' length and check it; answers the end's variable."""
+    size, end = src.name("n"), src.name("e")
+    _read_long(src, depth, size)
+    src.add(depth, f"{end} = pos + {size}")
+    src.add(depth, f"if {size} < 0 or {end} > size: raise _bad('length out of range')")
+    return end
+
+
+def _read_timestamp(src: _Source, depth: int, target: str) -> None:
+    """Lines that read a timestamp-micros into an aware datetime.
+
+    Every time from 1987 to 3000 is a varint of 8 bytes, which `read_long` would take in 8 turns of
+    its loop. Here those 8 bytes are one int: when the first 7 have their continuation bit set and
+    the last has not, the masks below drop the 8 continuation bits and close the gaps (7-bit
+    groups to 14, 28, then 56 bits) in three steps. Any other length goes to `read_long`, and so
+    does a body that ends within those 8 bytes (which `read_long` refuses).
+    """
+    raw = src.name("x")
+    src.add(depth, f"{raw} = _from(data[pos:pos + 8], 'little')")
+    src.add(depth, f"if {raw} & 0x8080808080808080 == 0x0080808080808080 and pos + 8 <= size:")
+    src.add(depth + 1, f"{raw} &= 0x7F7F7F7F7F7F7F7F")
+    src.add(depth + 1, f"{raw} = ({raw} & 0x007F007F007F007F) | (({raw} & 0x7F007F007F007F00) >> 1)")
+    src.add(depth + 1, f"{raw} = ({raw} & 0x00003FFF00003FFF) | (({raw} & 0x3FFF00003FFF0000) >> 2)")
+    src.add(depth + 1, f"{raw} = ({raw} & 0x000000000FFFFFFF) | (({raw} & 0x0FFFFFFF00000000) >> 4)")
+    src.add(depth + 1, f"{target} = ({raw} >> 1) ^ -({raw} & 1)")
+    src.add(depth + 1, "pos += 8")
+    src.add(depth, "else:")
+    src.add(depth + 1, f"{target}, pos = _long(data, pos)")
+    src.add(depth, f"{target} = _EPOCH + _td(0, 0, {target})")
+
+
+def _read_uuid(src: _Source, depth: int, target: str) -> None:
+    """Lines that read a uuid, parsing its text only when it differs from the field's last one.
+
+    A rebuild reads the log subject by subject, so a subject id repeats for every event of its
+    subject. The field's last text and UUID (both immutable) sit in one tuple, swapped whole: a
+    thread reading with the same reader at once can only miss, never pair a text with another id.
+    """
+    end = _read_length(src, depth)
+    raw, last, cache = src.name("r"), src.name("l"), src.constant([(None, None)])
+    src.add(depth, f"{raw} = data[pos:{end}]")
+    src.add(depth, f"{last} = {cache}[0]")
+    src.add(depth, f"if {raw} == {last}[0]:")
+    src.add(depth + 1, f"{target} = {last}[1]")
+    src.add(depth, "else:")
+    src.add(depth + 1, f"{target} = _UUID({raw}.decode())")
+    src.add(depth + 1, f"{cache}[0] = ({raw}, {target})")
+    src.add(depth, f"pos = {end}")
+
+
 def _read(src: _Source, schema: Any, target: str, depth: int) -> None:
     """Lines that read one value at `pos` into the variable `target` and move `pos` past it."""
     kind, schema = _kind(schema)
@@ -302,16 +354,13 @@ def _read(src: _Source, schema: Any, target: str, depth: int) -> None:
     elif kind == "long":
         _read_long(src, depth, target)
     elif kind == "timestamp":
-        _read_long(src, depth, target)
-        src.add(depth, f"{target} = _EPOCH + _td(0, 0, {target})")
-    elif kind in ("string", "uuid", "bytes"):
-        size, end = src.name("n"), src.name("e")
-        _read_long(src, depth, size)
-        src.add(depth, f"{end} = pos + {size}")
-        src.add(depth, f"if {size} < 0 or {end} > size: raise _bad('length out of range')")
-        text = {"string": "data[pos:{e}].decode()", "bytes": "data[pos:{e}]"}
-        text["uuid"] = "_UUID(" + text["string"] + ")"
-        src.add(depth, f"{target} = {text[kind].format(e=end)}")
+        _read_timestamp(src, depth, target)
+    elif kind == "uuid":
+        _read_uuid(src, depth, target)
+    elif kind in ("string", "bytes"):
+        end = _read_length(src, depth)
+        text = "data[pos:{e}].decode()" if kind == "string" else "data[pos:{e}]"
+        src.add(depth, f"{target} = {text.format(e=end)}")
         src.add(depth, f"pos = {end}")
     elif kind == "union":
         null_index = schema.index("null")
