@@ -301,11 +301,12 @@ def _read_length(src: _Source, depth: int) -> str:
 def _read_timestamp(src: _Source, depth: int, target: str) -> None:
     """Lines that read a timestamp-micros into an aware datetime.
 
-    Every time from 1987 to 3000 is a varint of 8 bytes, which `read_long` would take in 8 turns of
-    its loop. Here those 8 bytes are one int: when the first 7 have their continuation bit set and
-    the last has not, the masks below drop the 8 continuation bits and close the gaps (7-bit
-    groups to 14, 28, then 56 bits) in three steps. Any other length goes to `read_long`, and so
-    does a body that ends within those 8 bytes (which `read_long` refuses).
+    Every time from 1979 to 3111 is a varint of 8 bytes (zig-zag values from 2**49 to 2**56),
+    which `read_long` would take in 8 turns of its loop. Here those 8 bytes are one int: when the
+    first 7 have their continuation bit set and the last has not, the masks below drop the 8
+    continuation bits and close the gaps (7-bit groups to 14, 28, then 56 bits) in three steps.
+    Any other length goes to `read_long`, and so does a body that ends within those 8 bytes (which
+    `read_long` refuses).
     """
     raw = src.name("x")
     src.add(depth, f"{raw} = _from(data[pos:pos + 8], 'little')")

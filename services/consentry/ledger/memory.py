@@ -22,6 +22,11 @@ from consentry.core.events import LedgerEvent
 from consentry.ledger.subject import SubjectState
 
 STATE_CACHE: Final = 100_000
+# The sealed events kept for the runner's next catch-up, which live comes right after each batch.
+# A batch is at most CONSENTRY_MAX_BATCH records (1,000 by default, about one event each), so
+# 20,000 holds many batches' worth. A catch-up whose events fell out of the window (a batch larger
+# than it, a runner far behind) decodes them from the store instead: slower, as correct. A window
+# of 2,000 measured 1.7 % faster at 300k events (A/B): too little to make larger batches decode.
 RECENT_EVENTS: Final = 20_000
 
 
