@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make up`: the distributed topology as local processes (no Docker needed): Kafka, PostgreSQL,
 # then the API, relay and faust workers, each as the PostgreSQL role of its service.
-# Pids and logs go to $CONSENTRY_RUN_DIR/stack; `make down` (infra/stack/down.sh) stops them.
+# Pids, logs, the key file and the workers' state go to $CONSENTRY_RUN_DIR/stack; `make down`
+# (infra/stack/down.sh) stops them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export CONSENTRY_RUN_DIR=${CONSENTRY_RUN_DIR:-$root/var/run}
@@ -18,6 +19,7 @@ source "$CONSENTRY_RUN_DIR/postgres/env"
 set +a
 export CONSENTRY_POLICY=${CONSENTRY_POLICY:-$root/examples/policy.yaml}
 export CONSENTRY_KEY_FILE=${CONSENTRY_KEY_FILE:-$run/keys.json}
+export CONSENTRY_DATA_DIR=${CONSENTRY_DATA_DIR:-$run/data}  # the faust workers' state
 CONSENTRY_PG_OWNER_DSN=$CONSENTRY_PG_DSN_OWNER "$bin/consentry" migrate
 
 start() {  # name, DSN for CONSENTRY_PG_DSN, DSN for CONSENTRY_PG_VIEWS_DSN, command...

@@ -58,6 +58,8 @@ def test_make_up_runs_the_topology_the_demo_passes_and_make_down_stops_everythin
             timeout=180,
         )
         assert demo.returncode == 0, demo.stdout + demo.stderr
+        workers = {p.name for p in (run_dir / "stack" / "data" / "faust").iterdir()}
+        assert workers == {"processors", "shredder", "intake"}, "faust state outside the run directory"
     finally:
         down = _script("down.sh", env)
     assert down.returncode == 0, down.stdout + down.stderr
