@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import uuid
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from consentry.core.key_cache import KeyCache
 from consentry.core.sealing import DataKey
 
@@ -76,16 +79,55 @@ def test_an_evicted_key_leaves_no_trace_a_later_forget_could_trip_on() -> None:
     assert len(cache) == 2
 
 
-def test_old_versions_by_id_are_pruned_to_the_newest_keys() -> None:
-    cache, subject = KeyCache(1), uuid.uuid4()
+def test_old_versions_count_toward_the_size_and_go_with_their_subject() -> None:
+    cache, subject = KeyCache(2), uuid.uuid4()
     versions = [key(subject, version=n) for n in range(1, 4)]
     for k in versions:
         cache.remember(k)
+    # The subject being remembered stays whole, even with more keys than the cache's size.
+    assert len(cache) == 3
+    assert cache.newest(subject, versions[0].scope) is versions[-1]
+    assert all(cache.by_id(k.key_id) is k for k in versions)
 
-    assert len(cache) <= 2
-    assert cache.by_id(versions[-1].key_id) is versions[-1]
-    cache.forget(subject, lambda k: True)
-    assert len(cache) == 0
+    cache.remember(other := key(uuid.uuid4()))
+
+    assert len(cache) == 1 and cache.by_id(other.key_id) is other
+    assert all(cache.by_id(k.key_id) is None for k in versions)
+    assert cache.newest(subject, versions[0].scope) is None
+
+
+def test_the_least_recently_used_subject_goes_with_all_its_keys() -> None:
+    cache, first, second = KeyCache(4), uuid.uuid4(), uuid.uuid4()
+    mine = [key(first, "purpose:a"), key(first, "purpose:b")]
+    theirs = [key(second, "purpose:a"), key(second, "purpose:b")]
+    for k in [*mine, *theirs]:
+        cache.remember(k)
+    assert cache.newest(first, "purpose:a") is mine[0]  # a use: `second` is now the older one
+
+    cache.remember(third := key(uuid.uuid4()))
+
+    assert all(cache.by_id(k.key_id) is k for k in [*mine, third])
+    assert all(cache.by_id(k.key_id) is None for k in theirs)
+    assert cache.newest(second, "purpose:b") is None and not cache.holds(second, "purpose:a")
+    assert len(cache) == 3
+
+
+def test_a_key_remembered_again_keeps_one_slot_and_goes_when_forgotten() -> None:
+    cache, subject = KeyCache(10), uuid.uuid4()
+    v1, v2, v3 = (key(subject, version=n) for n in (1, 2, 3))
+    for k in (v2, v1, v3):
+        cache.remember(k)
+    again = DataKey.build(v1.key_id, subject, v1.scope, 1, v1.secret)  # unwrapped anew
+    cache.remember(again)
+    assert len(cache) == 3 and cache.by_id(v1.key_id) is again
+    assert cache.newest(subject, v1.scope) is v3
+
+    cache.forget(subject, lambda k: k.key_id == v1.key_id)
+
+    assert cache.by_id(v1.key_id) is None and len(cache) == 2
+    cache.forget(subject, lambda k: k.key_id == v3.key_id)
+    # The newest is gone: the scope is not answered from an older version.
+    assert cache.newest(subject, v1.scope) is None and cache.by_id(v2.key_id) is v2
 
 
 def test_forget_keys_drops_exactly_the_keys_a_failed_batch_created() -> None:
@@ -105,3 +147,53 @@ def test_a_cache_of_size_zero_keeps_nothing() -> None:
     cache = KeyCache(0)
     cache.remember(key(uuid.uuid4()))
     assert len(cache) == 0
+
+
+SUBJECTS = [uuid.UUID(int=n + 1) for n in range(4)]
+SCOPES = ["purpose:a", "purpose:b"]
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["remember", "forget_scope", "forget_key", "use"]),
+        st.integers(0, len(SUBJECTS) - 1),
+        st.integers(0, len(SCOPES) - 1),
+        st.integers(1, 3),
+    ),
+    max_size=60,
+)
+
+
+@given(size=st.integers(0, 6), ops=_ops)
+@settings(max_examples=300, deadline=None)
+def test_a_forgotten_key_is_never_answered_and_the_newest_answer_is_a_live_key(
+    size: int, ops: list[tuple[str, int, int, int]]
+) -> None:
+    cache = KeyCache(size)
+    live: dict[str, DataKey] = {}  # remembered and not forgotten since (the cache may drop them)
+    ids: dict[tuple[int, int, int], str] = {}  # one id per (subject, scope, version)
+    for op, s, c, version in ops:
+        subject, scope = SUBJECTS[s], SCOPES[c]
+        key_id = ids.setdefault((s, c, version), uuid.uuid4().hex)
+        if op == "remember":
+            made = DataKey.build(key_id, uuid.UUID(int=subject.int), scope, version, os.urandom(32))
+            cache.remember(made)
+            live[key_id] = made
+        elif op == "forget_scope":
+            cache.forget(subject, lambda k, scope=scope: k.scope == scope)  # type: ignore[misc]
+            live = {i: k for i, k in live.items() if not (k.subject_id == subject and k.scope == scope)}
+        elif op == "forget_key":
+            cache.forget(subject, lambda k, key_id=key_id: k.key_id == key_id)  # type: ignore[misc]
+            live.pop(key_id, None)
+        else:
+            cache.newest(subject, scope)
+        answered = {i: found for i in ids.values() if (found := cache.by_id(i)) is not None}
+        assert all(live.get(i) is k for i, k in answered.items())
+        assert len(cache) == len(answered)
+        for scope in SCOPES:  # the subject just worked on: asking counts as a use of it
+            newest = cache.newest(subject, scope)
+            assert (newest is not None) == cache.holds(subject, scope)
+            cached = [
+                k.version for k in answered.values() if (k.subject_id, k.scope) == (subject, scope)
+            ]
+            assert newest is None or (
+                live.get(newest.key_id) is newest and newest.version == max(cached)
+            )

@@ -66,14 +66,26 @@ def test_a_replaced_object_equals_what_dataclasses_replace_builds() -> None:
         replacer(_Checked)
 
 
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    name: str
+    upper: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "upper", self.name.upper())
+
+
 def test_evolve_copies_plain_classes_by_slot_and_others_through_init() -> None:
     meta = EventMeta(uuid.uuid4(), uuid.uuid4(), 3, T0, T0, "p-1")
     assert evolve(meta, producer="crm-example") == dataclasses.replace(meta, producer="crm-example")
     key = DataKey.build("k-1", uuid.uuid4(), "purpose:support", 1, b"s" * 32)
     moved = evolve(key, scope="purpose:billing")
-    # DataKey derives its AAD parts in __post_init__: they follow the new scope.
     assert moved == dataclasses.replace(key, scope="purpose:billing")
-    assert moved.aad_head != key.aad_head and moved.aad_head.endswith(b"purpose:billing")
-    for obj in (meta, key):
+    # The AAD follows the new scope: DataKey derives it from its fields at each use.
+    assert moved.aad("email") != key.aad("email") and moved.aad_parts()[0].endswith(b"purpose:billing")
+    derived = evolve(_Derived("a"), name="b")
+    # A class with a __post_init__ goes through it, so what it derives follows the change.
+    assert derived.upper == "B"
+    for obj in (meta, key, derived):
         with pytest.raises(TypeError):
             evolve(obj, not_a_field=1)
