@@ -33,8 +33,9 @@ FLAT: Final = Target("<=", 1.25)
 METHOD: Final = (
     "Child process per size: Platform.open on the sealed log the ingest benchmark built, then "
     "EmbeddedRunner.rebuild() (views emptied; the log read subject by subject in pages of 5,000; "
-    "from 20,000 events on, spawned helper processes, one per further core, rebuild spans of "
-    "subjects of about 5,000 events at the same time, each process claiming the next span left). "
+    "from 20,000 events on, spawned helper processes, one per further core and one more, "
+    "rebuild spans of subjects of about 5,000 events at the same time, each process claiming the "
+    "next span left). "
     "events/s = events projected / rebuild seconds. Memory = "
     "VmHWM of the child (peak RSS of its own address space; ru_maxrss would include the forking "
     "parent's); the helpers' peak is their ru_maxrss, an upper bound. Flat = the child's peak RSS "
