@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from consentry.core.errors import KeyProviderError
+from consentry.core.slots import maker
 from consentry.core.transit import IntakeKey
 
 KEYFILE_FORMAT: Final = "consentry.keyfile/1"
@@ -56,6 +58,10 @@ class WrappedKey:
 
     kek_version: int
     blob: bytes = field(repr=False)
+
+
+# Built by setting its slots (see core/slots): every key the keystore creates is wrapped once.
+_wrapped_key: Callable[[int, bytes], WrappedKey] = maker(WrappedKey)
 
 
 def wrap_aad(subject_id: uuid.UUID, scope: str, key_id: str, kek_version: int) -> bytes:
@@ -131,7 +137,7 @@ class KeyProvider(ABC):
         version = self.active_version
         nonce = os.urandom(12)
         aad = wrap_aad(subject_id, scope, key_id, version)
-        return WrappedKey(version, nonce + self._kek(version).encrypt(nonce, secret, aad))
+        return _wrapped_key(version, nonce + self._kek(version).encrypt(nonce, secret, aad))
 
     def unwrap(self, wrapped: WrappedKey, subject_id: uuid.UUID, scope: str, key_id: str) -> bytes:
         """Unwraps a data key; fails if the KEK is retired or the context does not match."""

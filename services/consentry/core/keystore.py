@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Final
@@ -28,6 +28,7 @@ from consentry.core.key_rows import KeyRow, Rewrapped, ScopeVersion, ShreddedKey
 from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.references import ReferenceIndex, normalise_reference
 from consentry.core.sealing import DataKey
+from consentry.core.slots import maker
 
 CACHE_KEYS: Final = 400_000
 """Unwrapped keys the cache holds by default: about 150 MB (a cached key takes 330-390 bytes)."""
@@ -46,8 +47,10 @@ __all__ = [
 ]
 
 
-def new_key_id() -> str:
+def new_key_id(random: bytes | None = None) -> str:
     """A key id in the form of a UUIDv7's hex (RFC 9562): creation milliseconds, then 74 random bits.
+
+    `random` is 10 bytes from `os.urandom` the caller drew with others (one draw per new key).
 
     Time first, so the keystore's index of key ids grows at its end: with random ids every new key
     dirtied a page of its own anywhere in that index, written to the WAL at each commit (creating
@@ -55,10 +58,14 @@ def new_key_id() -> str:
     62.1 -> 42.0). The time says no more than the event that first uses the key.
     """
     milliseconds = time.time_ns() // 1_000_000 % (1 << 48)
-    raw = bytearray(milliseconds.to_bytes(6, "big") + os.urandom(10))
+    raw = bytearray(milliseconds.to_bytes(6, "big") + (os.urandom(10) if random is None else random))
     raw[6] = raw[6] & 0x0F | 0x70  # version 7
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     return raw.hex()
+
+
+# Built by setting its slots (see core/slots): one per key created.
+_key_row: Callable[[str, uuid.UUID, str, int, WrappedKey, datetime], KeyRow] = maker(KeyRow)
 
 
 class Keystore(ReferenceIndex, ABC):
@@ -190,9 +197,9 @@ class Keystore(ReferenceIndex, ABC):
         return key
 
     def _create(self, subject_id: uuid.UUID, scope: str, version: int) -> DataKey:
-        key_id = new_key_id()
-        secret = os.urandom(32)
-        row = KeyRow(
+        drawn = os.urandom(10 + 32)  # the key id's random bits and the key: one system call
+        key_id, secret = new_key_id(drawn[:10]), drawn[10:]
+        row = _key_row(
             key_id,
             subject_id,
             scope,
