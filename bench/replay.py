@@ -1,6 +1,6 @@
 """Benchmark 4: replay rate and peak memory of rebuilding every read model from a sealed log.
 
-The rebuild runs in a child process (`python -m bench.replay DATA_DIR`), as `consentry replay`
+The rebuild runs in a child process (`python -m bench.replay_child DATA_DIR`), as `consentry replay`
 does it: `Platform.open` on the data directory, then `runner.rebuild()` (views emptied, the whole
 log projected again). The child reports the rebuild's duration and its peak resident set size
 (VmHWM, the kernel's high-water mark of the child's own address space, in KiB), once after opening
@@ -11,21 +11,14 @@ live views had before the rebuild. Memory is flat in history size if the peak ba
 from __future__ import annotations
 
 import json
-import resource
-import sqlite3
 import subprocess
 import sys
-import time
-from contextlib import closing
 from dataclasses import asdict
-from pathlib import Path
 from typing import Final
 
 from bench.context import ReplayStats, RunContext
 from bench.figures import BenchError, BenchResult, Figure, Target
-from bench.pipeline import open_variant, say
-from consentry.adapters.sql_views import VIEW_TABLES
-from consentry.core.runtime import tune_gc
+from bench.pipeline import say
 
 NAME: Final = "replay"
 RATE: Final = Target(">=", 50_000)
@@ -50,7 +43,7 @@ def measure(ctx: RunContext, size: int) -> ReplayStats:
         log = ctx.logs.get(size)
         say(f"replay: rebuilding the read models of {size:,} events")
         done = subprocess.run(
-            [sys.executable, "-m", "bench.replay", str(log.data_dir)],
+            [sys.executable, "-m", "bench.replay_child", str(log.data_dir)],
             capture_output=True,
             text=True,
             check=False,
@@ -93,47 +86,3 @@ def run(ctx: RunContext) -> BenchResult:
         )
     )
     return result
-
-
-def _counts(data_dir: Path) -> dict[str, int]:
-    with closing(sqlite3.connect(data_dir / "views.db")) as views:
-        return {t: int(views.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in VIEW_TABLES}  # noqa: S608 - fixed table names
-
-
-def _max_rss_kib() -> int:
-    """The process's peak RSS in KiB: VmHWM, the high-water mark of its own address space.
-
-    Not ru_maxrss: Linux carries that over exec from the forked parent, so a child of a large
-    benchmark process would report the parent's size.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise BenchError("no VmHWM in /proc/self/status (the replay benchmark needs Linux)")
-
-
-def child(data_dir: Path) -> dict[str, object]:
-    """The child's work: open, rebuild, report (JSON on stdout)."""
-    before = _counts(data_dir)
-    platform = open_variant(data_dir)
-    try:
-        rss_open = _max_rss_kib()
-        started = time.perf_counter()
-        events = platform.runner.rebuild()
-        seconds = time.perf_counter() - started
-        rss_peak = _max_rss_kib()
-    finally:
-        platform.close()
-    return {
-        "events": events,
-        "seconds": seconds,
-        "rss_open_kib": rss_open,
-        "rss_peak_kib": rss_peak,
-        "views_match": _counts(data_dir) == before,
-        "helpers_rss_peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-    }
-
-
-if __name__ == "__main__":
-    tune_gc()  # as `consentry replay` runs
-    print(json.dumps(child(Path(sys.argv[1]))))

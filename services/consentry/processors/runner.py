@@ -65,9 +65,10 @@ def rebuild_processes(cores: int) -> int:
 
     One per core leaves a core idle whenever its process waits: for the views' write lock (SQLite
     wakes a waiter only after sleeping 1, 2, 5... ms), for a helper to start, for the last span.
-    One more process fills those gaps (1M events on 2 cores, 2 and 3 processes alternating, 4
-    pairs: CPUs busy 86-93 % -> 96-97 %, 3-18 % more events/s in every pair). One core gets no
-    helper: it would only share the core.
+    One more process fills those gaps. 1M events on 2 cores, 2 and 3 processes alternating:
+    38.9-39.7k -> 43.9-44.2k events/s (`python -m bench.replay_child`, 2 pairs; CPUs busy 86-93 %
+    -> 96-97 % in 4 earlier pairs). At 100k a helper's start weighs more: 32.4-36.6k against
+    32.9-40.6k, 3 pairs. One core gets no helper: it would only share the core.
     """
     return 1 if cores <= 1 else min(cores + 1, MAX_PROCESSES)
 
