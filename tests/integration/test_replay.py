@@ -6,6 +6,8 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from consentry.core.settings import load_settings
 from consentry.platform import Platform
 from tests.support import EXAMPLE_POLICY, canary, record, submit
@@ -45,17 +47,42 @@ def test_a_replay_rebuilds_the_same_views_as_the_live_run_and_keeps_erased_subje
 
 
 # The views file as layout 1 made it (no user_version): the access log keyed by event id.
-_LAYOUT_1_ACCESSES = """
+_LAYOUT_1 = """
+DROP TABLE accesses;
 CREATE TABLE accesses (
     event_id BLOB PRIMARY KEY, subject_id BLOB NOT NULL, actor_id TEXT NOT NULL,
     role TEXT NOT NULL, purpose TEXT NOT NULL, field_names TEXT NOT NULL, kind TEXT NOT NULL,
     allowed INTEGER NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);
 CREATE INDEX accesses_by_subject ON accesses (subject_id, at);
+PRAGMA user_version=0;
+INSERT INTO accesses SELECT randomblob(16), subject_id, 'a', 'r', 'p', '', 'k', 1, '', at
+FROM subjects LIMIT 1;
 """
+# Layout 2: the subjects, their marks, values and consents in rowid tables, each with an index on
+# its key. One stray row in an emptied table: left in place, the views would not match the log.
+_LAYOUT_2 = """
+DROP TABLE applied; DROP TABLE subjects; DROP TABLE profile_values; DROP TABLE consents;
+CREATE TABLE applied (subject_id BLOB PRIMARY KEY, sequence INTEGER NOT NULL);
+CREATE TABLE subjects (
+    subject_id BLOB PRIMARY KEY, status TEXT NOT NULL, at TEXT NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE profile_values (
+    subject_id BLOB NOT NULL, purpose TEXT NOT NULL, field TEXT NOT NULL, scope TEXT NOT NULL,
+    key_id TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, event_id BLOB NOT NULL,
+    at TEXT NOT NULL, PRIMARY KEY (subject_id, purpose, field));
+CREATE TABLE consents (
+    subject_id BLOB NOT NULL, purpose TEXT NOT NULL, status TEXT NOT NULL,
+    lawful_basis TEXT NOT NULL, since TEXT NOT NULL, expires_at TEXT, event_id BLOB NOT NULL,
+    PRIMARY KEY (subject_id, purpose));
+PRAGMA user_version=2;
+INSERT INTO subjects VALUES (randomblob(16), 'active', '2026-01-01T00:00:00+00:00', 1);
+"""
+# The tables keyed by something other than a rowid that are one tree each (layout 3).
+_CLUSTERED = ("accesses", "applied", "subjects", "profile_values", "consents")
 
 
+@pytest.mark.parametrize("older", [_LAYOUT_1, _LAYOUT_2], ids=["layout-1", "layout-2"])
 def test_views_of_an_older_layout_are_dropped_at_start_and_built_again_from_the_log(
-    tmp_path: Path,
+    tmp_path: Path, older: str
 ) -> None:
     settings = load_settings(data_dir=tmp_path, policy=EXAMPLE_POLICY)
     platform = Platform.open(settings)
@@ -76,17 +103,11 @@ def test_views_of_an_older_layout_are_dropped_at_start_and_built_again_from_the_
         )
     platform.after_write()
     live = platform.views.dump()
-    assert any(table == "accesses" and rows for table, rows in live.items())
+    assert all(live[table] for table in _CLUSTERED)
     platform.close()
-    # What layout 1 left behind: its own access table, no layout number, a position.
+    # What the older layout left behind: its own tables, its layout number, a position.
     with closing(sqlite3.connect(tmp_path / "views.db")) as db:
-        db.executescript("DROP TABLE accesses;" + _LAYOUT_1_ACCESSES + "PRAGMA user_version=0;")
-        db.execute(
-            "INSERT INTO accesses SELECT randomblob(16), subject_id, actor_id, role, purpose, "
-            "field_names, kind, allowed, reason, at FROM subjects CROSS JOIN "
-            "(SELECT 'a' actor_id, 'r' role, 'p' purpose, '' field_names, 'k' kind, 1 allowed, "
-            "'' reason) LIMIT 1"
-        )
+        db.executescript(older)
         db.commit()
 
     platform = Platform.open(settings)
@@ -95,9 +116,10 @@ def test_views_of_an_older_layout_are_dropped_at_start_and_built_again_from_the_
     assert platform.views.dump() == live
     platform.close()
     with closing(sqlite3.connect(tmp_path / "views.db")) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
-        sql = db.execute("SELECT sql FROM sqlite_master WHERE name='accesses'").fetchone()[0]
-        assert "WITHOUT ROWID" in sql
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        for table in _CLUSTERED:
+            sql = db.execute("SELECT sql FROM sqlite_master WHERE name=?", (table,)).fetchone()[0]
+            assert "WITHOUT ROWID" in sql, table
         assert db.execute(
             "SELECT count(*) FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"
         ).fetchone() == (0,)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from consentry.adapters.sqlite_binding import bind_directly
 from consentry.adapters.sqlite_checkpoints import FALLBACK_CHECKPOINT_PAGES, Checkpointer
 from consentry.core.clock import Clock
 from consentry.core.errors import KeyExists, KeystoreError
@@ -69,6 +70,7 @@ class SQLiteKeystore(Keystore):
         super().__init__(provider, clock)
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        bind_directly()
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA secure_delete=ON")

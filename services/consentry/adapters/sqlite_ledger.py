@@ -18,6 +18,7 @@ from typing import Any, Final
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
+from consentry.adapters.sqlite_binding import bind_directly
 from consentry.adapters.sqlite_checkpoints import FALLBACK_CHECKPOINT_PAGES, Checkpointer
 
 RECORDER_TOPIC: Final = "consentry.adapters.sqlite_ledger:CheckpointedSQLiteRecorder"
@@ -29,6 +30,7 @@ class CheckpointedSQLiteRecorder(SQLiteApplicationRecorder):
     """eventsourcing's SQLite application recorder whose WAL a Checkpointer thread checkpoints."""
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
+        bind_directly()  # its rows' state is bytes
         super().__init__(datastore, events_table_name)
         self.checkpoints = Checkpointer(Path(datastore.pool.db_name), synchronous="FULL")
 

@@ -11,23 +11,26 @@ from pathlib import Path
 from typing import Final
 
 from consentry.adapters.sql_views import TABLES, Cursor, SqlViewStore, ViewStoreError
+from consentry.adapters.sqlite_binding import bind_directly
 from consentry.adapters.sqlite_checkpoints import FALLBACK_CHECKPOINT_PAGES, Checkpointer
 
 __all__ = ["SQLiteViewStore", "ViewStoreError"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS applied (subject_id BLOB PRIMARY KEY, sequence INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS applied (
+    subject_id BLOB PRIMARY KEY, sequence INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subjects (
-    subject_id BLOB PRIMARY KEY, status TEXT NOT NULL, at TEXT NOT NULL, version INTEGER NOT NULL);
+    subject_id BLOB PRIMARY KEY, status TEXT NOT NULL, at TEXT NOT NULL, version INTEGER NOT NULL
+    ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS profile_values (
     subject_id BLOB NOT NULL, purpose TEXT NOT NULL, field TEXT NOT NULL, scope TEXT NOT NULL,
     key_id TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, event_id BLOB NOT NULL,
-    at TEXT NOT NULL, PRIMARY KEY (subject_id, purpose, field));
+    at TEXT NOT NULL, PRIMARY KEY (subject_id, purpose, field)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS consents (
     subject_id BLOB NOT NULL, purpose TEXT NOT NULL, status TEXT NOT NULL,
     lawful_basis TEXT NOT NULL, since TEXT NOT NULL, expires_at TEXT, event_id BLOB NOT NULL,
-    PRIMARY KEY (subject_id, purpose));
+    PRIMARY KEY (subject_id, purpose)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS accesses (
     event_id BLOB NOT NULL, subject_id BLOB NOT NULL, actor_id TEXT NOT NULL,
     role TEXT NOT NULL, purpose TEXT NOT NULL, field_names TEXT NOT NULL, kind TEXT NOT NULL,
@@ -42,7 +45,7 @@ CREATE TABLE IF NOT EXISTS erasures (
 # time, event) alone, it is one tree, appended to in subject order by a rebuild, and read in the
 # order the access log is asked for. The event id still makes each row unique: it fixes the
 # subject and the time.
-LAYOUT: Final = 2
+LAYOUT: Final = 3
 # Live, a Checkpointer's thread checkpoints the views (see adapters/sqlite_checkpoints.py).
 BULK_CHECKPOINT_PAGES: Final = 20_000  # WAL pages between the writer's checkpoints in a rebuild
 WAL_KEPT_BYTES: Final = 4 * 1024 * 1024  # the WAL file's size once a checkpoint has emptied it
@@ -62,6 +65,7 @@ class SQLiteViewStore(SqlViewStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        bind_directly()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         # The views are derived: a power cut may lose their last commits, never their consistency
