@@ -102,6 +102,23 @@ def record(kind: str, ref: str, **values: Any) -> dict[str, Any]:
     return base | values
 
 
+def support_history(ref: str, updates: int = 1) -> list[dict[str, Any]]:
+    """A subject's records for the support purpose: a grant, `updates` updates, an agent's access."""
+    access = record(
+        "access.report",
+        ref,
+        purpose="support",
+        actor_id="agent-1",
+        role="support_agent",
+        field_names=["email"],
+    )
+    update = [
+        record("data.update", ref, purpose="support", fields={"email": canary("mail")})
+        for _ in range(updates)
+    ]
+    return [record("consent.grant", ref, purpose="support"), *update, access]
+
+
 def files_under(root: Path) -> Iterable[Path]:
     return (p for p in root.rglob("*") if p.is_file())
 

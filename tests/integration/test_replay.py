@@ -10,7 +10,7 @@ import pytest
 
 from consentry.core.settings import load_settings
 from consentry.platform import Platform
-from tests.support import EXAMPLE_POLICY, canary, record, submit
+from tests.support import EXAMPLE_POLICY, canary, record, submit, support_history
 
 
 def test_a_replay_rebuilds_the_same_views_as_the_live_run_and_keeps_erased_subjects_erased(
@@ -88,19 +88,7 @@ def test_views_of_an_older_layout_are_dropped_at_start_and_built_again_from_the_
     platform = Platform.open(settings)
     refs = ["shop:" + canary(f"ref{n}") for n in range(6)]
     for ref in refs:
-        submit(
-            platform.ledger,
-            record("consent.grant", ref, purpose="support"),
-            record("data.update", ref, purpose="support", fields={"email": canary("mail")}),
-            record(
-                "access.report",
-                ref,
-                purpose="support",
-                actor_id="agent-1",
-                role="support_agent",
-                field_names=["email"],
-            ),
-        )
+        submit(platform.ledger, *support_history(ref))
     platform.after_write()
     live = platform.views.dump()
     assert all(live[table] for table in _CLUSTERED)

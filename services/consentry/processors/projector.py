@@ -155,16 +155,24 @@ def project_new(events: Sequence[ev.LedgerEvent], applied: Mapping[uuid.UUID, in
     `applied` is the last sequence of each subject already in the views: a redelivered event (at or
     below it) changes nothing, so runners with at-least-once delivery stay exact.
     """
-    marks = dict(applied)
+    # Marks are keyed by the subject's UUID as an int (hashing a UUID object runs Python code,
+    # twice per event here); `moved` keeps the UUID of each subject whose mark moves.
+    marks = {subject.int: sequence for subject, sequence in applied.items()}
+    moved: dict[int, uuid.UUID] = {}
     changes: list[Change] = []
     for event in events:
-        subject, sequence = event.meta.subject_id, event.meta.sequence
-        if sequence <= marks.get(subject, 0):
+        meta = event.meta
+        subject, sequence = meta.subject_id, meta.sequence
+        key = subject.int
+        if sequence <= marks.get(key, 0):
             continue
-        changes.extend(project(event))
-        marks[subject] = sequence
+        found = _PROJECTIONS.get(type(event))
+        if found is not None:
+            changes.extend(found(event))
+        marks[key] = sequence
+        moved[key] = subject
     changes = compact(changes)
-    changes.extend(MarkApplied(s, n) for s, n in marks.items() if n != applied.get(s))
+    changes.extend(MarkApplied(subject, marks[key]) for key, subject in moved.items())
     return changes
 
 
@@ -177,45 +185,44 @@ def compact(changes: Sequence[Change]) -> list[Change]:
     rest keeps its order. A subject's whole history in one page (a rebuild reads the log subject by
     subject) comes down to its final rows.
     """
-    # Rows are keyed by the subject's UUID as an int: hashing a UUID object runs Python code, and
-    # a rebuild's page hashes each change's subject a few times.
-    out: list[Change | None] = list(changes)
-    last: dict[tuple[object, ...], int] = {}
-    values: dict[int, list[tuple[int, PutValue]]] = {}
-    for index, change in enumerate(changes):
-        if isinstance(change, DropValues):
-            subject = change.subject_id.int
-            kept = []
-            for earlier, put in values.pop(subject, ()):
-                if out[earlier] is not put:
-                    continue  # a later put of its row took its place
-                if change.scopes is None or put.sealed.scope in change.scopes:
-                    out[earlier] = None
-                else:
-                    kept.append((earlier, put))
-            if kept:
-                values[subject] = kept
-            continue
-        key = _row_of(change)
-        if key is None:
-            continue
-        replaced = last.get(key)
-        if replaced is not None:
-            out[replaced] = None
-        last[key] = index
+    # One pass from the end: a put is kept unless a later put of its row, or a later drop of its
+    # value's scope, was seen. Rows are keyed by the subject's UUID as an int (hashing a UUID
+    # object runs Python code).
+    kept: list[Change] = []
+    seen: set[tuple[object, ...]] = set()
+    # Per subject, the scopes a later drop deletes (None: all of them).
+    dropped: dict[int, set[str] | None] = {}
+    for change in reversed(changes):
         if isinstance(change, PutValue):
-            values.setdefault(change.subject_id.int, []).append((index, change))
-    return [change for change in out if change is not None]
+            subject = change.subject_id.int
+            row: tuple[object, ...] = (0, subject, change.purpose, change.field_name)
+            if row in seen:
+                continue
+            seen.add(row)
+            if subject in dropped:
+                scopes = dropped[subject]
+                if scopes is None or change.sealed.scope in scopes:
+                    continue
+        elif isinstance(change, DropValues):
+            subject = change.subject_id.int
+            later = dropped.get(subject, set())
+            dropped[subject] = (
+                None if change.scopes is None or later is None else later | set(change.scopes)
+            )
+        elif (row_of := _ROW_OF.get(type(change))) is not None:
+            row = row_of(change)
+            if row in seen:
+                continue
+            seen.add(row)
+        kept.append(change)
+    kept.reverse()
+    return kept
 
 
-def _row_of(change: Change) -> tuple[object, ...] | None:
-    """The row a put replaces whole (None for a change that adds or deletes rows)."""
-    if isinstance(change, PutValue):
-        return (0, change.subject_id.int, change.purpose, change.field_name)
-    if isinstance(change, PutConsent):
-        return (1, change.subject_id.int, change.consent.purpose)
-    if isinstance(change, PutSubject):
-        return (2, change.subject_id.int)
-    if isinstance(change, PutErasure):
-        return (3, change.subject_id.int)
-    return None
+# The row each other kind of put replaces whole, found by the change's exact type (as `_WRITES` of
+# the SQL view stores finds its write); adds and deletes have none.
+_ROW_OF: dict[type, Callable[[Any], tuple[object, ...]]] = {
+    PutConsent: lambda c: (1, c.subject_id.int, c.consent.purpose),
+    PutSubject: lambda c: (2, c.subject_id.int),
+    PutErasure: lambda c: (3, c.subject_id.int),
+}
