@@ -2,10 +2,10 @@
 
 A module of its own, whose top imports little (the standard library and `bench.figures`): the
 rebuild spawns its helper processes, and a spawned process first imports its parent's main
-module. `bench.replay`, which
-imports the benchmark suite and the whole platform, cost each helper ~1 s of CPU before its first
-span (`python -c "import bench.replay"`: 0.96 s), where `consentry replay`'s main module, the
-CLI, costs 0.22 s. Here a helper starts as it does under the command.
+module. `bench.replay`, which imports the benchmark suite and the whole platform, cost each
+helper ~1 s of CPU before its first span (`python -c "import bench.replay"`: 0.96 s), where
+`consentry replay`'s main module, the CLI, costs 0.22 s. Here a helper starts as it does under
+the command.
 """
 
 from __future__ import annotations
