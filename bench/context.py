@@ -25,6 +25,7 @@ class Options:
     clients: tuple[int, ...] = (1, 8, 32)
     distributed_events: int = 10_000
     distributed_erasures: int = 50
+    replay_runs: int = 3
 
     @classmethod
     def make(cls, *, quick: bool, sizes: tuple[int, ...] | None) -> Options:
@@ -56,6 +57,8 @@ class ReplayStats:
     # The largest peak RSS of the rebuild's helper processes (0: none ran). An upper bound: Linux
     # starts a spawned child's ru_maxrss at its parent's size when it forked.
     helpers_rss_peak_kib: int = 0
+    # events/s of every rebuild of this log, in the order they ran (this one's among them).
+    runs: tuple[float, ...] = ()
 
     @property
     def events_per_s(self) -> float:

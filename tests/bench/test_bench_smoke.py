@@ -89,3 +89,16 @@ def test_a_quick_run_writes_both_reports_and_leaves_no_data_behind(quick: QuickR
     assert list(quick.scratch.iterdir()) == []
     for path in quick.out.iterdir():
         assert "example.com" not in path.read_text(), path.name
+
+
+def test_the_replay_rate_is_the_median_of_three_rebuilds_each_checked(quick: QuickRun) -> None:
+    replay = quick.results["benchmarks"]["replay"]
+    rates = {f["size"]: f for f in replay["figures"] if f["name"] == "events_per_s"}
+    assert sorted(rates) == sorted(int(key) for key in replay["details"] if key.isdigit())
+    for size, figure in rates.items():
+        details = replay["details"][str(size)]
+        runs = details["runs"]
+        assert len(runs) == 3 and all(rate > 0 for rate in runs), details
+        assert figure["value"] == sorted(runs)[1] == details["events_per_s"]
+        assert figure["note"].startswith("median of 3 rebuilds: ")
+        assert details["views_match"] is True
