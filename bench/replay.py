@@ -41,7 +41,7 @@ def measure(ctx: RunContext, size: int) -> ReplayStats:
     """Rebuilds the views of that size's log in a child process, `replay_runs` times (once per run).
 
     The rate is the median rebuild's: on these machines the same code rebuilt the same log of 1M
-    events at 46k to 54k events/s within half an hour. Memory is the largest peak of all of them.
+    events at 44k to 55k events/s within minutes. Memory is the largest peak of all of them.
     """
     if size not in ctx.replays:
         runs = [_rebuild(ctx, size) for _ in range(ctx.options.replay_runs)]
