@@ -634,6 +634,42 @@ class KeystoreContract(ABC):
         kept = {ref: subject for ref, subject in linked.items() if subject != subjects[0]}
         assert keystore.find_references(refs) == kept and len(set(kept.values())) == 2
 
+    def test_link_references_links_many_at_once_and_keeps_each_first_subject(
+        self, keystore: Keystore
+    ) -> None:
+        first, later = uuid.uuid4(), uuid.uuid4()
+        # More references than one SQL statement takes, a third of them linked before.
+        refs = [keystore.blind_index("shop", f"bulk-{n}") for n in range(1000)]
+        for ref in refs[::3]:
+            keystore.link_reference(ref, first)
+        wanted = {ref: uuid.uuid4() for ref in refs}
+        winners = keystore.link_references(wanted)
+        expected = {ref: first if n % 3 == 0 else wanted[ref] for n, ref in enumerate(refs)}
+        assert winners == expected
+        assert keystore.find_references(refs) == expected
+        assert keystore.link_references({refs[1]: later, refs[0]: later}) == {
+            refs[1]: wanted[refs[1]],
+            refs[0]: first,
+        }
+        assert keystore.link_references({}) == {}
+
+    def test_find_erased_requests_answers_the_stored_digests_of_many_in_one_call(
+        self, keystore: Keystore
+    ) -> None:
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        digests = [hashlib.sha256(f"r-{n}".encode()).digest() for n in range(1000)]
+        keystore.create(alice, MARKETING)
+        keystore.erase_subject(alice, digests[:600])
+        keystore.erase_subject(bob, digests[500:900])  # the first subject's digests stay its own
+        expected = dict.fromkeys(digests[:600], alice) | dict.fromkeys(digests[600:900], bob)
+        fresh = forget_cache(keystore)
+        assert fresh.find_erased_requests(digests) == expected
+        assert {d: fresh.find_erased_request(d) for d in digests[::37]} == {
+            d: expected.get(d) for d in digests[::37]
+        }
+        assert fresh.find_erased_requests(digests[900:]) == {}
+        assert fresh.find_erased_requests([]) == {}
+
     def test_drop_references_removes_only_that_subjects_references(self, keystore: Keystore) -> None:
         alice, bob = uuid.uuid4(), uuid.uuid4()
         alice_refs = [keystore.blind_index("shop", str(n)) for n in range(1001, 1004)]

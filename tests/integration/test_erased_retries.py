@@ -117,3 +117,30 @@ def test_a_reused_key_for_another_customer_is_not_taken_for_the_erased_subjects_
     # The erased customer's own resend is still its duplicate.
     (retry,) = submit(ledger, grant)
     assert (retry.status, retry.subject_id) == ("duplicate", erased)
+
+
+def test_a_batch_of_new_subjects_reads_erased_requests_and_references_in_a_fixed_number_of_queries(
+    tmp_path: Path,
+) -> None:
+    # A reference the keystore does not know may be a retry of an erased subject's request: a batch
+    # asks about all of its unknown ones at once, and links its new subjects' references at once,
+    # instead of a query or two per record.
+    reads = []
+    for size in (10, 300):
+        ledger = sqlite_ledger(tmp_path / str(size), sole_writer=True)
+        statements: list[str] = []
+        ledger.keystore._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        outcomes = submit(
+            ledger, *(record("consent.grant", f"shop:{canary('ref')}") for _ in range(size))
+        )
+        ledger.keystore._db.set_trace_callback(None)  # type: ignore[attr-defined]
+        assert [o.status for o in outcomes] == ["accepted"] * size
+        assert len({o.subject_id for o in outcomes}) == size
+        reads.append(
+            sum(
+                s.lstrip().upper().startswith("SELECT")
+                and ("erased_requests" in s or "references_index" in s)
+                for s in statements
+            )
+        )
+    assert reads[0] == reads[1] > 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -359,15 +359,30 @@ class SQLiteKeystore(Keystore):
         return uuid.UUID(bytes=bytes(rows[0][0])) if rows else None
 
     def _get_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        return self._subjects_by("SELECT blind, subject_id FROM references_index WHERE blind", blinds)
+
+    def _put_references(self, links: Mapping[bytes, uuid.UUID]) -> dict[bytes, uuid.UUID]:
+        with self._connection():
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO references_index VALUES (?,?)",
+                    [(blind, subject_id.bytes) for blind, subject_id in links.items()],
+                )
+            except sqlite3.Error as exc:
+                raise KeystoreError(f"keystore insert failed: {exc}") from exc
+        found = self._get_references(list(links))
+        if len(found) != len(links):
+            raise KeystoreError("reference vanished while being linked")
+        return found
+
+    def _subjects_by(self, select: str, values: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        """{value: subject} of a `SELECT value, subject_id ... WHERE value` IN the values (chunked)."""
         found: dict[bytes, uuid.UUID] = {}
-        for start in range(0, len(blinds), _IN_CHUNK):
-            chunk = blinds[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))  # placeholders; the blind indexes are parameters
-            rows = self._query(
-                f"SELECT blind, subject_id FROM references_index WHERE blind IN ({marks})",  # noqa: S608
-                chunk,
-            )
-            found |= {bytes(b): uuid.UUID(bytes=bytes(s)) for b, s in rows}
+        for start in range(0, len(values), _IN_CHUNK):
+            chunk = values[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))  # placeholders; the values are parameters
+            rows = self._query(f"{select} IN ({marks})", chunk)
+            found |= {bytes(v): uuid.UUID(bytes=bytes(s)) for v, s in rows}
         return found
 
     def _drop_references(self, subject_id: uuid.UUID) -> int:
@@ -391,6 +406,9 @@ class SQLiteKeystore(Keystore):
     def _get_erased_request(self, digest: bytes) -> uuid.UUID | None:
         rows = self._query("SELECT subject_id FROM erased_requests WHERE digest=?", (digest,))
         return uuid.UUID(bytes=bytes(rows[0][0])) if rows else None
+
+    def _get_erased_requests(self, digests: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        return self._subjects_by("SELECT digest, subject_id FROM erased_requests WHERE digest", digests)
 
 
 def _where(subject_id: uuid.UUID, column: str, values: Sequence[str] | None) -> tuple[str, list[object]]:

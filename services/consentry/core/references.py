@@ -14,7 +14,7 @@ import hmac
 import unicodedata
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -43,6 +43,11 @@ class ReferenceIndex(ABC):
         with self._lock:
             return self._put_reference(blind, subject_id)
 
+    def link_references(self, links: Mapping[bytes, uuid.UUID]) -> dict[bytes, uuid.UUID]:
+        """`link_reference` for several references (each to its own subject): each one's winner."""
+        with self._lock:
+            return self._put_references(links) if links else {}
+
     def find_reference(self, blind: bytes) -> uuid.UUID | None:
         """The subject a reference points at, if any."""
         with self._lock:
@@ -62,6 +67,11 @@ class ReferenceIndex(ABC):
         """The erased subject whose history answered the request with that digest, if any."""
         with self._lock:
             return self._get_erased_request(digest)
+
+    def find_erased_requests(self, digests: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        """The erased subjects of those request digests that have one (one query where possible)."""
+        with self._lock:
+            return self._get_erased_requests(digests) if digests else {}
 
     # -- storage primitives --------------------------------------------------------------------
 
@@ -88,3 +98,14 @@ class ReferenceIndex(ABC):
     @abstractmethod
     def _get_erased_request(self, digest: bytes) -> uuid.UUID | None:
         """The erased subject of a request digest."""
+
+    # Batch primitives: one call per item unless an adapter does better.
+
+    def _put_references(self, links: Mapping[bytes, uuid.UUID]) -> dict[bytes, uuid.UUID]:
+        """Inserts each reference that is absent; returns the subject each one points at."""
+        return {blind: self._put_reference(blind, subject_id) for blind, subject_id in links.items()}
+
+    def _get_erased_requests(self, digests: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        """The erased subjects of those request digests that are stored."""
+        found = {digest: self._get_erased_request(digest) for digest in digests}
+        return {digest: subject for digest, subject in found.items() if subject is not None}

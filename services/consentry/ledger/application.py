@@ -266,13 +266,21 @@ class Ledger:
         }
         # Every reference of the batch looked up at once; the batch's own new subjects go to by_blind.
         linked = self.keystore.find_references(list(dict.fromkeys(blinds.values())))
+        # A record whose reference is unknown may be a retry of a request an erased subject
+        # answered (same producer, key and time): those requests are looked up at once too.
+        unknown = {
+            i: self._request_digest(producer, record)
+            for i, record in enumerate(records)
+            if not isinstance(record, Rejected) and blinds[i] not in linked
+        }
+        answered = self.keystore.find_erased_requests(list(dict.fromkeys(unknown.values())))
         for i, record in enumerate(records):
             if isinstance(record, Rejected):
                 outcomes.append(Outcome("rejected", None, None, record.reason, record.detail))
                 continue
             blind = blinds[i]
             subject_id = by_blind.get(blind) or linked.get(blind)
-            erased = None if subject_id is not None else self._erased_subject(producer, record)
+            erased = None if subject_id is not None else answered.get(unknown[i])
             if erased is not None:
                 # A retry of a request the subject answered before its erasure dropped the reference:
                 # its history answers `duplicate`. The reference stays unknown for the batch's
@@ -291,10 +299,10 @@ class Ledger:
             outcomes.append(decision.outcome)
         return self._append(pending, outcomes, link=True)
 
-    def _erased_subject(self, producer: str, record: rec.IntakeRecord) -> uuid.UUID | None:
-        """The erased subject that answered this very request (same producer, key and time), if any."""
-        digest = retry_digest(idempotency_hash(producer, record.idempotency_key), record.occurred_at)
-        return self.keystore.find_erased_request(digest)
+    @staticmethod
+    def _request_digest(producer: str, record: rec.IntakeRecord) -> bytes:
+        """The digest an erasure keeps of this very request (same producer, key and time)."""
+        return retry_digest(idempotency_hash(producer, record.idempotency_key), record.occurred_at)
 
     def _execute_once(self, commands: Sequence[StaffCommand]) -> list[Outcome]:
         return self._append(*self._decide_staff(commands))
@@ -340,11 +348,14 @@ class Ledger:
             slot.renew.add(decision.events[-1].meta.event_id)
 
     def _link_new_subjects(self, pending: dict[uuid.UUID, _Pending]) -> None:
-        for subject_id, slot in pending.items():
-            if slot.blind is not None and slot.events:
-                winner = self.keystore.link_reference(slot.blind, subject_id)
-                if winner != subject_id:
-                    raise ConflictError("another writer created the subject first")
+        links = {
+            slot.blind: subject_id
+            for subject_id, slot in pending.items()
+            if slot.blind is not None and slot.events
+        }
+        winners = self.keystore.link_references(links)
+        if any(winners[blind] != subject_id for blind, subject_id in links.items()):
+            raise ConflictError("another writer created the subject first")
 
     def _append(
         self, pending: dict[uuid.UUID, _Pending], outcomes: list[Outcome], *, link: bool = False
