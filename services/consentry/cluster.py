@@ -33,6 +33,7 @@ from eventsourcing.persistence import ApplicationRecorder
 from psycopg.conninfo import conninfo_to_dict
 
 from consentry.adapters.postgres_keystore import PostgresKeystore
+from consentry.adapters.postgres_ledger import RECORDER_TOPIC
 from consentry.adapters.postgres_views import PostgresViewStore
 from consentry.adapters.postgres_views import migrate as migrate_views
 from consentry.core.avro import AvroCodec
@@ -126,6 +127,7 @@ def recorder_env(dsn: str, *, create: bool) -> dict[str, str]:
         "POSTGRES_PASSWORD": str(info.get("password", "")),
         "POSTGRES_SCHEMA": LEDGER_SCHEMA,
         "CREATE_TABLE": "y" if create else "n",
+        "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
     }
 
 

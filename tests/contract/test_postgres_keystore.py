@@ -394,23 +394,71 @@ class TestPostgresKeystore(KeystoreContract):
             assert same_key(mine.result(timeout=10), theirs.result(timeout=10))
         assert len(second.key_versions(subject, MARKETING)) == 1
 
-    def test_a_batch_finds_a_key_another_writer_created_after_the_batch_read_its_subjects_scopes(
+    def test_another_writer_waits_for_a_batch_that_announced_the_subject_then_finds_its_key(
         self,
     ) -> None:
-        # The batch names its keys; the scopes its subjects have are read at its first miss. Another
-        # writer then creates one of those keys: the batch must find it (under the subject lock),
-        # not trust the earlier read and collide with it.
+        # The batch names its keys and locks their subjects as it begins, before it reads their
+        # scopes once for all. Another writer's get_or_create of one of them must wait for the
+        # batch to commit and then find the batch's key, not create one the batch's read missed.
         writer, other = self.open(), self.open()
         first, second = uuid.uuid4(), uuid.uuid4()
         for subject in (first, second):
             other.create(subject, SUPPORT)  # existing subjects: nothing is fresh
-        with writer.batch([(first, MARKETING), (second, MARKETING)]):
-            mine = writer.get_or_create(first, MARKETING)  # the scopes of both are read here
-            theirs = other.get_or_create(second, MARKETING)  # committed meanwhile
-            found = writer.get_or_create(second, MARKETING)
-        assert same_key(found, theirs)
-        assert [r.key_id for r in other.key_versions(second, MARKETING)] == [theirs.key_id]
+        with ThreadPoolExecutor(1) as pool:
+            with writer.batch([(first, MARKETING), (second, MARKETING)]):
+                mine = writer.get_or_create(first, MARKETING)  # the scopes of both are read here
+                theirs = pool.submit(other.get_or_create, second, MARKETING)
+                assert not wait_for([theirs], timeout=WAITS).done, "the other writer must wait"
+                found = writer.get_or_create(second, MARKETING)
+            assert same_key(theirs.result(timeout=10), found)
+        assert [r.key_id for r in other.key_versions(second, MARKETING)] == [found.key_id]
         assert same_key(other.get(first, MARKETING), mine)
+
+    def test_a_batch_locks_and_reads_its_announced_subjects_in_three_statements_whatever_their_number(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store, other = self.open(), self.open()
+        subjects = [uuid.uuid4() for _ in range(60)]
+        keys = {subject: other.create(subject, MARKETING) for subject in subjects}
+        statements: list[str] = []
+        sent: list[int] = []
+        execute, send_keys = store._execute, store._send_keys
+
+        def counted_execute(text: Any, params: Any) -> Any:
+            statements.append(" ".join(str(text).split()[:2]))
+            return execute(text, params)
+
+        def counted_send() -> None:
+            if store._unsent:
+                sent.append(len(store._unsent))
+            send_keys()
+
+        monkeypatch.setattr(store, "_execute", counted_execute)
+        monkeypatch.setattr(store, "_send_keys", counted_send)
+        wanted = [(s, scope) for s in subjects for scope in (MARKETING, SUPPORT)]
+        with store.batch(wanted):
+            for subject in subjects:
+                # Asked twice: a keystore without a cache hands the batch's row out again.
+                for _ in range(2):
+                    assert same_key(store.get_or_create(subject, MARKETING), keys[subject])
+            created = {subject: store.get_or_create(subject, SUPPORT) for subject in subjects}
+            assert other.key_versions(subjects[0], SUPPORT) == []  # not committed yet
+        # The locks, the scopes and the live rows; the 60 new keys in one pipelined send.
+        assert len(statements) == 3, statements
+        assert sent == [60]
+        for subject, key in created.items():
+            assert same_key(other.get(subject, SUPPORT), key)
+
+    def test_a_read_in_a_batch_sees_the_keys_the_batch_created_before_it(self) -> None:
+        store = self.open()
+        subject = uuid.uuid4()
+        store.create(subject, SUPPORT)
+        with store.batch():
+            key = store.create(subject, MARKETING)  # waits to be sent with the next statement
+            assert [r.key_id for r in store.key_versions(subject, MARKETING)] == [key.key_id]
+            with pytest.raises(KeyExists):
+                store.create(subject, MARKETING)
+        assert same_key(self.open().get(subject, MARKETING), key)
 
     # -- where destroyed bytes go: heap, WAL, statistics -------------------------------------
 

@@ -12,8 +12,10 @@ from consentry.core.errors import Reason, Rejected
 from consentry.core.events import ConsentGranted, DataUpdated, ReferenceLinked
 from consentry.core.keystore import KeyRow
 from consentry.core.sealing import ERASED, Personal, purpose_scope
+from consentry.ledger import application
 from consentry.ledger.application import Ledger
 from consentry.ledger.chain import verify_chain
+from consentry.ledger.store import events_after
 from consentry.ledger.subject import Outcome
 from tests.support import canary, codec, parser, record, scan, sqlite_ledger
 
@@ -315,6 +317,45 @@ def test_a_remembered_state_another_writer_moved_on_from_is_folded_again(tmp_pat
     assert subject is not None
     assert mine.load(subject).purposes["support"].status == "withdrawn"
     assert verify_chain(mine.codec, mine.notifications()).ok
+
+
+def test_a_writer_among_several_catches_its_remembered_state_up_before_deciding(
+    tmp_path: Path,
+) -> None:
+    """A grant decided against a stale remembered state would write nothing (already granted)."""
+    mine, other = sqlite_ledger(tmp_path), sqlite_ledger(tmp_path)  # neither is the sole writer
+    ref = "shop:" + canary("ref")
+    subject = submit_one(mine, record("consent.grant", ref, purpose="support")).subject_id
+    assert subject is not None
+    submit_one(other, record("consent.withdrawal", ref, purpose="support"))
+    again = submit_one(mine, record("consent.grant", ref, purpose="support"))
+    assert again.status == "accepted"
+    assert mine.load(subject).purposes["support"].status == "granted"
+    grants = [e for e in other.history(subject) if isinstance(e, ConsentGranted)]
+    assert len(grants) == 2
+    assert verify_chain(mine.codec, mine.notifications()).ok
+
+
+def test_a_writer_among_several_reads_only_the_events_after_the_state_it_remembers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, other = sqlite_ledger(tmp_path), sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    subject = submit_one(mine, record("consent.grant", ref, purpose="support")).subject_id
+    assert subject is not None
+    remembered = mine.load(subject).version  # ReferenceLinked and ConsentGranted
+    submit_one(other, record("data.update", ref, purpose="support", fields={"email": canary()}))
+    asked: list[dict[uuid.UUID, int]] = []
+
+    def spy(recorder: object, versions: dict[uuid.UUID, int]) -> object:
+        asked.append(dict(versions))
+        return events_after(recorder, versions)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(application, "events_after", spy)
+    update = submit_one(mine, record("data.update", ref, purpose="support", fields={"email": canary()}))
+    assert update.status == "accepted"
+    assert asked == [{subject: remembered}]
+    assert mine.load(subject).version == remembered + 2
 
 
 def test_the_runner_projects_remembered_events_exactly_as_decoded_ones(tmp_path: Path) -> None:

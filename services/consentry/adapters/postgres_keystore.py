@@ -78,6 +78,16 @@ _INSERT_KEY = """
 INSERT INTO {s}.data_keys (key_id, subject_id, scope, version, kek_version, wrapped, created_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
 """
+# The rows of given (subject, scope, version)s, for a batch's announced keys: one query.
+_LIVE_ROWS = """
+SELECT d.key_id, d.subject_id, d.scope, d.version, d.kek_version, d.wrapped, d.created_at
+FROM unnest(%(u)s::uuid[], %(c)s::text[], %(v)s::integer[]) AS w(u, c, v)
+JOIN {s}.data_keys d ON d.subject_id = w.u AND d.scope = w.c AND d.version = w.v
+"""
+# Advisory locks in the order of the array (a function scan yields it in order).
+_LOCK_SUBJECTS = """
+SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%(k)s::text[]) AS k
+"""
 _INSERT_TOMBSTONE = """
 INSERT INTO {s}.tombstones (subject_id, scope, version, key_id, shredded_at)
 VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
@@ -128,13 +138,15 @@ def migrate(owner_dsn: str, schema: str = "keystore") -> None:
 
 
 class PostgresKeystore(Keystore):
-    """Keys in PostgreSQL; one connection per instance, used under the base class's lock."""
+    """Keys in PostgreSQL; one connection per instance, used under the base class's lock.
 
-    # Several writers share these keys, and a batch locks its subjects one by one: scopes read for
-    # the whole batch at its first miss could miss a key another writer created before this batch
-    # locked that subject (which then collided with it as "key version taken"). Each lookup here
-    # runs under its subject's lock instead.
-    prefetch_scopes = False
+    Several writers share these keys. A batch takes the locks of all the subjects it announced
+    (`batch(wanted)`) in one statement as it begins, in one order every writer follows, so the
+    scopes and live rows read for the whole batch afterwards (two queries) stay true until it
+    commits; a subject it did not announce is locked when first asked for, as any lookup outside
+    a batch is. Keys it creates are sent together (one pipelined `executemany`) before its next
+    read or its commit, whichever comes first.
+    """
 
     def __init__(
         self,
@@ -154,6 +166,7 @@ class PostgresKeystore(Keystore):
         self._dsn = dsn
         self._in_transaction = False
         self._locked: set[uuid.UUID] = set()  # subjects whose lock the open transaction holds
+        self._unsent: list[KeyRow] = []  # keys the open transaction created but has not sent yet
         self._closed = False
         self._conn = self._connect()
 
@@ -248,20 +261,52 @@ class PostgresKeystore(Keystore):
         rows = self._run(_SCOPES_OF, {"u": list(subject_ids)})
         return [(row[0], row[1], row[2], row[3]) for row in rows]
 
-    def _insert_key(self, row: KeyRow) -> None:
-        # A unique violation on (subject_id, scope, version) comes back from `_run` as KeyExists.
-        self._run(
-            _INSERT_KEY,
-            (
-                row.key_id,
-                row.subject_id,
-                row.scope,
-                row.version,
-                row.wrapped.kek_version,
-                row.wrapped.blob,
-                row.created_at,
-            ),
+    def _live_rows(self, wanted: Sequence[tuple[uuid.UUID, str, int]]) -> list[KeyRow]:
+        rows = self._run(
+            _LIVE_ROWS,
+            {
+                "u": [subject_id for subject_id, _, _ in wanted],
+                "c": [scope for _, scope, _ in wanted],
+                "v": [version for _, _, version in wanted],
+            },
         )
+        return [
+            KeyRow(key_id, subject_id, scope, version, WrappedKey(kek, bytes(blob)), created)
+            for key_id, subject_id, scope, version, kek, blob, created in rows
+        ]
+
+    def _insert_key(self, row: KeyRow) -> None:
+        # In a transaction the row waits for the next statement or the commit (`_send_keys`).
+        self._unsent.append(row)
+        if not self._in_transaction:
+            self._send_keys()
+
+    def _send_keys(self) -> None:
+        """Inserts the keys created since the last statement, in one pipelined round trip.
+
+        A unique violation on (subject_id, scope, version) comes back as KeyExists.
+        """
+        rows, self._unsent = self._unsent, []
+        if not rows:
+            return
+        statement = sql.SQL(_INSERT_KEY).format(s=sql.Identifier(self.schema))
+        params = [
+            (
+                r.key_id,
+                r.subject_id,
+                r.scope,
+                r.version,
+                r.wrapped.kek_version,
+                r.wrapped.blob,
+                r.created_at,
+            )
+            for r in rows
+        ]
+        try:
+            with self._connection().cursor() as cursor:
+                cursor.executemany(statement, params)
+        except psycopg.Error as exc:
+            raise _translate(exc, "keystore insert failed") from None
 
     def _insert_tombstone(self, tombstone: Tombstone) -> None:
         t = tombstone
@@ -363,11 +408,13 @@ class PostgresKeystore(Keystore):
                 with self._connection().transaction():
                     self._in_transaction = True
                     yield
+                    self._send_keys()
             except psycopg.Error as exc:
                 raise _translate(exc, "keystore transaction failed") from None
             finally:
                 self._in_transaction = False
                 self._locked.clear()
+                self._unsent.clear()  # rolled back with the rest, if an error left any
 
     @contextmanager
     def _subject_transaction(self, subject_id: uuid.UUID) -> Iterator[None]:
@@ -380,10 +427,23 @@ class PostgresKeystore(Keystore):
 
     def _lock_subject(self, subject_id: uuid.UUID) -> None:
         """Waits for the subject's advisory lock, which the transaction holds until it ends."""
+        self._run(_LOCK_SUBJECTS, {"k": [self._lock_name(subject_id)]})
+
+    def _hold_subjects(self, subject_ids: Sequence[uuid.UUID]) -> None:
+        """Takes the locks of the batch's subjects (minted ones need none) in one statement.
+
+        In the order of their lock names, as every batch here takes them: two batches never each
+        hold a lock the other waits for among the subjects they announced.
+        """
+        wanted = {s for s in subject_ids if s not in self._locked and s not in self._fresh}
+        if not wanted:
+            return
+        self._run(_LOCK_SUBJECTS, {"k": sorted(self._lock_name(s) for s in wanted)})
+        self._locked |= wanted
+
+    def _lock_name(self, subject_id: uuid.UUID) -> str:
         # Keyed on schema and subject, so other advisory locks on subject ids never collide with ours.
-        self._run(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.schema}:{subject_id}",)
-        )
+        return f"{self.schema}:{subject_id}"
 
     def _run(
         self, text: LiteralString, params: Sequence[object] | Mapping[str, object] = ()
@@ -396,6 +456,7 @@ class PostgresKeystore(Keystore):
         self, text: LiteralString, params: Sequence[object] | Mapping[str, object]
     ) -> psycopg.Cursor[Row]:
         with self._lock:
+            self._send_keys()  # what the transaction created is there for its next statement
             try:
                 statement = sql.SQL(text).format(s=sql.Identifier(self.schema))
                 return self._connection().execute(statement, params)

@@ -11,7 +11,8 @@ event is as durable as before; the checkpoints sync the database file as SQLite'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +25,8 @@ from consentry.adapters.sqlite_checkpoints import FALLBACK_CHECKPOINT_PAGES, Che
 RECORDER_TOPIC: Final = "consentry.adapters.sqlite_ledger:CheckpointedSQLiteRecorder"
 # Each event is a row of the table and an entry of its (subject, version) key.
 ROWS_PER_EVENT: Final = 2
+# Subjects per query of `select_events_after`: two parameters each, far below SQLite's limit.
+SUBJECTS_PER_READ: Final = 400
 
 
 class CheckpointedSQLiteRecorder(SQLiteApplicationRecorder):
@@ -46,6 +49,33 @@ class CheckpointedSQLiteRecorder(SQLiteApplicationRecorder):
         # connections to write, so each write sets it (a pragma per batch, not per event).
         c.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
         return super()._insert_events(c, stored_events, **kwargs)
+
+    def select_events_after(
+        self, versions: Mapping[uuid.UUID, int]
+    ) -> dict[uuid.UUID, list[StoredEvent]]:
+        """Each subject's events after its version, in version order: one query per 400 subjects
+        (ledger/store.py), each a lookup of the (subject, version) key per subject."""
+        found: dict[uuid.UUID, list[StoredEvent]] = {}
+        wanted = [(subject_id.hex, version) for subject_id, version in versions.items()]
+        by_hex = {subject_id.hex: subject_id for subject_id in versions}
+        for start in range(0, len(wanted), SUBJECTS_PER_READ):
+            chunk = wanted[start : start + SUBJECTS_PER_READ]
+            # Only placeholders and the recorder's own table name go into the text.
+            pairs = ", ".join(["(?, ?)"] * len(chunk))
+            statement = (
+                f"WITH wanted(id, after) AS (VALUES {pairs}) "  # noqa: S608
+                "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+                f"FROM wanted CROSS JOIN {self.events_table_name} e "
+                "ON e.originator_id = wanted.id AND e.originator_version > wanted.after "
+                "ORDER BY e.originator_id, e.originator_version"
+            )
+            with self.datastore.transaction(commit=False) as c:
+                c.execute(statement, [value for pair in chunk for value in pair])
+                rows = c.fetchall()
+            for hex_id, version, topic, state in rows:
+                subject_id = by_hex[hex_id]
+                found.setdefault(subject_id, []).append(StoredEvent(subject_id, version, topic, state))
+        return found
 
     def close(self) -> None:
         """Stops the checkpoints' thread (the datastore is closed by its factory)."""

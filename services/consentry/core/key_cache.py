@@ -42,6 +42,11 @@ class KeyCache:
     def __len__(self) -> int:
         return len(self._by_id)
 
+    @property
+    def keeps(self) -> bool:
+        """Whether this cache keeps any key (a size of 0 keeps none)."""
+        return self._size > 0
+
     def newest(self, subject_id: uuid.UUID, scope: str) -> DataKey | None:
         """The newest cached key of the scope (its subject now the most recently used), if any."""
         held = self._subjects.get(subject_id)
@@ -124,9 +129,11 @@ class KnownScopes:
     transaction. The keystore notes its own inserts here and drops a subject it destroys or closes.
     """
 
-    def __init__(self, wanted: Iterable[tuple[uuid.UUID, str]]) -> None:
+    def __init__(self, wanted: Iterable[tuple[uuid.UUID, str]], *, keep_rows: bool = False) -> None:
         # The (subject, scope) keys the batch will ask for that the cache lacked when it began.
         self._wanted = dict.fromkeys(wanted)
+        # A row is handed out once (the key cache holds it then), or every time it is asked for.
+        self._keep_rows = keep_rows
         self._subjects = {subject for subject, _ in self._wanted}
         self._scopes: dict[uuid.UUID, dict[str, tuple[int, bool]]] | None = None
         self._rows: dict[uuid.UUID, dict[str, KeyRow]] | None = None
@@ -157,8 +164,8 @@ class KnownScopes:
     ) -> KeyRow | None:
         """The live newest row of a wanted scope (once); every wanted one is read the first time.
 
-        None if the scope was not wanted, has no live key, or its row was handed out already.
-        Call after `scopes` answered for the subject.
+        None if the scope was not wanted, has no live key, or its row was handed out already
+        (unless rows are kept). Call after `scopes` answered for the subject.
         """
         if self._rows is None:
             self._rows = {}
@@ -170,14 +177,18 @@ class KnownScopes:
             ]
             for row in read(versions) if versions else ():
                 self._rows.setdefault(row.subject_id, {})[row.scope] = row
-        return self._rows.get(subject_id, {}).pop(scope, None)
+        rows = self._rows.get(subject_id, {})
+        return rows.get(scope) if self._keep_rows else rows.pop(scope, None)
 
     def created(self, row: KeyRow) -> None:
-        """Notes a key row the batch inserted."""
+        """Notes a key row the batch inserted (kept rows: the scope's live row from now on)."""
         if self._scopes is not None and row.subject_id in self._scopes:
             self._scopes[row.subject_id][row.scope] = (row.version, False)
         if self._rows is not None:
-            self._rows.get(row.subject_id, {}).pop(row.scope, None)
+            if self._keep_rows and row.subject_id in self._subjects:
+                self._rows.setdefault(row.subject_id, {})[row.scope] = row
+            else:
+                self._rows.get(row.subject_id, {}).pop(row.scope, None)
 
     def drop(self, subject_id: uuid.UUID) -> None:
         """Forgets a subject whose rows changed otherwise: its lookups go to the store again."""

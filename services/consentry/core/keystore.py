@@ -71,8 +71,9 @@ _key_row: Callable[[str, uuid.UUID, str, int, WrappedKey, datetime], KeyRow] = m
 class Keystore(ReferenceIndex, ABC):
     """Creates, finds and destroys data keys; finds subjects by blind-indexed references."""
 
-    # Whether a batch may read the scopes of its subjects at once (`batch(wanted)`). Only where this
-    # process is the sole writer of keys: another writer could create a key after that read.
+    # Whether a batch may read the scopes of its subjects at once (`batch(wanted)`): where this
+    # process is the sole writer of keys, or where `_hold_subjects` keeps every other writer off
+    # those subjects from before that read until the batch ends.
     prefetch_scopes: bool = True
 
     def __init__(
@@ -106,12 +107,15 @@ class Keystore(ReferenceIndex, ABC):
                 yield
                 return
             self._batch_keys = []
-            prefetched = wanted if self.prefetch_scopes else ()
+            prefetched = list(wanted) if self.prefetch_scopes else []
+            # A keystore that caches no key hands the same row out again, not once to its cache.
             self._known = KnownScopes(
-                (s, scope) for s, scope in prefetched if not self._cache.holds(s, scope)
+                ((s, scope) for s, scope in prefetched if not self._cache.holds(s, scope)),
+                keep_rows=not self._cache.keeps,
             )
             try:
                 with self._transaction():
+                    self._hold_subjects([s for s, _ in prefetched])
                     yield
             except BaseException:
                 self._cache.forget_keys(self._batch_keys)
@@ -123,6 +127,10 @@ class Keystore(ReferenceIndex, ABC):
                 self._fresh.clear()
                 self._batch_created.clear()
                 self._known = KnownScopes(())
+
+    def _hold_subjects(self, subject_ids: Sequence[uuid.UUID]) -> None:
+        """Keeps other writers off these subjects' keys until the open batch ends (if they could
+        write any: PostgresKeystore locks them); here, this process is the only writer."""
 
     # -- data keys ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Final
@@ -41,6 +41,7 @@ from consentry.ledger.commands import StaffCommand
 from consentry.ledger.group import AsyncGroupCommit, GroupCommit
 from consentry.ledger.mapper import SealingMapper
 from consentry.ledger.memory import WriterMemory
+from consentry.ledger.store import events_after
 from consentry.ledger.subject import (
     Context,
     Decision,
@@ -105,9 +106,9 @@ class Ledger:
         self.keystore = keystore
         # Benchmarks swap in their baselines' mappers here; the platform always seals.
         self.mapper = mapper or SealingMapper(codec, keystore)
-        # A sole writer remembers subject states between batches (see ledger/memory.py).
+        # A sole writer's remembered states are current; others catch theirs up (ledger/memory.py).
         self._sole_writer = sole_writer
-        self._memory = WriterMemory(keeps_states=sole_writer)
+        self._memory = WriterMemory()
         self._sole_lock = threading.Lock()
         self._write_lock: AbstractContextManager[object] = (
             self._sole_lock if sole_writer else nullcontext()
@@ -191,21 +192,39 @@ class Ledger:
             self._sole_lock.release()
 
     def load(self, subject_id: uuid.UUID) -> SubjectState:
-        """The subject's state: remembered by a sole writer, otherwise folded from the store."""
-        if self._sole_writer:
-            return self._state(subject_id)
-        return self._fold(subject_id)
+        """The subject's state as the store has it now (a sole writer's remembered one is)."""
+        return self._states([subject_id])[subject_id]
 
     def remembered(self, subject_id: uuid.UUID) -> SubjectState | None:
         """A copy of the subject's state if this (sole) writer remembers it; None otherwise."""
-        return self._memory.state(subject_id)
+        return self._memory.state(subject_id) if self._sole_writer else None
 
-    def _fold(self, subject_id: uuid.UUID) -> SubjectState:
-        state = SubjectState(subject_id)
-        for stored in self.recorder.select_events(subject_id):
-            state.apply(self.mapper.decode(stored.state))
-            state.head = chain_hash(stored.state)
-        return state
+    def _states(self, subject_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, SubjectState]:
+        """The subjects' states as the store has them now, each a copy of its own.
+
+        A sole writer's remembered states are current; it reads only the subjects it does not
+        remember. Any other writer reads, for every subject, what was appended after the version
+        it remembers (another process may have written since), so a state is folded once and
+        then only caught up. Either way one read for all of them (ledger/store.py).
+        """
+        states: dict[uuid.UUID, SubjectState] = {}
+        for subject_id in subject_ids:
+            if subject_id not in states:
+                remembered = self._memory.state(subject_id)
+                states[subject_id] = SubjectState(subject_id) if remembered is None else remembered
+        behind = {
+            subject_id: state.version
+            for subject_id, state in states.items()
+            if not (self._sole_writer and state.exists)
+        }
+        if behind:
+            for subject_id, stored_events in events_after(self.recorder, behind).items():
+                state = states[subject_id]
+                for stored in stored_events:
+                    state.apply(self.mapper.decode(stored.state))
+                    state.head = chain_hash(stored.state)
+            self._memory.folded(states[subject_id] for subject_id in behind)
+        return states
 
     def recent(self, after: int) -> list[tuple[int, LedgerEvent]]:
         """The sealed events appended here right after a log position, as long as they run on."""
@@ -274,6 +293,7 @@ class Ledger:
             if not isinstance(record, Rejected) and blinds[i] not in linked
         }
         answered = self.keystore.find_erased_requests(list(dict.fromkeys(unknown.values())))
+        loaded = self._states([*linked.values(), *answered.values()])
         for i, record in enumerate(records):
             if isinstance(record, Rejected):
                 outcomes.append(Outcome("rejected", None, None, record.reason, record.detail))
@@ -285,13 +305,13 @@ class Ledger:
                 # A retry of a request the subject answered before its erasure dropped the reference:
                 # its history answers `duplicate`. The reference stays unknown for the batch's
                 # other records, as it is for later batches.
-                slot = self._pending(pending, erased)
+                slot = self._pending(pending, erased, loaded)
             else:
                 new = subject_id is None
                 if subject_id is None:
                     subject_id = self.ids()
                 by_blind[blind] = subject_id
-                slot = self._pending(pending, subject_id, new=new)
+                slot = self._pending(pending, subject_id, loaded, new=new)
             decision = decide(slot.state, record, ctx)
             self._absorb(slot, decision)
             if decision.events and slot.base_version == 0:
@@ -313,30 +333,30 @@ class Ledger:
         ctx = self._context(None)
         pending: dict[uuid.UUID, _Pending] = {}
         outcomes = []
+        loaded = self._states(command.subject_id for command in commands)
         for command in commands:
-            slot = self._pending(pending, command.subject_id)
+            slot = self._pending(pending, command.subject_id, loaded)
             decision = decide_staff(slot.state, command, ctx)
             self._absorb(slot, decision)
             outcomes.append(decision.outcome)
         return pending, outcomes
 
     def _pending(
-        self, pending: dict[uuid.UUID, _Pending], subject_id: uuid.UUID, *, new: bool = False
+        self,
+        pending: dict[uuid.UUID, _Pending],
+        subject_id: uuid.UUID,
+        loaded: dict[uuid.UUID, SubjectState],
+        *,
+        new: bool = False,
     ) -> _Pending:
+        """The subject's slot in the batch; its state comes from `loaded` (the batch's one read)."""
         slot = pending.get(subject_id)
         if slot is None:
-            state = SubjectState(subject_id) if new else self._state(subject_id)
+            state = SubjectState(subject_id) if new else loaded.pop(subject_id, None)
+            if state is None:
+                state = self.load(subject_id)
             slot = pending[subject_id] = _Pending(state, state.version, new=new)
         return slot
-
-    def _state(self, subject_id: uuid.UUID) -> SubjectState:
-        """A copy of the remembered state, or the state folded from the store (then remembered)."""
-        cached = self._memory.state(subject_id)
-        if cached is not None:
-            return cached
-        state = self._fold(subject_id)
-        self._memory.folded(state)
-        return state
 
     @staticmethod
     def _absorb(slot: _Pending, decision: Decision) -> None:

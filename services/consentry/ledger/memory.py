@@ -1,10 +1,11 @@
 """What the ledger keeps in memory between batches: subject states and the events it just sealed.
 
-A sole writer (the embedded platform: one process writes the ledger) remembers each subject's state
-after its own writes instead of folding it from the store for every batch. Where several processes
-write, a remembered state could be behind, and some decisions (a repeated withdrawal, say) write
-nothing that would conflict: so only a sole writer keeps states. A conflict drops the states of the
-batch.
+Every writer remembers each subject's state after its own writes and reads. A sole writer (the
+embedded platform: one process writes the ledger) takes a remembered state as it is. Where several
+processes write, a remembered state could be behind, and some decisions (a repeated withdrawal,
+say) write nothing that would conflict: so such a writer catches each state up with what the store
+holds after its version before it decides on it (Ledger._states), which costs a read of the new
+events only, not a fold of the whole history. A conflict drops the states of the batch.
 
 Every writer keeps the sealed events of its recent appends by log position, so the embedded runner
 projects them without decoding the bytes just written.
@@ -31,10 +32,9 @@ RECENT_EVENTS: Final = 20_000
 
 
 class WriterMemory:
-    """Subject states (a sole writer's only) and recent sealed events, each bounded, thread-safe."""
+    """Subject states and recent sealed events, each bounded, thread-safe."""
 
-    def __init__(self, *, keeps_states: bool) -> None:
-        self.keeps_states = keeps_states
+    def __init__(self) -> None:
         self._states: OrderedDict[uuid.UUID, SubjectState] = OrderedDict()
         self._recent: OrderedDict[int, LedgerEvent] = OrderedDict()
         self._lock = threading.Lock()
@@ -53,26 +53,33 @@ class WriterMemory:
         with self._lock:
             return subject_id in self._states
 
-    def folded(self, state: SubjectState) -> None:
-        """Keeps a copy of a state folded from the store, unless a newer one came meanwhile."""
-        if self.keeps_states and state.exists:
-            with self._lock:
-                self._states.setdefault(state.subject_id, state.clone())
+    def folded(self, states: Iterable[SubjectState]) -> None:
+        """Keeps copies of states read from the store, unless a newer one came meanwhile."""
+        with self._lock:
+            for state in states:
+                held = self._states.get(state.subject_id)
+                if state.exists and (held is None or held.version < state.version):
+                    self._states[state.subject_id] = state.clone()
+                    self._states.move_to_end(state.subject_id)
+            self._trim()
 
     def written(
         self, states: Iterable[SubjectState], positions: Sequence[int], sealed: Sequence[LedgerEvent]
     ) -> None:
         """Takes the states a batch ended with (handed over, not copied) and its sealed events."""
         with self._lock:
-            for state in states if self.keeps_states else ():
+            for state in states:
                 self._states[state.subject_id] = state
                 self._states.move_to_end(state.subject_id)
-            while len(self._states) > STATE_CACHE:
-                self._states.popitem(last=False)
+            self._trim()
             if positions:
                 self._recent.update(zip(positions, sealed, strict=True))
                 while len(self._recent) > RECENT_EVENTS:
                     self._recent.popitem(last=False)
+
+    def _trim(self) -> None:
+        while len(self._states) > STATE_CACHE:
+            self._states.popitem(last=False)
 
     def forget(self, subject_ids: Iterable[uuid.UUID]) -> None:
         with self._lock:

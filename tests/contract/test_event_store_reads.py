@@ -1,0 +1,96 @@
+"""`events_after` (ledger/store.py) on every event store the ledger runs on: one answer, however read.
+
+eventsourcing's in-memory recorder takes the fallback (one `select_events` per subject); the
+embedded SQLite recorder and the distributed PostgreSQL recorder answer in one query (SQLite: one
+per 400 subjects). The PostgreSQL case needs the cluster of infra/postgres and a fresh schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+
+from consentry.adapters.postgres_ledger import RECORDER_TOPIC as POSTGRES_TOPIC
+from consentry.adapters.postgres_ledger import PostgresLedgerRecorder
+from consentry.adapters.sqlite_ledger import RECORDER_TOPIC as SQLITE_TOPIC
+from consentry.adapters.sqlite_ledger import SUBJECTS_PER_READ, CheckpointedSQLiteRecorder
+from consentry.cluster import recorder_env
+from consentry.ledger.application import open_recorder
+from consentry.ledger.store import ReadsManySubjects, events_after
+from tests.services import pg_dsn, scratch_schema
+
+
+def stored(subject: uuid.UUID, version: int) -> StoredEvent:
+    return StoredEvent(subject, version, "bench.Fake", f"{subject.hex}:{version}".encode())
+
+
+def versions_of(found: dict[uuid.UUID, list[StoredEvent]]) -> dict[uuid.UUID, list[int]]:
+    return {subject: [e.originator_version for e in events] for subject, events in found.items()}
+
+
+class EventStoreReads:
+    """What every recorder must answer; `recorder` is a fixture of the subclass."""
+
+    def test_each_subject_gets_its_events_after_its_version_in_order(
+        self, recorder: ApplicationRecorder
+    ) -> None:
+        long, short, empty = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        # Interleaved, as batches append them; each subject's versions in order of their own.
+        recorder.insert_events([stored(long, 1), stored(short, 1), stored(long, 2)])
+        recorder.insert_events([stored(long, v) for v in (3, 4, 5)] + [stored(short, 2)])
+        found = events_after(recorder, {long: 2, short: 0, empty: 0})
+        assert versions_of(found) == {long: [3, 4, 5], short: [1, 2]}
+        assert [e.state for e in found[long]] == [f"{long.hex}:{v}".encode() for v in (3, 4, 5)]
+        assert all(e.originator_id == long for e in found[long])
+        assert events_after(recorder, {long: 5, short: 2}) == {}
+        assert events_after(recorder, {}) == {}
+
+    def test_more_subjects_than_one_query_takes_are_all_answered(
+        self, recorder: ApplicationRecorder
+    ) -> None:
+        subjects = [uuid.uuid4() for _ in range(SUBJECTS_PER_READ + 50)]
+        recorder.insert_events([stored(s, v) for s in subjects for v in (1, 2)])
+        found = events_after(recorder, {s: n % 2 for n, s in enumerate(subjects)})
+        assert versions_of(found) == {s: [1, 2] if n % 2 == 0 else [2] for n, s in enumerate(subjects)}
+
+
+class TestInMemoryRecorder(EventStoreReads):
+    @pytest.fixture
+    def recorder(self) -> ApplicationRecorder:
+        _, made = open_recorder({"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        assert not isinstance(made, ReadsManySubjects)  # the fallback, one read per subject
+        return made
+
+
+class TestSQLiteRecorder(EventStoreReads):
+    @pytest.fixture
+    def recorder(self, tmp_path: Path) -> Iterator[ApplicationRecorder]:
+        factory, made = open_recorder(
+            {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(tmp_path / "events.db"),
+                "CREATE_TABLE": "y",
+                "APPLICATION_RECORDER_TOPIC": SQLITE_TOPIC,
+            }
+        )
+        assert isinstance(made, CheckpointedSQLiteRecorder)
+        yield made
+        made.close()
+        factory.close()
+
+
+@pytest.mark.postgres
+class TestPostgresRecorder(EventStoreReads):
+    @pytest.fixture
+    def recorder(self) -> Iterator[ApplicationRecorder]:
+        with scratch_schema("ledger_test") as schema:
+            env = recorder_env(pg_dsn("owner"), create=True) | {"POSTGRES_SCHEMA": schema}
+            assert env["APPLICATION_RECORDER_TOPIC"] == POSTGRES_TOPIC
+            factory, made = open_recorder(env)
+            assert isinstance(made, PostgresLedgerRecorder)
+            yield made
+            factory.close()
