@@ -449,6 +449,26 @@ class TestPostgresKeystore(KeystoreContract):
         for subject, key in created.items():
             assert same_key(other.get(subject, SUPPORT), key)
 
+    def test_references_link_and_erased_requests_are_found_in_a_fixed_number_of_statements(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store = self.open()
+        links = {store.blind_index("shop", f"{n}-{uuid.uuid4().hex}"): uuid.uuid4() for n in range(100)}
+        erased = uuid.uuid4()
+        digests = [uuid.uuid4().bytes * 2 for _ in range(100)]
+        store.erase_subject(erased, digests[:40])
+        statements: list[str] = []
+        execute = store._execute
+
+        def counted_execute(text: Any, params: Any) -> Any:
+            statements.append(" ".join(str(text).split()[:2]))
+            return execute(text, params)
+
+        monkeypatch.setattr(store, "_execute", counted_execute)
+        assert store.link_references(links) == links
+        assert store.find_erased_requests(digests) == dict.fromkeys(digests[:40], erased)
+        assert len(statements) == 3, statements  # insert, read back; one read of the digests
+
     def test_a_read_in_a_batch_sees_the_keys_the_batch_created_before_it(self) -> None:
         store = self.open()
         subject = uuid.uuid4()

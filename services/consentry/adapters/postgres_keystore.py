@@ -105,6 +105,11 @@ ON CONFLICT (subject_id, scope, version)
 DO UPDATE SET key_id = EXCLUDED.key_id, shredded_at = EXCLUDED.shredded_at
 RETURNING key_id, scope, version
 """
+# Each absent reference linked to its subject; one that exists keeps its subject (read back).
+_PUT_REFERENCES = """
+INSERT INTO {s}.references_index (blind, subject_id)
+SELECT * FROM unnest(%(b)s::bytea[], %(u)s::uuid[]) ON CONFLICT DO NOTHING
+"""
 _PUT_ERASED = """
 INSERT INTO {s}.erased_requests (digest, subject_id)
 SELECT digest, %(u)s FROM unnest(%(d)s::bytea[]) AS digest ON CONFLICT DO NOTHING
@@ -353,6 +358,13 @@ class PostgresKeystore(Keystore):
             raise KeystoreError("reference vanished while being linked")
         return found
 
+    def _put_references(self, links: Mapping[bytes, uuid.UUID]) -> dict[bytes, uuid.UUID]:
+        self._run(_PUT_REFERENCES, {"b": list(links), "u": list(links.values())})
+        found = self._get_references(list(links))
+        if len(found) != len(links):
+            raise KeystoreError("reference vanished while being linked")
+        return found
+
     def _get_reference(self, blind: bytes) -> uuid.UUID | None:
         rows = self._run("SELECT subject_id FROM {s}.references_index WHERE blind = %s", (blind,))
         return rows[0][0] if rows else None
@@ -375,6 +387,13 @@ class PostgresKeystore(Keystore):
     def _get_erased_request(self, digest: bytes) -> uuid.UUID | None:
         rows = self._run("SELECT subject_id FROM {s}.erased_requests WHERE digest = %s", (digest,))
         return rows[0][0] if rows else None
+
+    def _get_erased_requests(self, digests: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        rows = self._run(
+            "SELECT digest, subject_id FROM {s}.erased_requests WHERE digest = ANY(%(d)s)",
+            {"d": list(digests)},
+        )
+        return {bytes(row[0]): row[1] for row in rows}
 
     # -- connection, transactions, locks -----------------------------------------------------
 
