@@ -40,7 +40,17 @@ from consentry.shredder.retention import RetentionSchedule
 from consentry.shredder.service import Shredder
 
 KINDS: Final = ("processors", "shredder", "intake")
+# The events the shredder acts on. It sees every event of the ledger and skips the others by their
+# schema fingerprint, without decoding them (a decode was about a ninth of its busy time).
+SHREDDING: Final = frozenset({ev.ErasureRequested.avro_name, ev.ConsentWithdrawn.avro_name})
 log = logging.getLogger("consentry.workers")
+
+
+def shredder_reads(codec: AvroCodec, value: bytes) -> bool:
+    """Whether the shredder decodes this record: an event it acts on, or bytes of no schema of ours
+    (whose decode raises, as it always did)."""
+    contract = codec.writer_of(value)
+    return contract is None or contract.name in SHREDDING
 
 
 def _app(kind: str, settings: Settings, **extra: Any) -> faust.App:
@@ -121,7 +131,7 @@ def shredder_app(settings: Settings, dsn: str) -> faust.App:
     @app.agent(topic)
     async def shred(stream: faust.StreamT[Any]) -> None:
         async for value in stream:
-            if not isinstance(value, bytes):
+            if not isinstance(value, bytes) or not shredder_reads(ledger.codec, value):
                 continue
             event = ledger.mapper.decode(value)
             if isinstance(event, ev.ErasureRequested | ev.ConsentWithdrawn):

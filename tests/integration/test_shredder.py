@@ -39,6 +39,7 @@ from consentry.shredder.certificates import (
     verify,
 )
 from consentry.shredder.service import Shredder, ShredderError
+from consentry.workers import shredder_reads
 from tests.support import canary, codec, files_under, record, scan, sqlite_ledger, submit
 
 MARKETING, SUPPORT = purpose_scope("marketing"), purpose_scope("support")
@@ -367,3 +368,17 @@ def test_no_canary_and_no_wrapped_key_is_left_in_any_file_after_erasure(tmp_path
         assert not any(blob in data for blob in wrapped), path.name
     for result in results:
         assert not any(value.encode() in result.certificate for value in planted)
+
+
+def test_the_shredder_worker_decodes_only_the_events_it_acts_on(ledger: Ledger) -> None:
+    ref = "shop:" + canary("ref")
+    submit(ledger, record("consent.grant", ref))
+    submit(ledger, record("data.update", ref))
+    submit(ledger, record("consent.withdrawal", ref))
+    submit(ledger, record("erasure.request", ref))
+    events = [(state, ledger.mapper.decode(state)) for _, state in ledger.notifications()]
+    acted_on = [isinstance(e, ErasureRequested | ConsentWithdrawn) for _, e in events]
+    assert [shredder_reads(ledger.codec, state) for state, _ in events] == acted_on
+    assert acted_on.count(True) == 2 and len(acted_on) > 4
+    # Bytes of no schema of ours are decoded, so they fail as loudly as they always did.
+    assert shredder_reads(ledger.codec, b"\xc3\x01" + bytes(8) + b"body")
