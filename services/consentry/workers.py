@@ -42,7 +42,8 @@ from consentry.shredder.service import Shredder
 KINDS: Final = ("processors", "shredder", "intake")
 # The events the shredder acts on. It sees every event of the ledger and skips the others by their
 # schema fingerprint, without decoding them (a decode was about a ninth of its busy time).
-SHREDDING: Final = frozenset({ev.ErasureRequested.avro_name, ev.ConsentWithdrawn.avro_name})
+SHREDDING: Final = (ev.ErasureRequested, ev.ConsentWithdrawn)
+_SHREDDING_NAMES: Final = frozenset(kind.avro_name for kind in SHREDDING)
 log = logging.getLogger("consentry.workers")
 
 
@@ -50,7 +51,7 @@ def shredder_reads(codec: AvroCodec, value: bytes) -> bool:
     """Whether the shredder decodes this record: an event it acts on, or bytes of no schema of ours
     (whose decode raises, as it always did)."""
     contract = codec.writer_of(value)
-    return contract is None or contract.name in SHREDDING
+    return contract is None or contract.name in _SHREDDING_NAMES
 
 
 def _app(kind: str, settings: Settings, **extra: Any) -> faust.App:
@@ -134,7 +135,7 @@ def shredder_app(settings: Settings, dsn: str) -> faust.App:
             if not isinstance(value, bytes) or not shredder_reads(ledger.codec, value):
                 continue
             event = ledger.mapper.decode(value)
-            if isinstance(event, ev.ErasureRequested | ev.ConsentWithdrawn):
+            if isinstance(event, SHREDDING):
                 await asyncio.to_thread(shredder.handle, event)
 
     schedule, watch = RetentionSchedule(), AnomalyWatch()

@@ -105,7 +105,7 @@ ON CONFLICT (subject_id, scope, version)
 DO UPDATE SET key_id = EXCLUDED.key_id, shredded_at = EXCLUDED.shredded_at
 RETURNING key_id, scope, version
 """
-# Each absent reference linked to its subject; one that exists keeps its subject (read back).
+# Each absent reference linked to its subject; one that exists keeps its subject.
 _PUT_REFERENCES = """
 INSERT INTO {s}.references_index (blind, subject_id)
 SELECT * FROM unnest(%(b)s::bytea[], %(u)s::uuid[]) ON CONFLICT DO NOTHING
@@ -358,12 +358,8 @@ class PostgresKeystore(Keystore):
             raise KeystoreError("reference vanished while being linked")
         return found
 
-    def _put_references(self, links: Mapping[bytes, uuid.UUID]) -> dict[bytes, uuid.UUID]:
+    def _insert_references(self, links: Mapping[bytes, uuid.UUID]) -> None:
         self._run(_PUT_REFERENCES, {"b": list(links), "u": list(links.values())})
-        found = self._get_references(list(links))
-        if len(found) != len(links):
-            raise KeystoreError("reference vanished while being linked")
-        return found
 
     def _get_reference(self, blind: bytes) -> uuid.UUID | None:
         rows = self._run("SELECT subject_id FROM {s}.references_index WHERE blind = %s", (blind,))

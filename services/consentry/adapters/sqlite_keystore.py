@@ -361,7 +361,7 @@ class SQLiteKeystore(Keystore):
     def _get_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
         return self._subjects_by("SELECT blind, subject_id FROM references_index WHERE blind", blinds)
 
-    def _put_references(self, links: Mapping[bytes, uuid.UUID]) -> dict[bytes, uuid.UUID]:
+    def _insert_references(self, links: Mapping[bytes, uuid.UUID]) -> None:
         with self._connection():
             try:
                 self._db.executemany(
@@ -370,10 +370,6 @@ class SQLiteKeystore(Keystore):
                 )
             except sqlite3.Error as exc:
                 raise KeystoreError(f"keystore insert failed: {exc}") from exc
-        found = self._get_references(list(links))
-        if len(found) != len(links):
-            raise KeystoreError("reference vanished while being linked")
-        return found
 
     def _subjects_by(self, select: str, values: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
         """{value: subject} of a `SELECT value, subject_id ... WHERE value` IN the values (chunked)."""

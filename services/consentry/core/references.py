@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from consentry.core.errors import KeystoreError
 from consentry.core.keys import KeyProvider
 
 
@@ -44,9 +45,16 @@ class ReferenceIndex(ABC):
             return self._put_reference(blind, subject_id)
 
     def link_references(self, links: Mapping[bytes, uuid.UUID]) -> dict[bytes, uuid.UUID]:
-        """`link_reference` for several references (each to its own subject): each one's winner."""
+        """`link_reference` for several references (each to its own subject): each one's winner,
+        read back after the inserts (a reference linked before keeps its subject)."""
         with self._lock:
-            return self._put_references(links) if links else {}
+            if not links:
+                return {}
+            self._insert_references(links)
+            found = self._get_references(list(links))
+            if len(found) != len(links):
+                raise KeystoreError("reference vanished while being linked")
+            return found
 
     def find_reference(self, blind: bytes) -> uuid.UUID | None:
         """The subject a reference points at, if any."""
@@ -101,9 +109,10 @@ class ReferenceIndex(ABC):
 
     # Batch primitives: one call per item unless an adapter does better.
 
-    def _put_references(self, links: Mapping[bytes, uuid.UUID]) -> dict[bytes, uuid.UUID]:
-        """Inserts each reference that is absent; returns the subject each one points at."""
-        return {blind: self._put_reference(blind, subject_id) for blind, subject_id in links.items()}
+    def _insert_references(self, links: Mapping[bytes, uuid.UUID]) -> None:
+        """Inserts each reference that is absent (one that exists stays as it is)."""
+        for blind, subject_id in links.items():
+            self._put_reference(blind, subject_id)
 
     def _get_erased_requests(self, digests: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
         """The erased subjects of those request digests that are stored."""
