@@ -63,10 +63,8 @@ fmt: $(STAMP) ## format and auto-fix
 	$(BIN)/ruff format services tests bench
 	$(BIN)/ruff check --fix services tests bench
 
-bench: $(STAMP) ## every benchmark and its baselines, Kafka + PostgreSQL started for it (BENCH_ARGS="--quick")
-	@status=0; CONSENTRY_RUN_DIR=$(CURDIR)/var/bench-run \
-	  bash infra/with-services.sh $(BIN)/python -m bench $(BENCH_ARGS) || status=$$?; \
-	  rm -rf var/bench-run; exit $$status
+bench: $(STAMP) ## every benchmark and its baselines; the distributed one starts Kafka + PostgreSQL per stack (BENCH_ARGS="--quick")
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## remove the virtualenv, caches and local data
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,8 @@ Runs the selected benchmarks in a fixed order (ingest, replay, scaling, erasure,
 in one temporary directory that is deleted at the end, and writes DIR/latest.json and
 DIR/latest.md (default bench/results). A benchmark that fails is reported as an error without
 hiding the others' figures; the exit status is then 1. Missed targets are reported, not fatal.
-`make bench` runs everything under infra/with-services.sh, which the distributed benchmark needs.
+The distributed benchmark starts a fresh Kafka broker and PostgreSQL cluster (infra/'s scripts)
+for each stack it measures, and stops them.
 """
 
 from __future__ import annotations

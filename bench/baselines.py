@@ -7,12 +7,16 @@
   same cipher on pycryptodome, which this project does not install). The cipher is constructed
   directly from an environment holding a fresh key, so no CIPHER_KEY setting selects anything.
 
-Both exist only to be measured against: they drop guarantees the platform must keep.
+Both exist only to be measured against: they drop guarantees the platform must keep. `use_baseline`
+puts one into a ledger the platform composed, embedded or distributed, so nothing else differs;
+whatever reads the log without the ledger (the embedded views runner, the distributed relay) reads
+it through the mapper's `open_state`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Final, Literal
 
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.persistence import StoredEvent
@@ -22,9 +26,13 @@ from consentry.core.avro import AvroCodec
 from consentry.core.events import LedgerEvent
 from consentry.core.keystore import Keystore
 from consentry.core.sealing import Personal, SealedValue
+from consentry.ledger.application import Ledger
 from consentry.ledger.mapper import SealingMapper
 
-PLAINTEXT_KEY_ID = "plaintext"
+Variant = Literal["sealed", "plaintext", "aes_cipher"]
+VARIANTS: Final[tuple[Variant, ...]] = ("sealed", "plaintext", "aes_cipher")
+PLAINTEXT_KEY_ID: Final = "plaintext"
+AVRO_MAGIC: Final = b"\xc3\x01"
 
 LogReader = Callable[[int], Iterator[tuple[int, bytes]]]
 
@@ -45,17 +53,39 @@ class PlaintextMapper(SealingMapper):
             for name, value in values.items()
         }
 
+    def open_state(self, state: bytes) -> bytes:
+        """A stored state as the keyless readers of the log need it: Avro bytes (here: unchanged)."""
+        return state
+
     def log_reader(self, log: LogReader) -> LogReader:
-        """The notification log as the projectors must see it (here: unchanged)."""
-        return log
+        """The notification log as the projectors must see it."""
+
+        def read(after: int) -> Iterator[tuple[int, bytes]]:
+            return ((position, self.open_state(state)) for position, state in log(after))
+
+        return read
+
+
+def whole_state_key() -> str:
+    """A fresh key for the whole-state cipher (base64 of 32 random bytes)."""
+    return AESCipher.create_key(32)
+
+
+def whole_state_cipher(key: str | None = None) -> AESCipher:
+    """eventsourcing's AESCipher on the given key, or on a fresh one."""
+    return AESCipher(Environment(env={AESCipher.CIPHER_KEY: key or whole_state_key()}))
 
 
 class WholeStateCipherMapper(PlaintextMapper):
-    """The plaintext mapper's stored bytes, encrypted whole under one application-wide key."""
+    """The plaintext mapper's stored bytes, encrypted whole under one application-wide key.
 
-    def __init__(self, codec: AvroCodec, keystore: Keystore) -> None:
+    The key is fresh unless given: processes that share one log (the distributed API and relay)
+    must be given the same one.
+    """
+
+    def __init__(self, codec: AvroCodec, keystore: Keystore, key: str | None = None) -> None:
         super().__init__(codec, keystore)
-        self.whole_state = AESCipher(Environment(env={AESCipher.CIPHER_KEY: AESCipher.create_key(32)}))
+        self.whole_state = whole_state_cipher(key)
 
     def seal_event(
         self, event: LedgerEvent, prev_hash: bytes | None = None
@@ -72,10 +102,29 @@ class WholeStateCipherMapper(PlaintextMapper):
     def decode(self, state: bytes) -> LedgerEvent:
         return super().decode(self.whole_state.decrypt(state))
 
-    def log_reader(self, log: LogReader) -> LogReader:
-        """The log decrypted, since the keyless projectors read Avro bytes."""
+    def open_state(self, state: bytes) -> bytes:
+        """Decrypted, since the keyless readers of the log read Avro bytes."""
+        return self.whole_state.decrypt(state)
 
-        def read(after: int) -> Iterator[tuple[int, bytes]]:
-            return ((position, self.whole_state.decrypt(state)) for position, state in log(after))
 
-        return read
+def use_baseline(ledger: Ledger, variant: Variant, key: str | None = None) -> PlaintextMapper:
+    """Puts a baseline's mapper into the ledger (`key`: the whole-state cipher's, if shared)."""
+    if variant == "sealed":
+        raise ValueError("the sealed variant is the platform as composed: it has no baseline mapper")
+    mapper = (
+        PlaintextMapper(ledger.codec, ledger.keystore)
+        if variant == "plaintext"
+        else WholeStateCipherMapper(ledger.codec, ledger.keystore, key)
+    )
+    ledger.mapper = mapper
+    return mapper
+
+
+def stored_as(variant: Variant, data_keys: int, first_state: bytes | None) -> bool:
+    """Whether a store holds what the variant claims: data keys and Avro, or no keys, or no Avro."""
+    avro = first_state is not None and first_state.startswith(AVRO_MAGIC)
+    if variant == "sealed":
+        return data_keys > 0 and avro
+    if variant == "plaintext":
+        return data_keys == 0 and avro
+    return data_keys == 0 and first_state is not None and not avro

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from bench.pipeline import IngestStats, LogStore, Variant
+from bench.baselines import Variant
+from bench.pipeline import IngestStats, LogStore
 
 FULL_SIZES: Final = (10_000, 100_000, 1_000_000)
 QUICK_SIZES: Final = (500, 2_000)
@@ -25,6 +26,7 @@ class Options:
     clients: tuple[int, ...] = (1, 8, 32)
     distributed_events: int = 10_000
     distributed_erasures: int = 50
+    distributed_rounds: int = 2
     replay_runs: int = 3
 
     @classmethod
@@ -41,6 +43,7 @@ class Options:
             query_seconds=1.0,
             distributed_events=1_000,
             distributed_erasures=3,
+            distributed_rounds=1,
         )
 
 

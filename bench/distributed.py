@@ -1,14 +1,19 @@
-"""Benchmarks 1 and 2, distributed: ingest into the PostgreSQL read models, and erasure latency.
+"""Benchmarks 1 and 2, distributed: ingest into the PostgreSQL read models with baselines, erasure.
 
 Ingest: the workload's batches are POSTed to the distributed API (`consentry serve`) one after the
 other; the clock runs from the first POST until the read models hold every event of the ledger
 (relay → Kafka → faust processors → PostgreSQL): the sum of the per-subject watermarks in
-views.applied equals the number of events in ledger.stored_events.
+views.applied equals the number of events in ledger.stored_events. The baselines run the same
+topology with the API's ledger storing through their mappers (bench/baseline_services.py). Each
+variant's stack runs on a fresh Kafka broker and PostgreSQL cluster of its own, one stack at a
+time, the variants' order reversed every other round; a variant's rate is its events over its
+seconds, summed over the rounds.
 
-Erasure: POST erasure (202 `requested`); keys destroyed = no keystore.data_keys row of the subject
-left (the shredder worker), views purged = views.erasures says `erased` (the processors worker),
-410 = the first profile read after the POST's answer that says so. Probes poll PostgreSQL as the
-owner role every millisecond from a thread of the benchmark process.
+Erasure (on the first sealed stack): POST erasure (202 `requested`); keys destroyed = no
+keystore.data_keys row of the subject left (the shredder worker), views purged = views.erasures
+says `erased` (the processors worker), 410 = the first profile read after the POST's answer that
+says so. Probes poll PostgreSQL as the owner role every millisecond from a thread of the benchmark
+process.
 """
 
 from __future__ import annotations
@@ -17,28 +22,46 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from typing import Final
 
 import psycopg
 
+from bench.baselines import VARIANTS, Variant, stored_as
 from bench.context import RunContext
 from bench.erasure import STAGES, Probe, erase_all, erasure_figures
 from bench.figures import BenchError, BenchResult, Figure, Target, rate
+from bench.ingest import ratios
 from bench.pipeline import say
 from bench.server import send, send_batches, subjects_of
-from bench.stack import distributed_stack
+from bench.stack import Stack, distributed_stack, fresh_services
 from bench.workload import Workload, subjects_for
 
 NAME: Final = "distributed"
 ERASURE: Final = Target("<=", 2000.0)
-SETTLE_TIMEOUT: Final = 600.0
+SETTLE_TIMEOUT: Final = 120.0
 METHOD: Final = (
-    "Real processes (`consentry serve`, `relay`, `worker processors`, `worker shredder`) on the "
-    "Kafka broker and PostgreSQL cluster infra/ started, loopback only. Ingest: one HTTP client "
-    "POSTs the workload's batches back to back; events/s = ledger events / time from the first "
-    "POST until sum(views.applied.sequence) = count(ledger.stored_events). Erasure: as the "
-    "embedded benchmark, with keystore.data_keys and views.erasures polled in PostgreSQL."
+    "Real processes (`consentry serve`, `relay`, `worker processors`, `worker shredder`) on a "
+    "fresh Kafka broker and PostgreSQL cluster per stack (infra/'s scripts), loopback only. "
+    "Ingest: one HTTP client POSTs the workload's batches back to back; events/s = ledger events / "
+    "time from the first POST until sum(views.applied.sequence) = count(ledger.stored_events); "
+    "accepted = the same events / time until the last POST was answered. Baselines: the same "
+    "stack with the API's ledger storing plaintext values (plaintext) or whole states encrypted "
+    "by eventsourcing's AESCipher (aes_cipher; its relay decrypts). The stacks run one at a time, "
+    "each variant once per round, the order reversed every other round; rates are summed events "
+    "over summed seconds. Erasure (on the first sealed stack): as the embedded benchmark, with "
+    "keystore.data_keys and views.erasures polled in PostgreSQL."
 )
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRun:
+    """One variant's ingest on one stack."""
+
+    variant: Variant
+    events: int
+    accepted_s: float
+    settled_s: float
 
 
 def _counts(pg: psycopg.Connection[tuple[int, ...]]) -> tuple[int, int]:
@@ -82,35 +105,92 @@ def pg_probes(dsn: str) -> Iterator[Callable[[uuid.UUID], dict[str, Probe]]]:
         yield probes
 
 
+def ingest_once(stack: Stack, variant: Variant, events: int) -> IngestRun:
+    """The workload into one stack's views; fails unless the ledger stored what the variant claims."""
+    with psycopg.connect(stack.services.dsns["owner"], autocommit=True) as pg:
+        first = wait_settled(pg)
+        batches = list(Workload(events, subjects_for(events), seed=7).batches())
+        started = time.perf_counter()
+        send_batches(stack.base, batches)
+        accepted = time.perf_counter() - started
+        done = wait_settled(pg) - first
+        settled = time.perf_counter() - started
+        _check_stored(pg, variant)
+    return IngestRun(variant, done, accepted, settled)
+
+
+def _check_stored(pg: psycopg.Connection[tuple[int, ...]], variant: Variant) -> None:
+    keys = pg.execute("SELECT count(*) FROM keystore.data_keys").fetchone()
+    first = pg.execute(
+        "SELECT state FROM ledger.stored_events ORDER BY notification_id LIMIT 1"
+    ).fetchone()
+    if keys is None or not stored_as(variant, int(keys[0]), None if first is None else bytes(first[0])):
+        raise BenchError(f"the distributed {variant} stack stored bytes of another kind")
+
+
+def erasures(stack: Stack, count: int) -> list[dict[str, float]]:
+    """Erasure latency on a running stack: `count` fresh profiles, each erased."""
+    owner = stack.services.dsns["owner"]
+    with psycopg.connect(owner, autocommit=True) as pg:
+        profiles = Workload(events=0, subjects=0, seed=8).profiles(count)
+        subjects = subjects_of(send(stack.base, profiles))
+        wait_settled(pg)
+    with pg_probes(owner) as probes_of:
+        return erase_all(stack.base, subjects, probes_of)
+
+
 def run(ctx: RunContext) -> BenchResult:
-    """Distributed ingest throughput and erasure latency."""
+    """Distributed ingest throughput against the baselines, and erasure latency."""
     opts = ctx.options
-    result = BenchResult(NAME, "Distributed mode: ingest into the views, erasure latency", METHOD)
-    with distributed_stack(ctx.scratch("distributed")) as stack:
-        owner = stack.services.dsns["owner"]
-        with psycopg.connect(owner, autocommit=True) as pg:
-            first = wait_settled(pg)
-            events = opts.distributed_events
-            say(f"distributed: ingest of {events:,} events over HTTP into the PostgreSQL views")
-            batches = list(Workload(events, subjects_for(events), seed=7).batches())
-            started = time.perf_counter()
-            send_batches(stack.base, batches)
-            accepted = time.perf_counter() - started
-            done = wait_settled(pg) - first
-            settled = time.perf_counter() - started
-            result.add(
-                Figure(
-                    "ingest.events_per_s", rate(done, settled), "events/s", events, note="into the views"
-                ),
-                Figure("ingest.accepted_events_per_s", rate(done, accepted), "events/s", events),
-            )
-            result.details["ingest"] = {"events": done, "accepted_s": accepted, "settled_s": settled}
-            say(f"distributed: {opts.distributed_erasures} erasures")
-            profiles = Workload(events=0, subjects=0, seed=8).profiles(opts.distributed_erasures)
-            subjects = subjects_of(send(stack.base, profiles))
-            wait_settled(pg)
-        with pg_probes(owner) as probes_of:
-            samples = erase_all(stack.base, subjects, probes_of)
-    targets = dict.fromkeys(STAGES[:3], ERASURE)
-    erasure_figures(result, samples, targets, prefix="erasure.")
+    result = BenchResult(NAME, "Distributed mode: ingest into the views with baselines, erasure", METHOD)
+    events = opts.distributed_events
+    runs: list[IngestRun] = []
+    samples: list[dict[str, float]] | None = None
+    for number in range(opts.distributed_rounds):
+        for variant in VARIANTS if number % 2 == 0 else VARIANTS[::-1]:
+            name = f"{variant}-{number}"
+            say(f"distributed: {variant} ingest of {events:,} events over HTTP (round {number + 1})")
+            with (
+                fresh_services(ctx.scratch(f"services-{name}")) as services,
+                distributed_stack(ctx.scratch(f"stack-{name}"), services, variant) as stack,
+            ):
+                runs.append(ingest_once(stack, variant, events))
+                if variant == "sealed" and samples is None:
+                    say(f"distributed: {opts.distributed_erasures} erasures")
+                    samples = erasures(stack, opts.distributed_erasures)
+    _ingest_figures(result, runs, events)
+    if samples is None:
+        raise BenchError("no sealed stack ran, so no erasure was measured")
+    erasure_figures(result, samples, dict.fromkeys(STAGES[:3], ERASURE), prefix="erasure.")
     return result
+
+
+def _ingest_figures(result: BenchResult, runs: list[IngestRun], events: int) -> None:
+    """Each variant's rates (into the views, answered by the API) and the ratios of both."""
+    settled: dict[Variant, float] = {}
+    accepted: dict[Variant, float] = {}
+    for variant in VARIANTS:
+        mine = [r for r in runs if r.variant == variant]
+        done = sum(r.events for r in mine)
+        settled[variant] = rate(done, sum(r.settled_s for r in mine))
+        accepted[variant] = rate(done, sum(r.accepted_s for r in mine))
+        each = " / ".join(f"{rate(r.events, r.settled_s):,.0f}" for r in mine)
+        result.add(
+            Figure(
+                f"ingest.{variant}.events_per_s",
+                settled[variant],
+                "events/s",
+                events,
+                note=f"into the views; rounds: {each}",
+            ),
+            Figure(
+                f"ingest.{variant}.accepted_events_per_s",
+                accepted[variant],
+                "events/s",
+                events,
+                note="answered by the API",
+            ),
+        )
+    result.add(*ratios(settled, events, prefix="ingest."))
+    result.add(*ratios(accepted, events, prefix="ingest.accepted."))
+    result.details["ingest"] = [asdict(r) for r in runs]

@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, cast
 
-from bench.baselines import PlaintextMapper, WholeStateCipherMapper
+from bench.baselines import Variant, stored_as, use_baseline
 from bench.figures import BenchError
 from bench.workload import BENCH_DIR, POLICY_PATH, PRODUCER, Workload, subjects_for
 from consentry.core.errors import Rejected
@@ -35,10 +35,7 @@ from consentry.ledger.subject import Outcome
 from consentry.platform import Platform
 from consentry.processors.runner import EmbeddedRunner
 
-Variant = Literal["sealed", "plaintext", "aes_cipher"]
-VARIANTS: Final[tuple[Variant, ...]] = ("sealed", "plaintext", "aes_cipher")
 PROGRESS_SECONDS: Final = 10.0
-AVRO_MAGIC: Final = b"\xc3\x01"
 
 
 def say(message: str) -> None:
@@ -57,10 +54,7 @@ def open_variant(data_dir: Path, variant: Variant = "sealed") -> Platform:
     platform = Platform.open(load_settings(data_dir=data_dir, policy=POLICY_PATH))
     if variant == "sealed":
         return platform
-    ledger = platform.ledger
-    mapper_class = PlaintextMapper if variant == "plaintext" else WholeStateCipherMapper
-    mapper = mapper_class(ledger.codec, ledger.keystore)
-    ledger.mapper = mapper
+    mapper = use_baseline(platform.ledger, variant)
     runner = platform.runner
     if not isinstance(runner, EmbeddedRunner):
         raise BenchError("the embedded platform no longer runs an EmbeddedRunner")
@@ -74,9 +68,7 @@ def check_variant(data_dir: Path, variant: Variant) -> None:
         keys = int(keystore.execute("SELECT count(*) FROM data_keys").fetchone()[0])
     with closing(sqlite3.connect(data_dir / "events.db")) as events:
         first = events.execute("SELECT state FROM stored_events ORDER BY rowid LIMIT 1").fetchone()
-    avro = first is not None and bytes(first[0]).startswith(AVRO_MAGIC)
-    expected = {"sealed": keys > 0 and avro, "plaintext": keys == 0 and avro, "aes_cipher": not avro}
-    if not expected[variant]:
+    if not stored_as(variant, keys, None if first is None else bytes(first[0])):
         raise BenchError(f"the {variant} run stored bytes of another kind ({keys} data keys)")
 
 

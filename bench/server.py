@@ -24,8 +24,9 @@ import httpx
 
 from bench.figures import BenchError
 from bench.pipeline import say
-from bench.workload import BATCH, POLICY_PATH, SHOP_TOKEN, Record
+from bench.workload import BATCH, BENCH_DIR, POLICY_PATH, SHOP_TOKEN, Record
 
+CONSENTRY: Final = "consentry.cli"
 START_SECONDS: Final = 60.0
 STOP_SECONDS: Final = 30.0
 
@@ -59,16 +60,27 @@ class Service:
             self.process.wait(timeout=STOP_SECONDS)
 
 
-def start(name: str, args: Sequence[str], workdir: Path, env: dict[str, str] | None = None) -> Service:
-    """Starts `consentry ARGS` with its output in workdir/NAME.log and workdir as its cwd."""
+def start(
+    name: str,
+    args: Sequence[str],
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    module: str = CONSENTRY,
+) -> Service:
+    """Starts `python -m MODULE ARGS` (`consentry ARGS`) with its output in workdir/NAME.log and
+    workdir as its cwd."""
     log = workdir / f"{name}.log"
+    environment = os.environ | (env or {})
+    # The bench's own modules (a baseline's services) load from any working directory.
+    paths = [str(BENCH_DIR.parent), *filter(None, [environment.get("PYTHONPATH")])]
+    environment["PYTHONPATH"] = os.pathsep.join(paths)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "consentry.cli", *args],
+            [sys.executable, "-m", module, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=workdir,
-            env=os.environ.copy() | (env or {}),
+            env=environment,
         )
     return Service(name, process, log)
 

@@ -1,30 +1,41 @@
-"""The distributed topology as real processes, on the Kafka and PostgreSQL that infra/ started.
+"""The distributed topology as real processes, on a Kafka broker and a PostgreSQL cluster of its own.
 
-`make bench` runs the suite under infra/with-services.sh, which starts a fresh single-node Kafka
-(KRaft) and a PostgreSQL cluster with Consentry's roles and exports where they are
-(CONSENTRY_KAFKA_BOOTSTRAP, CONSENTRY_PG_DSN_<ROLE>). A missing variable fails the benchmark: the
-distributed figures are never silently skipped. Each service connects as its own role, as in
-`make up`: API (ledger + query), relay (processors), processors worker, shredder worker.
+`fresh_services` starts a fresh single-node Kafka (KRaft) and a fresh PostgreSQL cluster with
+Consentry's roles through infra/'s own scripts (infra/<name>/start.sh and stop.sh, as
+infra/with-services.sh runs them), in a run directory of the benchmark's, and stops them
+afterwards. Every variant's stack gets services of its own, so none starts with another's topics,
+consumer offsets, tables or caches. `distributed_stack` starts the services of the distributed
+mode on them, each connecting as its own role, as in `make up`: API (ledger + query), relay
+(processors), processors worker, shredder worker. A baseline's stack differs only in its API and,
+for the whole-state cipher, its relay (bench/baseline_services.py).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from bench.baseline_services import KEY_VARIABLE
+from bench.baselines import Variant, whole_state_key
 from bench.figures import BenchError
-from bench.server import Service, free_port, running, start, wait_ready
-from bench.workload import POLICY_PATH
+from bench.server import CONSENTRY, Service, free_port, running, start, wait_ready
+from bench.workload import BENCH_DIR, POLICY_PATH
 from consentry.cluster import migrate
 from consentry.core.keys import LocalKeyFileProvider
 
 ROLES: Final = ("owner", "ledger", "processors", "query", "shredder")
 PARTITIONS: Final = 3
+INFRA: Final = BENCH_DIR.parent / "infra"
+SERVICE_NAMES: Final = ("kafka", "postgres")
+INFRA_SECONDS: Final = 300.0
+BASELINE_SERVICES: Final = "bench.baseline_services"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,18 +45,40 @@ class Services:
     bootstrap: str
     dsns: dict[str, str]
 
-    @classmethod
-    def from_environment(cls) -> Services:
-        names = ["CONSENTRY_KAFKA_BOOTSTRAP", *(f"CONSENTRY_PG_DSN_{r.upper()}" for r in ROLES)]
-        missing = [n for n in names if not os.environ.get(n)]
-        if missing:
-            raise BenchError(
-                f"{', '.join(missing)} not set: run `make bench` (infra/with-services.sh starts "
-                "Kafka and PostgreSQL), or leave out the distributed benchmark with --only"
-            )
-        return cls(
-            os.environ["CONSENTRY_KAFKA_BOOTSTRAP"],
-            {r: os.environ[f"CONSENTRY_PG_DSN_{r.upper()}"] for r in ROLES},
+
+def _infra(name: str, script: str, run_dir: Path) -> None:
+    done = subprocess.run(
+        ["bash", str(INFRA / name / script)],
+        env=os.environ | {"CONSENTRY_RUN_DIR": str(run_dir)},
+        capture_output=True,
+        text=True,
+        timeout=INFRA_SECONDS,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"infra/{name}/{script} failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def _exported(path: Path) -> dict[str, str]:
+    """The KEY=VALUE lines a start.sh wrote."""
+    lines = path.read_text().splitlines()
+    return {key: value for key, _, value in (line.partition("=") for line in lines) if key}
+
+
+@contextmanager
+def fresh_services(run_dir: Path) -> Iterator[Services]:
+    """A fresh Kafka broker and PostgreSQL cluster in run_dir; stopped and deleted afterwards."""
+    exported: dict[str, str] = {}
+    with ExitStack() as stops:
+        # Last: the data (the plaintext baseline's is in the clear) goes once the services stopped.
+        stops.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        for name in SERVICE_NAMES:
+            stops.callback(_infra, name, "stop.sh", run_dir)
+            _infra(name, "start.sh", run_dir)
+            exported |= _exported(run_dir / name / "env")
+        yield Services(
+            exported["CONSENTRY_KAFKA_BOOTSTRAP"],
+            {r: exported[f"CONSENTRY_PG_DSN_{r.upper()}"] for r in ROLES},
         )
 
 
@@ -58,9 +91,8 @@ class Stack:
 
 
 @contextmanager
-def distributed_stack(workdir: Path) -> Iterator[Stack]:
+def distributed_stack(workdir: Path, services: Services, variant: Variant = "sealed") -> Iterator[Stack]:
     """Migrates, starts API, relay, processors and shredder, and stops them afterwards."""
-    services = Services.from_environment()
     master_key = base64.b64encode(os.urandom(32)).decode()
     migrate(services.dsns["owner"], LocalKeyFileProvider.from_master_key(master_key))
     common = {
@@ -69,16 +101,22 @@ def distributed_stack(workdir: Path) -> Iterator[Stack]:
         "CONSENTRY_KAFKA_BOOTSTRAP": services.bootstrap,
         "CONSENTRY_PARTITIONS": str(PARTITIONS),
     }
+    if variant == "aes_cipher":
+        common[KEY_VARIABLE] = whole_state_key()
     dsn = services.dsns
     port = free_port()
+    # A baseline's API, and the whole-state cipher's relay, are the bench's; the rest is `consentry`.
+    api, api_module = ["serve", "--port", str(port)], CONSENTRY
+    if variant != "sealed":
+        api, api_module = ["serve", variant, str(port)], BASELINE_SERVICES
+    relay_module = BASELINE_SERVICES if variant == "aes_cipher" else CONSENTRY
     started: list[Service] = []
     # Stopped in reverse: the workers first (a faust worker must stop while the broker is up).
     with running(started):
         api_env = common | {"CONSENTRY_PG_DSN": dsn["ledger"], "CONSENTRY_PG_VIEWS_DSN": dsn["query"]}
-        started.append(start("api", ["serve", "--port", str(port)], workdir, api_env))
-        started.append(
-            start("relay", ["relay"], workdir, common | {"CONSENTRY_PG_DSN": dsn["processors"]})
-        )
+        started.append(start("api", api, workdir, api_env, api_module))
+        relay_env = common | {"CONSENTRY_PG_DSN": dsn["processors"]}
+        started.append(start("relay", ["relay"], workdir, relay_env, relay_module))
         processors_env = common | {"CONSENTRY_PG_VIEWS_DSN": dsn["processors"]}
         started.append(start("processors", ["worker", "processors"], workdir, processors_env))
         shredder_env = common | {"CONSENTRY_PG_DSN": dsn["shredder"]}

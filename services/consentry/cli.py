@@ -24,7 +24,7 @@ def _settings(data_dir: Path | None, policy: Path | None, **extra: Any) -> Setti
     return load_settings(data_dir=data_dir, policy=policy, **extra)
 
 
-def _serve(platform: Platform, settings: Settings) -> None:
+def serve_api(platform: Platform, settings: Settings) -> None:
     """Serves the platform's HTTP API until SIGTERM/SIGINT, then closes its stores."""
     import uvicorn
 
@@ -91,7 +91,7 @@ def run(data_dir: Path | None, policy: Path | None, host: str | None, port: int 
         f"(version {platform.policy.version})"
     )
     click.echo(f"  API   {base}/v1/...\n  docs  {base}/docs\n  health {base}/healthz")
-    _serve(platform, settings)
+    serve_api(platform, settings)
 
 
 @cli.command()
@@ -176,7 +176,7 @@ def serve(policy: Path | None, host: str | None, port: int | None) -> None:
         _fail(str(exc))
         return
     click.echo(f"Consentry API (distributed) on http://{settings.host}:{settings.port}")
-    _serve(platform, settings)
+    serve_api(platform, settings)
 
 
 @cli.command()

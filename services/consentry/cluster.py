@@ -47,7 +47,7 @@ from consentry.core.views import ViewStore
 from consentry.ledger.application import Ledger, open_recorder
 from consentry.platform import Platform, key_provider
 from consentry.processors.projector import project_new
-from consentry.relay.relay import EVENTS_TOPIC, LogEntry, Relay, topic_partitions
+from consentry.relay.relay import EVENTS_TOPIC, EventLog, LogEntry, Relay, topic_partitions
 from consentry.shredder.service import Shredder
 
 INTAKE_TOPIC: Final = "consentry.intake"
@@ -164,7 +164,7 @@ def open_ledger(settings: Settings, provider: KeyProvider, dsn: str) -> Ledger:
     )
 
 
-def log_reader(recorder: ApplicationRecorder) -> Callable[[int, int], Sequence[LogEntry]]:
+def log_reader(recorder: ApplicationRecorder) -> EventLog:
     """Pages of the ledger's notification log for the relay (which needs no keys at all)."""
 
     def read(after: int, limit: int) -> Sequence[LogEntry]:
@@ -287,8 +287,16 @@ def replay_kafka(settings: Settings) -> int:
         views.close()
 
 
-def run_relay(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """The relay service: the ledger's log to `consentry.events` until SIGTERM/SIGINT."""
+def run_relay(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    pages: Callable[[ApplicationRecorder], EventLog] = log_reader,
+) -> None:
+    """The relay service: the ledger's log to `consentry.events` until SIGTERM/SIGINT.
+
+    `pages` reads the log from the recorder (the benchmarks' whole-state cipher baseline decrypts
+    what it reads there; the platform's stored states need no key to relay).
+    """
     bootstrap = _require(settings.kafka_bootstrap, "KAFKA_BOOTSTRAP")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _, recorder = open_recorder(recorder_env(dsn_of(settings, "pg_dsn"), create=False))
@@ -299,7 +307,7 @@ def run_relay(settings: Settings, stop: asyncio.Event | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
-        relay = Relay(log_reader(recorder), bootstrap)
+        relay = Relay(pages(recorder), bootstrap)
         await relay.start()
         try:
             await relay.run(done)

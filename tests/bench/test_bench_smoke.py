@@ -7,18 +7,15 @@ target of issue 5 must be there, and the run must leave nothing behind in its te
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.quick import quick_run
+
 EMBEDDED = ("ingest", "replay", "scaling", "erasure", "query")
 TARGETED = {
     ("ingest", "sealed.events_per_s"),
@@ -44,17 +41,7 @@ class QuickRun:
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
     out, scratch = tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("tmp")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", *EMBEDDED, "--out", str(out)],
-        cwd=ROOT,
-        env=os.environ | {"TMPDIR": str(scratch)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    return QuickRun(json.loads((out / "latest.json").read_text()), out, scratch)
+    return QuickRun(quick_run(EMBEDDED, out, scratch, timeout=600), out, scratch)
 
 
 def test_a_quick_run_reports_numeric_figures_for_every_embedded_benchmark(quick: QuickRun) -> None:
