@@ -15,6 +15,7 @@ import pytest
 
 from consentry.adapters.postgres_views import PostgresViewStore, migrate
 from consentry.adapters.sql_views import ViewStoreError
+from consentry.adapters.sqlite_checkpoints import SQLITE_DEFAULT_CACHE, WRITER_CACHE_KIB
 from consentry.adapters.sqlite_views import SQLiteViewStore
 from consentry.core.sealing import SealedValue
 from consentry.core.views import (
@@ -210,15 +211,26 @@ class TestSQLiteViewStore(ViewStoreContract):
         def every() -> int:
             return int(store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
 
-        # Live, the checkpoints' thread checkpoints; the writer only past its fallback.
+        def cache() -> int:
+            return int(store._db.execute("PRAGMA cache_size").fetchone()[0])
+
+        # Live, the checkpoints' thread checkpoints; the writer only past its fallback, and it
+        # keeps the pages it rereads in a cache of its own size.
         assert every() == 10_000 and not store._checkpoints._paused
+        assert cache() == -WRITER_CACHE_KIB
         with store.bulk_writes():
+            # A rebuild keeps SQLite's default cache: its memory stays flat in the log's size.
             assert every() == 20_000 and store._checkpoints._paused
+            assert cache() == SQLITE_DEFAULT_CACHE
             store.apply("views", [MarkApplied(uuid.uuid4(), 1)], 1)
         assert every() == 10_000 and not store._checkpoints._paused
+        assert cache() == -WRITER_CACHE_KIB
         with pytest.raises(RuntimeError), store.bulk_writes():
             raise RuntimeError("a rebuild failed")
         assert every() == 10_000 and not store._checkpoints._paused
+        assert cache() == -WRITER_CACHE_KIB
+        store.reset("views")  # with the default cache meanwhile, then the writer's again
+        assert cache() == -WRITER_CACHE_KIB
 
     def test_a_reset_waits_for_a_reader_of_an_older_snapshot_before_leaving_the_files(
         self, tmp_path: Path

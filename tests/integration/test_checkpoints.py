@@ -9,7 +9,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from consentry.adapters.sqlite_checkpoints import Checkpointer
+from eventsourcing.persistence import StoredEvent
+
+from consentry.adapters.sqlite_checkpoints import WRITER_CACHE_KIB, Checkpointer
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.adapters.sqlite_ledger import CheckpointedSQLiteRecorder
 from consentry.adapters.sqlite_views import SQLiteViewStore
@@ -129,6 +131,20 @@ def test_the_embedded_ledger_keystore_and_views_are_checkpointed_off_the_writer(
     finally:
         platform.close()
     assert not any(checkpoints._thread.is_alive() for checkpoints in every)
+
+
+def test_the_ledgers_writing_connection_keeps_a_page_cache_of_its_own_size(tmp_path: Path) -> None:
+    platform = Platform.open(load_settings(data_dir=tmp_path, policy=EXAMPLE_POLICY))
+    recorder = platform.ledger.recorder
+    assert isinstance(recorder, CheckpointedSQLiteRecorder)
+    try:
+        with recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute("PRAGMA cache_size=-1")  # a pool connection as a reader left it
+            recorder._insert_events(cursor, [StoredEvent(uuid.uuid4(), 1, "fake.Event", b"\x00")])
+            cursor.execute("PRAGMA cache_size")
+            assert cursor.fetchone()[0] == -WRITER_CACHE_KIB
+    finally:
+        platform.close()
 
 
 def test_pausing_waits_for_the_round_under_way(tmp_path: Path) -> None:

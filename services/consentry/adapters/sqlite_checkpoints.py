@@ -36,6 +36,15 @@ about SQLite's default of 1,000 WAL pages."""
 FALLBACK_CHECKPOINT_PAGES: Final = 10_000
 """The writer's own automatic checkpoint, set on its connection: only if the WAL grows this large
 all the same (the thread behind, or gone)."""
+WRITER_CACHE_KIB: Final = 32 * 1024
+"""SQLite's page cache of the live writing connection of the ledger (events.db) and of the views,
+against SQLite's 2 MiB default. With the default, each write read pages of the tree it had read a
+batch before back from the WAL (its pages are spread by random subject ids): in-process sealed
+ingest of 100k events, the last 18,437 alternately with and without, three times: read calls
+8.0 -> 2.5 per event, bytes read 33 -> 10 KB, wall time 184.6 / 205.6 / 210.3 -> 177.8 / 197.5 /
+195.1 us per event. The cache fills only as far as the files' hot pages go: at most this much."""
+SQLITE_DEFAULT_CACHE: Final = -2000
+"""SQLite's own default `cache_size` (2,000 KiB), for work that does not reread its pages."""
 RESTART_WAIT_MS: Final = 0
 """How long a RESTART checkpoint waits for the writer, then for readers of older snapshots: not at
 all (while it waited for readers, it would hold the writer back, and reads wait on writes)."""

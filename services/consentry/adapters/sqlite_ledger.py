@@ -20,7 +20,11 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 from consentry.adapters.sqlite_binding import bind_directly
-from consentry.adapters.sqlite_checkpoints import FALLBACK_CHECKPOINT_PAGES, Checkpointer
+from consentry.adapters.sqlite_checkpoints import (
+    FALLBACK_CHECKPOINT_PAGES,
+    WRITER_CACHE_KIB,
+    Checkpointer,
+)
 
 RECORDER_TOPIC: Final = "consentry.adapters.sqlite_ledger:CheckpointedSQLiteRecorder"
 # Each event is a row of the table and an entry of its (subject, version) key.
@@ -45,9 +49,10 @@ class CheckpointedSQLiteRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        # A setting of the connection, not of the database: the pool may hand out any of its
-        # connections to write, so each write sets it (a pragma per batch, not per event).
+        # Settings of the connection, not of the database: the pool may hand out any of its
+        # connections to write, so each write sets them (two pragmas per batch, not per event).
         c.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
+        c.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         return super()._insert_events(c, stored_events, **kwargs)
 
     def select_events_after(

@@ -12,7 +12,12 @@ from typing import Final
 
 from consentry.adapters.sql_views import TABLES, Cursor, SqlViewStore, ViewStoreError
 from consentry.adapters.sqlite_binding import bind_directly
-from consentry.adapters.sqlite_checkpoints import FALLBACK_CHECKPOINT_PAGES, Checkpointer
+from consentry.adapters.sqlite_checkpoints import (
+    FALLBACK_CHECKPOINT_PAGES,
+    SQLITE_DEFAULT_CACHE,
+    WRITER_CACHE_KIB,
+    Checkpointer,
+)
 
 __all__ = ["SQLiteViewStore", "ViewStoreError"]
 
@@ -78,6 +83,7 @@ class SQLiteViewStore(SqlViewStore):
         # so no more old page images stay in it than SQLite's defaults leave.
         self._db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
         self._db.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
+        self._db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         self._checkpoints = Checkpointer(path)
         # Set by a reset until its compaction is done (see `reset`).
         self._uncompacted = False
@@ -169,12 +175,25 @@ class SQLiteViewStore(SqlViewStore):
             self._db.execute(f"PRAGMA wal_autocheckpoint={BULK_CHECKPOINT_PAGES}")
             self._db.execute("PRAGMA journal_size_limit=-1")
         try:
-            yield
+            with self._small_cache():
+                yield
         finally:
             with self._lock:
                 self._db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
                 self._db.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
                 self._checkpoints.pause(False)
+
+    @contextmanager
+    def _small_cache(self) -> Iterator[None]:
+        """SQLite's default page cache for the writer meanwhile: a reset and a rebuild touch each
+        page of the views once or twice, and their memory stays flat in the size of the log."""
+        with self._lock:
+            self._db.execute(f"PRAGMA cache_size={SQLITE_DEFAULT_CACHE}")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
 
     def reset(self, name: str) -> None:
         # Emptied for a rebuild: zeroing every page as it is freed (secure_delete) took 1.0 of
@@ -182,7 +201,7 @@ class SQLiteViewStore(SqlViewStore):
         # then writes the (empty) database anew, so the checkpoint truncates the file to the
         # pages still in use and empties the WAL: no freed page is left, zeroed or not (0.2 s).
         # The deletes of single rows (an erasure, a shred) zero what they free, as before.
-        with self._lock, self._checkpoints.paused():
+        with self._lock, self._checkpoints.paused(), self._small_cache():
             self._db.execute("PRAGMA secure_delete=OFF")
             try:
                 self._uncompacted = True
