@@ -1,4 +1,6 @@
 """`events_after` (ledger/store.py) on every event store the ledger runs on: one answer, however read.
+And appends: positions in order, every byte kept, a taken version failing the whole batch (the
+PostgreSQL recorder sends its rows as column arrays, not as eventsourcing's composite rows).
 
 eventsourcing's in-memory recorder takes the fallback (one `select_events` per subject); the
 embedded SQLite recorder and the distributed PostgreSQL recorder answer in one query (SQLite: one
@@ -12,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 
 from consentry.adapters.postgres_ledger import RECORDER_TOPIC as POSTGRES_TOPIC
 from consentry.adapters.postgres_ledger import PostgresLedgerRecorder
@@ -56,6 +58,37 @@ class EventStoreReads:
         recorder.insert_events([stored(s, v) for s in subjects for v in (1, 2)])
         found = events_after(recorder, {s: n % 2 for n, s in enumerate(subjects)})
         assert versions_of(found) == {s: [1, 2] if n % 2 == 0 else [2] for n, s in enumerate(subjects)}
+
+    def test_an_appended_batch_gets_positions_in_order_and_keeps_every_byte(
+        self, recorder: ApplicationRecorder
+    ) -> None:
+        # Bytes and topics that a text encoding must escape (the PostgreSQL recorder sends them
+        # as arrays): every byte value, quotes, commas, braces, parentheses, backslashes, unicode.
+        awkward = ['a"b', "c,d", "{e}", "(f)", "g\\h", "i j", "k\u00e9\u2603", "NULL", ""]
+        subject = uuid.uuid4()
+        events = [
+            StoredEvent(subject, n + 1, topic, bytes(range(256)) + topic.encode() + bytes([n]))
+            for n, topic in enumerate(awkward)
+        ]
+        first = recorder.insert_events([stored(uuid.uuid4(), 1)])
+        positions = recorder.insert_events(events)
+        assert first is not None and positions is not None
+        assert positions == list(range(first[-1] + 1, first[-1] + 1 + len(events)))
+        again = events_after(recorder, {subject: 0})[subject]
+        assert [(e.originator_version, e.topic, e.state) for e in again] == [
+            (e.originator_version, e.topic, e.state) for e in events
+        ]
+        notes = recorder.select_notifications(start=positions[0], limit=len(events))
+        assert [(n.id, n.topic, n.state) for n in notes] == [
+            (position, e.topic, e.state) for position, e in zip(positions, events, strict=True)
+        ]
+
+    def test_a_version_taken_fails_the_whole_batch(self, recorder: ApplicationRecorder) -> None:
+        taken, other = uuid.uuid4(), uuid.uuid4()
+        recorder.insert_events([stored(taken, 1)])
+        with pytest.raises(IntegrityError):
+            recorder.insert_events([stored(other, 1), stored(taken, 2), stored(taken, 1)])
+        assert versions_of(events_after(recorder, {taken: 0, other: 0})) == {taken: [1]}
 
 
 class TestInMemoryRecorder(EventStoreReads):
