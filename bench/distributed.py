@@ -32,6 +32,7 @@ from bench.context import RunContext
 from bench.erasure import STAGES, Probe, erase_all, erasure_figures
 from bench.figures import BenchError, BenchResult, Figure, Target, rate
 from bench.ingest import ratios
+from bench.machine import peak_rss_kib
 from bench.pipeline import say
 from bench.server import send, send_batches, subjects_of
 from bench.stack import Stack, distributed_stack, fresh_services
@@ -49,7 +50,8 @@ METHOD: Final = (
     "stack with the API's ledger storing plaintext values (plaintext) or whole states encrypted "
     "by eventsourcing's AESCipher (aes_cipher; its relay decrypts). The stacks run one at a time, "
     "each variant once per round, the order reversed every other round; rates are summed events "
-    "over summed seconds. Erasure (on the first sealed stack): as the embedded benchmark, with "
+    "over summed seconds; each process's peak RSS (VmHWM) is read once the views hold the "
+    "workload. Erasure (on the first sealed stack): as the embedded benchmark, with "
     "keystore.data_keys and views.erasures polled in PostgreSQL."
 )
 
@@ -62,6 +64,8 @@ class IngestRun:
     events: int
     accepted_s: float
     settled_s: float
+    # Each process's peak RSS by the time the views held the workload (MiB, VmHWM).
+    peak_rss_mib: dict[str, float]
 
 
 def _counts(pg: psycopg.Connection[tuple[int, ...]]) -> tuple[int, int]:
@@ -116,7 +120,8 @@ def ingest_once(stack: Stack, variant: Variant, events: int) -> IngestRun:
         done = wait_settled(pg) - first
         settled = time.perf_counter() - started
         _check_stored(pg, variant)
-    return IngestRun(variant, done, accepted, settled)
+    peaks = {p.name: peak_rss_kib(p.process.pid) / 1024 for p in stack.processes}
+    return IngestRun(variant, done, accepted, settled, peaks)
 
 
 def _check_stored(pg: psycopg.Connection[tuple[int, ...]], variant: Variant) -> None:
@@ -189,6 +194,13 @@ def _ingest_figures(result: BenchResult, runs: list[IngestRun], events: int) -> 
                 "events/s",
                 events,
                 note="answered by the API",
+            ),
+            Figure(
+                f"ingest.{variant}.api_peak_rss",
+                max(r.peak_rss_mib["api"] for r in mine),
+                "MiB",
+                events,
+                note="the API process's VmHWM, the highest of the rounds",
             ),
         )
     result.add(*ratios(settled, events, prefix="ingest."))

@@ -1,4 +1,5 @@
-"""How busy the machine was while a benchmark ran: CPU time by kind from /proc/stat (Linux).
+"""How busy the machine was while a benchmark ran: CPU time by kind from /proc/stat (Linux); and
+how much memory a process took at its peak.
 
 A virtual machine's vCPU can be *stolen*: the hypervisor runs somebody else on the real core while
 this guest has work to do. On these machines steal has been seen anywhere from 0 to 70 % of both
@@ -13,6 +14,20 @@ from pathlib import Path
 from typing import Final
 
 PROC_STAT: Final = Path("/proc/stat")
+
+
+def peak_rss_kib(pid: int | None = None) -> int:
+    """A process's peak RSS in KiB (this one's if no pid): VmHWM, the high-water mark of its own
+    address space.
+
+    Not ru_maxrss: Linux carries that over exec from the forked parent, so a child of a large
+    benchmark process would report the parent's size.
+    """
+    status = Path(f"/proc/{'self' if pid is None else pid}/status")
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM in {status} (the benchmarks measure memory on Linux)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from bench.figures import BenchError
+from bench.machine import peak_rss_kib
 
 
 def _counts(data_dir: Path) -> dict[str, int]:
@@ -28,18 +28,6 @@ def _counts(data_dir: Path) -> dict[str, int]:
         return {t: int(views.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in VIEW_TABLES}  # noqa: S608 - fixed table names
 
 
-def _max_rss_kib() -> int:
-    """The process's peak RSS in KiB: VmHWM, the high-water mark of its own address space.
-
-    Not ru_maxrss: Linux carries that over exec from the forked parent, so a child of a large
-    benchmark process would report the parent's size.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise BenchError("no VmHWM in /proc/self/status (the replay benchmark needs Linux)")
-
-
 def child(data_dir: Path) -> dict[str, object]:
     """The child's work: open, rebuild, report (JSON on stdout)."""
     from bench.pipeline import open_variant  # not at the top: see the module's docstring
@@ -47,11 +35,11 @@ def child(data_dir: Path) -> dict[str, object]:
     before = _counts(data_dir)
     platform = open_variant(data_dir)
     try:
-        rss_open = _max_rss_kib()
+        rss_open = peak_rss_kib()
         started = time.perf_counter()
         events = platform.runner.rebuild()
         seconds = time.perf_counter() - started
-        rss_peak = _max_rss_kib()
+        rss_peak = peak_rss_kib()
     finally:
         platform.close()
     return {

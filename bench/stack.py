@@ -84,10 +84,11 @@ def fresh_services(run_dir: Path) -> Iterator[Services]:
 
 @dataclass(frozen=True, slots=True)
 class Stack:
-    """The running topology: the API's base URL and the services it runs on."""
+    """The running topology: the API's base URL, the services it runs on, its processes."""
 
     base: str
     services: Services
+    processes: tuple[Service, ...]
 
 
 @contextmanager
@@ -123,4 +124,4 @@ def distributed_stack(workdir: Path, services: Services, variant: Variant = "sea
         started.append(start("shredder", ["worker", "shredder"], workdir, shredder_env))
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, started)
-        yield Stack(base, services)
+        yield Stack(base, services, tuple(started))

@@ -42,7 +42,7 @@ def test_a_quick_distributed_run_measures_every_variant_on_stacks_of_their_own(
     assert result["status"] == "ok", result.get("error")
     figures = {f["name"]: f for f in result["figures"]}
     for variant in VARIANTS:
-        for kind in ("events_per_s", "accepted_events_per_s"):
+        for kind in ("events_per_s", "accepted_events_per_s", "api_peak_rss"):
             value = figures[f"ingest.{variant}.{kind}"]["value"]
             assert math.isfinite(value) and value > 0, (variant, kind)
     sealed = figures["ingest.sealed.events_per_s"]["value"]
@@ -56,6 +56,9 @@ def test_a_quick_distributed_run_measures_every_variant_on_stacks_of_their_own(
         assert figures[f"erasure.{stage}.p99"]["status"] == "pass", stage
     runs = result["details"]["ingest"]
     assert sorted(r["variant"] for r in runs) == sorted(VARIANTS)
+    for run in runs:
+        assert sorted(run["peak_rss_mib"]) == ["api", "processors", "relay", "shredder"]
+        assert all(mib > 10 for mib in run["peak_rss_mib"].values()), run
     # The same workload, decided the same way: every variant appended the same events.
     assert len({r["events"] for r in runs}) == 1 and runs[0]["events"] > 0
     # Brokers, clusters and services are stopped; their data (a baseline's is in the clear) gone.
