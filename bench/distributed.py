@@ -32,7 +32,7 @@ from bench.context import RunContext
 from bench.erasure import STAGES, Probe, erase_all, erasure_figures
 from bench.figures import BenchError, BenchResult, Figure, Target, rate
 from bench.ingest import ratios
-from bench.machine import peak_rss_kib
+from bench.machine import cpu_seconds, peak_rss_kib
 from bench.pipeline import say
 from bench.server import send, send_batches, subjects_of
 from bench.stack import Stack, distributed_stack, fresh_services
@@ -50,9 +50,9 @@ METHOD: Final = (
     "stack with the API's ledger storing plaintext values (plaintext) or whole states encrypted "
     "by eventsourcing's AESCipher (aes_cipher; its relay decrypts). The stacks run one at a time, "
     "each variant once per round, the order reversed every other round; rates are summed events "
-    "over summed seconds; each process's peak RSS (VmHWM) is read once the views hold the "
-    "workload. Erasure (on the first sealed stack): as the embedded benchmark, with "
-    "keystore.data_keys and views.erasures polled in PostgreSQL."
+    "over summed seconds; each process's peak RSS (VmHWM), and its CPU time since the first POST, "
+    "are read once the views hold the workload. Erasure (on the first sealed stack): as the "
+    "embedded benchmark, with keystore.data_keys and views.erasures polled in PostgreSQL."
 )
 
 
@@ -66,6 +66,8 @@ class IngestRun:
     settled_s: float
     # Each process's peak RSS by the time the views held the workload (MiB, VmHWM).
     peak_rss_mib: dict[str, float]
+    # Each process's CPU time from the first POST until the views held the workload.
+    cpu_s: dict[str, float]
 
 
 def _counts(pg: psycopg.Connection[tuple[int, ...]]) -> tuple[int, int]:
@@ -114,14 +116,16 @@ def ingest_once(stack: Stack, variant: Variant, events: int) -> IngestRun:
     with psycopg.connect(stack.services.dsns["owner"], autocommit=True) as pg:
         first = wait_settled(pg)
         batches = list(Workload(events, subjects_for(events), seed=7).batches())
+        cpu = {p.name: cpu_seconds(p.process.pid) for p in stack.processes}
         started = time.perf_counter()
         send_batches(stack.base, batches)
         accepted = time.perf_counter() - started
         done = wait_settled(pg) - first
         settled = time.perf_counter() - started
+        cpu = {p.name: cpu_seconds(p.process.pid) - cpu[p.name] for p in stack.processes}
         _check_stored(pg, variant)
     peaks = {p.name: peak_rss_kib(p.process.pid) / 1024 for p in stack.processes}
-    return IngestRun(variant, done, accepted, settled, peaks)
+    return IngestRun(variant, done, accepted, settled, peaks, cpu)
 
 
 def _check_stored(pg: psycopg.Connection[tuple[int, ...]], variant: Variant) -> None:

@@ -9,11 +9,19 @@ so every benchmark reports the shares it ran under next to its figures.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 PROC_STAT: Final = Path("/proc/stat")
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system, its threads included), from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_kib(pid: int | None = None) -> int:

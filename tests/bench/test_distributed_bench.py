@@ -59,6 +59,8 @@ def test_a_quick_distributed_run_measures_every_variant_on_stacks_of_their_own(
     for run in runs:
         assert sorted(run["peak_rss_mib"]) == ["api", "processors", "relay", "shredder"]
         assert all(mib > 10 for mib in run["peak_rss_mib"].values()), run
+        assert sorted(run["cpu_s"]) == sorted(run["peak_rss_mib"])
+        assert run["cpu_s"]["api"] > 0 and all(s >= 0 for s in run["cpu_s"].values()), run
     # The same workload, decided the same way: every variant appended the same events.
     assert len({r["events"] for r in runs}) == 1 and runs[0]["events"] > 0
     # Brokers, clusters and services are stopped; their data (a baseline's is in the clear) gone.

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from bench.machine import CpuTimes, cpu_times, describe, shares
+from bench.machine import CpuTimes, cpu_seconds, cpu_times, describe, peak_rss_kib, shares
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _stat(path: Path, user: int, idle: int, iowait: int, steal: int) -> Path:
@@ -33,3 +39,28 @@ def test_without_proc_stat_the_shares_are_unknown_and_said_so(tmp_path: Path) ->
     assert cpu_times(tmp_path / "odd") is None
     assert shares(None, cpu_times(_stat(tmp_path / "b", 1, 1, 1, 1))) is None
     assert describe(None).startswith("CPU shares not measured")
+
+
+def test_a_process_cpu_time_grows_with_its_work() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds(os.getpid()) >= before + 0.03  # clock ticks: 10 ms steps
+
+
+def test_a_process_peak_rss_grows_with_the_memory_it_touches() -> None:
+    # In a fresh process: this one's peak may already lie above anything the test allocates.
+    script = (
+        "from bench.machine import peak_rss_kib\n"
+        "before = peak_rss_kib()\n"
+        "held = bytearray(64 * 1024 * 1024)\n"
+        "held[::4096] = b'\\x01' * len(held[::4096])\n"  # every page touched, so resident
+        "print(before, peak_rss_kib())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    before, after = map(int, done.stdout.split())
+    assert after >= before + 60 * 1024
+    assert peak_rss_kib(os.getpid()) == peak_rss_kib() > 0
