@@ -1,6 +1,7 @@
 """`events_after` (ledger/store.py) on every event store the ledger runs on: one answer, however read.
 And appends: positions in order, every byte kept, a taken version failing the whole batch (the
-PostgreSQL recorder sends its rows as column arrays, not as eventsourcing's composite rows).
+PostgreSQL recorder sends its rows as column arrays, not as eventsourcing's composite rows), and on
+PostgreSQL an append that waits for every other writer of the table.
 
 eventsourcing's in-memory recorder takes the fallback (one `select_events` per subject); the
 embedded SQLite recorder and the distributed PostgreSQL recorder answer in one query (SQLite: one
@@ -9,12 +10,15 @@ per 400 subjects). The PostgreSQL case needs the cluster of infra/postgres and a
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
+from psycopg import sql
 
 from consentry.adapters.postgres_ledger import RECORDER_TOPIC as POSTGRES_TOPIC
 from consentry.adapters.postgres_ledger import PostgresLedgerRecorder
@@ -119,11 +123,42 @@ class TestSQLiteRecorder(EventStoreReads):
 @pytest.mark.postgres
 class TestPostgresRecorder(EventStoreReads):
     @pytest.fixture
-    def recorder(self) -> Iterator[ApplicationRecorder]:
-        with scratch_schema("ledger_test") as schema:
-            env = recorder_env(pg_dsn("owner"), create=True) | {"POSTGRES_SCHEMA": schema}
-            assert env["APPLICATION_RECORDER_TOPIC"] == POSTGRES_TOPIC
-            factory, made = open_recorder(env)
-            assert isinstance(made, PostgresLedgerRecorder)
-            yield made
-            factory.close()
+    def schema(self) -> Iterator[str]:
+        with scratch_schema("ledger_test") as name:
+            yield name
+
+    @pytest.fixture
+    def recorder(self, schema: str) -> Iterator[ApplicationRecorder]:
+        env = recorder_env(pg_dsn("owner"), create=True) | {"POSTGRES_SCHEMA": schema}
+        assert env["APPLICATION_RECORDER_TOPIC"] == POSTGRES_TOPIC
+        factory, made = open_recorder(env)
+        assert isinstance(made, PostgresLedgerRecorder)
+        yield made
+        factory.close()
+
+    def test_an_append_waits_for_every_other_writer_of_the_table(
+        self, recorder: ApplicationRecorder, schema: str
+    ) -> None:
+        """eventsourcing's EXCLUSIVE table lock: positions are handed out in commit order, so a
+        reader of the log (the relay) never passes a position that a slower writer fills later."""
+        table = sql.SQL("{}.stored_events").format(sql.Identifier(schema))
+        with psycopg.connect(pg_dsn("owner")) as other:
+            # Another writer's transaction, open: it holds the table's ROW EXCLUSIVE lock.
+            other.execute(
+                sql.SQL(
+                    "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                    "VALUES (%s, 1, 'fake.Event', '')"
+                ).format(table),
+                (uuid.uuid4(),),
+            )
+            appending = threading.Thread(
+                target=recorder.insert_events, args=([stored(uuid.uuid4(), 1)],)
+            )
+            appending.start()
+            appending.join(0.5)
+            assert appending.is_alive()  # waiting for the lock, not writing beside the other
+            other.commit()
+            appending.join(10)
+            assert not appending.is_alive()
+        notes = recorder.select_notifications(start=None, limit=10)
+        assert [n.id for n in notes] == [1, 2]  # the waiting append came second

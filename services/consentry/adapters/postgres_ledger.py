@@ -1,7 +1,7 @@
 """The distributed ledger's event store: eventsourcing's PostgreSQL recorder, reading subjects at once.
 
 `PostgresLedgerRecorder` is eventsourcing's own `PostgresApplicationRecorder` (same table, same
-statements, same transactions), selected through its `APPLICATION_RECORDER_TOPIC` setting. It adds
+transactions, same table lock), selected through its `APPLICATION_RECORDER_TOPIC` setting. It adds
 `select_events_after` (ledger/store.py): the events of all of a batch's subjects after the versions
 the writer remembers, in one query instead of one round trip per subject. And it sends a batch's
 events as four arrays (ids, versions, topics, states) where eventsourcing sends one array of its
