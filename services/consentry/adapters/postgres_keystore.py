@@ -348,16 +348,6 @@ class PostgresKeystore(Keystore):
         rows = self._run("SELECT kek_version, count(*) FROM {s}.data_keys GROUP BY kek_version")
         return {int(v): int(n) for v, n in rows}
 
-    def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
-        self._run(
-            "INSERT INTO {s}.references_index VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (blind, subject_id),
-        )
-        found = self._get_reference(blind)
-        if found is None:
-            raise KeystoreError("reference vanished while being linked")
-        return found
-
     def _insert_references(self, links: Mapping[bytes, uuid.UUID]) -> None:
         self._run(_PUT_REFERENCES, {"b": list(links), "u": list(links.values())})
 

@@ -347,13 +347,6 @@ class SQLiteKeystore(Keystore):
         with self._connection():
             self._checkpoint()
 
-    def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
-        self._query("INSERT OR IGNORE INTO references_index VALUES (?,?)", (blind, subject_id.bytes))
-        found = self._get_reference(blind)
-        if found is None:
-            raise KeystoreError("reference vanished while being linked")
-        return found
-
     def _get_reference(self, blind: bytes) -> uuid.UUID | None:
         rows = self._query("SELECT subject_id FROM references_index WHERE blind=?", (blind,))
         return uuid.UUID(bytes=bytes(rows[0][0])) if rows else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -98,8 +98,9 @@ class InMemoryKeystore(Keystore):
         versions = [r.wrapped.kek_version for r in self._rows.values() if isinstance(r, KeyRow)]
         return dict(Counter(versions))
 
-    def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
-        return self._refs.setdefault(blind, subject_id)
+    def _insert_references(self, links: Mapping[bytes, uuid.UUID]) -> None:
+        for blind, subject_id in links.items():
+            self._refs.setdefault(blind, subject_id)
 
     def _get_reference(self, blind: bytes) -> uuid.UUID | None:
         return self._refs.get(blind)

@@ -41,8 +41,7 @@ class ReferenceIndex(ABC):
 
     def link_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
         """Points a reference at a subject unless it already points somewhere; returns the winner."""
-        with self._lock:
-            return self._put_reference(blind, subject_id)
+        return self.link_references({blind: subject_id})[blind]
 
     def link_references(self, links: Mapping[bytes, uuid.UUID]) -> dict[bytes, uuid.UUID]:
         """`link_reference` for several references (each to its own subject): each one's winner,
@@ -84,8 +83,8 @@ class ReferenceIndex(ABC):
     # -- storage primitives --------------------------------------------------------------------
 
     @abstractmethod
-    def _put_reference(self, blind: bytes, subject_id: uuid.UUID) -> uuid.UUID:
-        """Inserts the reference if absent; returns the subject it points at."""
+    def _insert_references(self, links: Mapping[bytes, uuid.UUID]) -> None:
+        """Inserts each reference that is absent (one that exists stays as it is)."""
 
     @abstractmethod
     def _get_reference(self, blind: bytes) -> uuid.UUID | None:
@@ -108,11 +107,6 @@ class ReferenceIndex(ABC):
         """The erased subject of a request digest."""
 
     # Batch primitives: one call per item unless an adapter does better.
-
-    def _insert_references(self, links: Mapping[bytes, uuid.UUID]) -> None:
-        """Inserts each reference that is absent (one that exists stays as it is)."""
-        for blind, subject_id in links.items():
-            self._put_reference(blind, subject_id)
 
     def _get_erased_requests(self, digests: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
         """The erased subjects of those request digests that are stored."""
