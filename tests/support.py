@@ -66,7 +66,7 @@ def sqlite_ledger(data_dir: Path, clock: Clock | None = None, *, sole_writer: bo
     data_dir.mkdir(parents=True, exist_ok=True)
     provider = LocalKeyFileProvider.open(data_dir / "keys.json")
     the_clock = clock or StepClock()
-    keystore = SQLiteKeystore(data_dir / "keystore.db", provider, the_clock)
+    keystore = SQLiteKeystore(data_dir / "keystore.db", provider, the_clock, sole_writer=sole_writer)
     _, recorder = open_recorder(
         {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",

@@ -98,7 +98,8 @@ class Platform:
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         provider = key_provider(settings)
-        keystore = SQLiteKeystore(data / "keystore.db", provider, the_clock)
+        # One process writes the embedded stores (maintenance commands only re-wrap keys).
+        keystore = SQLiteKeystore(data / "keystore.db", provider, the_clock, sole_writer=True)
         factory, recorder = open_recorder(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",

@@ -267,6 +267,22 @@ class KeystoreContract(ABC):
         assert same_key(keystore.get_by_id(first.key_id), first)
         assert same_key(keystore.get_by_id(second.key_id), second)
 
+    def test_an_older_version_read_by_id_is_never_handed_out_for_new_values(
+        self, keystore: Keystore
+    ) -> None:
+        """A re-consent's withdrawn version lives until the shredder destroys it: new data read
+        after its old data (an empty cache, say) must still go under the new version."""
+        subject = uuid.uuid4()
+        first = keystore.create(subject, MARKETING)
+        second = keystore.create(subject, MARKETING, new_version=True)
+        forget_cache(keystore)
+        assert same_key(keystore.get_by_id(first.key_id), first)
+        assert same_key(keystore.get_or_create(subject, MARKETING), second)
+        assert same_key(keystore.get(subject, MARKETING), second)
+        forget_cache(keystore).get_by_id(first.key_id)
+        with keystore.batch([(subject, MARKETING)]):
+            assert same_key(keystore.get_or_create(subject, MARKETING), second)
+
     # -- destroy -----------------------------------------------------------------------------
 
     def test_destroy_returns_every_shredded_key_of_the_scope(self, keystore: Keystore) -> None:

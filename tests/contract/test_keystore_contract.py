@@ -17,15 +17,17 @@ from consentry.core.memory_keystore import InMemoryKeystore
 from consentry.core.sealing import CONSENT_SCOPE, DataKey
 from tests.contract.keystore_contract import (
     MARKETING,
+    SUPPORT,
     KeystoreContract,
     files_holding,
     forget_cache,
     same_key,
 )
+from tests.contract.sole_writer_contract import SoleWriterContract, minted
 from tests.support import StepClock, files_under, master_key
 
 
-class TestInMemoryKeystore(KeystoreContract):
+class TestInMemoryKeystore(SoleWriterContract):
     def make_keystore(self, tmp_path: Path) -> Keystore:
         return InMemoryKeystore(LocalKeyFileProvider.from_master_key(master_key()), StepClock())
 
@@ -46,9 +48,32 @@ def wrapped_blob(keystore: SQLiteKeystore, subject: uuid.UUID, scope: str) -> by
     return row.wrapped.blob
 
 
+class TestSQLiteKeystoreAsSoleWriter(SoleWriterContract):
+    """The contract again where the cache may know a subject's every key (the embedded platform)."""
+
+    def make_keystore(self, tmp_path: Path) -> Keystore:
+        provider = LocalKeyFileProvider.open(tmp_path / "keys.json")
+        path = keystore_dir(tmp_path) / "keystore.db"
+        return SQLiteKeystore(path, provider, StepClock(), sole_writer=True)
+
+
 class TestSQLiteKeystore(KeystoreContract):
     def make_keystore(self, tmp_path: Path) -> Keystore:
         return open_sqlite(tmp_path)
+
+    def test_one_of_several_writers_never_takes_its_cache_for_a_subjects_every_key(
+        self, tmp_path: Path
+    ) -> None:
+        mine, other = open_sqlite(tmp_path), open_sqlite(tmp_path)
+        subject = minted(mine)
+        theirs = other.create(subject, MARKETING)
+        assert not mine.knows_keys_of(subject)
+        assert same_key(mine.get_or_create(subject, MARKETING), theirs)
+        other.tombstone(subject, SUPPORT)
+        with pytest.raises(ScopeShredded), mine.batch([(subject, SUPPORT)]):
+            mine.get_or_create(subject, SUPPORT)
+        mine.close()
+        other.close()
 
     def test_a_batch_reads_the_live_keys_it_names_in_one_query_not_one_per_key(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from consentry.core.errors import Reason, Rejected
-from consentry.core.events import ConsentGranted, DataUpdated, ReferenceLinked
+from consentry.core.events import ConsentGranted, DataUpdated, LedgerEvent, ReferenceLinked
 from consentry.core.keystore import KeyRow
 from consentry.core.sealing import ERASED, Personal, purpose_scope
 from consentry.ledger import application
@@ -17,6 +17,7 @@ from consentry.ledger.application import Ledger
 from consentry.ledger.chain import verify_chain
 from consentry.ledger.store import events_after
 from consentry.ledger.subject import Outcome
+from tests.contract.sole_writer_contract import store_reads
 from tests.support import canary, codec, parser, record, scan, sqlite_ledger
 
 
@@ -419,3 +420,36 @@ def test_a_batch_reads_its_subjects_missing_keys_in_one_query_and_reuses_the_sto
         assert [r.version for r in ledger.keystore.key_versions(subject, purpose_scope("support"))] == [
             1
         ]
+
+
+def test_a_sole_writers_later_batches_for_subjects_it_made_read_no_key_from_the_keystore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = sqlite_ledger(tmp_path, sole_writer=True)
+    refs = [f"shop:{canary(f'ref{n}')}" for n in range(20)]
+    first = _submit(ledger, *[record("consent.grant", ref, evidence=canary("ev")) for ref in refs])
+    subjects = {o.subject_id for o in first}
+    scoped: list[uuid.UUID] = []
+    key_scopes = ledger.mapper.key_scopes
+
+    def counted_scopes(event: LedgerEvent) -> set[str]:
+        scoped.append(event.meta.subject_id)
+        return key_scopes(event)
+
+    with store_reads(ledger.keystore, monkeypatch) as reads:
+        monkeypatch.setattr(ledger.mapper, "key_scopes", counted_scopes)
+        second = _submit(
+            ledger,
+            *[record("data.update", ref, fields={"email": canary()}) for ref in refs],
+            *[record("consent.grant", ref, purpose="support", evidence=canary("ev")) for ref in refs],
+            *[record("data.update", ref, purpose="support", fields={"email": canary()}) for ref in refs],
+        )
+    assert {o.status for o in second} == {"accepted"}
+    assert {o.subject_id for o in second} == subjects
+    assert (reads, scoped) == ([], [])  # keys made on first use, none looked for in the store
+    for subject in subjects:
+        assert subject is not None
+        for scope in ("marketing", "support"):
+            versions = ledger.keystore.key_versions(subject, purpose_scope(scope))
+            assert [r.version for r in versions] == [1]
+        assert _profile(ledger, subject, "support")["email"]

@@ -197,3 +197,53 @@ def test_a_forgotten_key_is_never_answered_and_the_newest_answer_is_a_live_key(
             assert newest is None or (
                 live.get(newest.key_id) is newest and newest.version == max(cached)
             )
+
+
+def test_a_subject_is_known_whole_only_while_it_is_cached() -> None:
+    cache, subject = KeyCache(2), uuid.uuid4()
+    cache.mark_complete(subject)  # nothing of it cached: no mark
+    assert not cache.complete(subject)
+    cache.remember(key(subject))
+    cache.mark_complete(subject)
+    assert cache.complete(subject)
+    cache.remember(key(uuid.uuid4()))
+    cache.remember(key(uuid.uuid4()))  # the cache is full: the least recent subject goes
+    assert not cache.complete(subject)
+    assert cache.newest(subject, "purpose:marketing") is None
+
+
+def test_forgetting_a_subjects_keys_or_a_failed_batchs_keys_ends_its_mark() -> None:
+    cache, subject = KeyCache(10), uuid.uuid4()
+    made = [key(subject), key(subject, "purpose:support")]
+    for k in made:
+        cache.remember(k)
+    cache.mark_complete(subject)
+    cache.forget_keys(made[1:])
+    assert not cache.complete(subject)
+    cache.mark_complete(subject)
+    cache.forget(subject, lambda k: True)
+    cache.remember(made[0])
+    assert not cache.complete(subject)
+    cache.mark_complete(subject)
+    cache.incomplete(subject)
+    assert not cache.complete(subject)
+    cache.mark_complete(subject)
+    cache.clear()
+    assert not cache.complete(subject)
+
+
+def test_a_key_not_known_to_be_the_newest_answers_by_id_but_never_for_its_scope() -> None:
+    cache, subject = KeyCache(10), uuid.uuid4()
+    old, new = key(subject, version=1), key(subject, version=2)
+    cache.remember(old, newest=False)
+    assert cache.by_id(old.key_id) is old
+    assert cache.newest(subject, old.scope) is None
+    assert not cache.holds(subject, old.scope)
+    cache.remember(new)
+    assert cache.newest(subject, new.scope) is new
+    assert cache.version(subject, new.scope) == 2
+    cache.remember(old)  # an older version stays off the scope even if said to be the newest
+    assert cache.newest(subject, new.scope) is new
+    cache.remember(new, newest=False)  # the very version the scope holds stays there
+    assert cache.newest(subject, new.scope) is new
+    assert len(cache) == 2

@@ -66,8 +66,15 @@ _IN_CHUNK: Final = 400  # values per IN list (at most twice that many parameters
 class SQLiteKeystore(Keystore):
     """Keys in one SQLite file; safe to share between threads of one process."""
 
-    def __init__(self, path: Path, provider: KeyProvider, clock: Clock | None = None) -> None:
-        super().__init__(provider, clock)
+    def __init__(
+        self,
+        path: Path,
+        provider: KeyProvider,
+        clock: Clock | None = None,
+        *,
+        sole_writer: bool = False,
+    ) -> None:
+        super().__init__(provider, clock, sole_writer=sole_writer)
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         bind_directly()

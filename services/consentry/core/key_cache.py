@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from consentry.core.key_rows import KeyRow, ScopeVersion
 from consentry.core.sealing import DataKey
@@ -38,6 +38,9 @@ class KeyCache:
         # re-consent makes a new one) under (scope, version). Only `_by_id` holds any key else.
         self._subjects: OrderedDict[uuid.UUID, dict[str | tuple[str, int], DataKey]] = OrderedDict()
         self._by_id: dict[str, DataKey] = {}
+        # Cached subjects whose every key is here and none of whose scopes is shredded, so a scope
+        # they lack here has no key anywhere (see `mark_complete`). The mark goes with the subject.
+        self._complete: set[uuid.UUID] = set()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -62,11 +65,40 @@ class KeyCache:
         held = self._subjects.get(subject_id)
         return held is not None and scope in held
 
+    def version(self, subject_id: uuid.UUID, scope: str) -> int | None:
+        """The version of the scope's newest cached key (without counting as a use), if any."""
+        found = self._subjects.get(subject_id, {}).get(scope)
+        return None if found is None else found.version
+
     def by_id(self, key_id: str) -> DataKey | None:
         return self._by_id.get(key_id)
 
-    def remember(self, key: DataKey) -> None:
-        """Caches a key; the least recently used subjects go once the cache is full."""
+    def complete(self, subject_id: uuid.UUID) -> bool:
+        """Whether the subject's every key is cached and none of its scopes is shredded."""
+        return subject_id in self._complete
+
+    def mark_complete(self, subject_id: uuid.UUID) -> None:
+        """Notes that the store holds no key of the subject but the cached ones, and no tombstone.
+
+        Only the keystore knows that (it created every key of a subject it minted, or read all of
+        the subject's scopes); it drops the mark before anything of the subject is destroyed or
+        closed. A subject with no cached key is not marked: it would hold a slot the size does not
+        count.
+        """
+        if subject_id in self._subjects:
+            self._complete.add(subject_id)
+
+    def incomplete(self, subject_id: uuid.UUID) -> None:
+        """Drops the subject's mark: a scope it lacks here is looked up in the store again."""
+        self._complete.discard(subject_id)
+
+    def remember(self, key: DataKey, *, newest: bool = True) -> None:
+        """Caches a key; the least recently used subjects go once the cache is full.
+
+        `newest` says the key is its scope's newest version in the store. A key found by its id
+        may be an older one (a re-consent's withdrawn version, live until the shredder destroys
+        it): it is cached to be found by its id, never as the key new values of the scope get.
+        """
         if self._size <= 0:
             return
         subject_id = key.subject_id
@@ -77,12 +109,13 @@ class KeyCache:
             self._subjects.move_to_end(subject_id)
         # The slot of this very version, if it was an older one: the key takes one slot only.
         replaced = held.pop((key.scope, key.version), None)
-        newest = held.get(key.scope)
-        if newest is None or newest.version <= key.version:
-            if newest is not None and newest.version < key.version:
-                held[(newest.scope, newest.version)] = newest
-            elif newest is not None:
-                replaced = newest
+        current = held.get(key.scope)
+        if current is not None and current.version == key.version:
+            replaced = current
+            held[key.scope] = key
+        elif newest and (current is None or current.version < key.version):
+            if current is not None:
+                held[(current.scope, current.version)] = current
             held[key.scope] = key
         else:
             held[(key.scope, key.version)] = key
@@ -91,7 +124,9 @@ class KeyCache:
         self._by_id[key.key_id] = key
         subjects = self._subjects
         while len(self._by_id) > self._size and next(iter(subjects)) != subject_id:
-            for evicted in subjects.popitem(last=False)[1].values():
+            evicted_subject, evicted_keys = subjects.popitem(last=False)
+            self._complete.discard(evicted_subject)
+            for evicted in evicted_keys.values():
                 self._drop_id(evicted)
 
     def forget(self, subject_id: uuid.UUID, doomed: Callable[[DataKey], bool]) -> None:
@@ -105,17 +140,20 @@ class KeyCache:
                 self._drop_id(key)
         if not held:
             del self._subjects[subject_id]
+            self._complete.discard(subject_id)
 
     def forget_keys(self, keys: Iterable[DataKey]) -> None:
         """Drops exactly these keys (the ones a failed batch created)."""
         keys = list(keys)
         doomed = {key.key_id for key in keys}
         for subject_id in {key.subject_id for key in keys}:
+            self._complete.discard(subject_id)
             self.forget(subject_id, lambda k: k.key_id in doomed)
 
     def clear(self) -> None:
         self._subjects.clear()
         self._by_id.clear()
+        self._complete.clear()
 
     def _drop_id(self, key: DataKey) -> None:
         # Each cached id is in one slot of its subject: dropping the slot drops the id.
@@ -189,6 +227,10 @@ class KnownScopes:
                 self._rows.setdefault(row.subject_id, {})[row.scope] = row
             else:
                 self._rows.get(row.subject_id, {}).pop(row.scope, None)
+
+    def read(self) -> Iterator[tuple[uuid.UUID, dict[str, tuple[int, bool]]]]:
+        """The subjects whose scopes were read (and not dropped since), with what was read."""
+        return iter(() if self._scopes is None else self._scopes.items())
 
     def drop(self, subject_id: uuid.UUID) -> None:
         """Forgets a subject whose rows changed otherwise: its lookups go to the store again."""

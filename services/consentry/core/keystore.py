@@ -77,11 +77,19 @@ class Keystore(ReferenceIndex, ABC):
     prefetch_scopes: bool = True
 
     def __init__(
-        self, provider: KeyProvider, clock: Clock | None = None, cache_size: int = CACHE_KEYS
+        self,
+        provider: KeyProvider,
+        clock: Clock | None = None,
+        cache_size: int = CACHE_KEYS,
+        *,
+        sole_writer: bool = False,
     ) -> None:
         self.provider = provider
         self.clock: Clock = clock or SystemClock()
         self._cache = KeyCache(cache_size)
+        # Whether no other process creates, destroys or closes keys in this store (the embedded
+        # platform): only then can the cache know that a subject has no key but the cached ones.
+        self._sole_writer = sole_writer
         self._lock = threading.RLock()
         self._batch_keys: list[DataKey] | None = None
         # Ids minted here for new subjects: no key of theirs can exist but the cached ones.
@@ -108,18 +116,25 @@ class Keystore(ReferenceIndex, ABC):
                 return
             self._batch_keys = []
             prefetched = list(wanted) if self.prefetch_scopes else []
+            cache = self._cache
             # A keystore that caches no key hands the same row out again, not once to its cache.
             self._known = KnownScopes(
-                ((s, scope) for s, scope in prefetched if not self._cache.holds(s, scope)),
-                keep_rows=not self._cache.keeps,
+                (
+                    (s, scope)
+                    for s, scope in prefetched
+                    if not cache.holds(s, scope) and not cache.complete(s)
+                ),
+                keep_rows=not cache.keeps,
             )
             try:
                 with self._transaction():
                     self._hold_subjects([s for s, _ in prefetched])
                     yield
             except BaseException:
-                self._cache.forget_keys(self._batch_keys)
+                cache.forget_keys(self._batch_keys)
                 raise
+            else:
+                self._mark_complete()
             finally:
                 self._batch_keys = None
                 # A fresh mark holds only while nobody else can know the id: until the batch that
@@ -127,6 +142,33 @@ class Keystore(ReferenceIndex, ABC):
                 self._fresh.clear()
                 self._batch_created.clear()
                 self._known = KnownScopes(())
+
+    def _mark_complete(self) -> None:
+        """After a batch is durable: notes the subjects the cache now holds every key of.
+
+        Those are the subjects minted in the batch (their every key was created here) and those
+        whose scopes the batch read, none shredded, with the newest key of each now cached; only
+        where this keystore is the sole writer of its store.
+        """
+        cache = self._cache
+        if not self._sole_writer:
+            return
+        for subject_id in self._fresh:
+            cache.mark_complete(subject_id)
+        for subject_id, scopes in self._known.read():
+            if all(
+                not shredded and cache.version(subject_id, scope) == version
+                for scope, (version, shredded) in scopes.items()
+            ):
+                cache.mark_complete(subject_id)
+
+    def knows_keys_of(self, subject_id: uuid.UUID) -> bool:
+        """Whether this keystore answers any key of the subject without reading the store.
+
+        A hint, read without the lock: a batch that relies on it and finds it no longer true
+        reads the store then, as it would for a subject it never named.
+        """
+        return self._cache.complete(subject_id)
 
     def _hold_subjects(self, subject_ids: Sequence[uuid.UUID]) -> None:
         """Keeps other writers off these subjects' keys until the open batch ends (if they could
@@ -174,6 +216,8 @@ class Keystore(ReferenceIndex, ABC):
         cached = self._cache.newest(subject_id, scope)
         if cached is not None:
             return cached
+        if self._cache.complete(subject_id):
+            return None  # every key of the subject is cached and none of its scopes is closed
         if subject_id in self._fresh:
             # Minted in this batch: its only keys are the ones this batch created.
             return self._batch_created.get((subject_id, scope))
@@ -244,7 +288,7 @@ class Keystore(ReferenceIndex, ABC):
             if isinstance(found, Tombstone):
                 raise ScopeShredded("the key was shredded")
             key = self._unwrap(found)
-            self._cache.remember(key)
+            self._cache.remember(key, newest=False)
             return key
 
     def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None) -> list[ShreddedKey]:
@@ -315,6 +359,7 @@ class Keystore(ReferenceIndex, ABC):
         """Forgets what the open batch knew of a subject whose keys are being destroyed or closed."""
         self._fresh.pop(subject_id, None)
         self._known.drop(subject_id)
+        self._cache.incomplete(subject_id)
 
     def _subject_closed(self, subject_id: uuid.UUID) -> bool:
         return isinstance(self._latest(subject_id, SUBJECT_SCOPE), Tombstone)

@@ -20,7 +20,8 @@ class InMemoryKeystore(Keystore):
     """A fake for unit tests; passes the same contract suite as the real adapters."""
 
     def __init__(self, provider: KeyProvider, clock: Clock | None = None) -> None:
-        super().__init__(provider, clock)
+        # Nothing else can reach its rows: it is the sole writer of its store.
+        super().__init__(provider, clock, sole_writer=True)
         self._rows: dict[tuple[uuid.UUID, str, int], KeyRow | Tombstone] = {}
         self._refs: dict[bytes, uuid.UUID] = {}
         self._erased: dict[bytes, uuid.UUID] = {}

@@ -383,11 +383,13 @@ class Ledger:
         stored: list[StoredEvent] = []
         refused: set[uuid.UUID] = set()
         # References and keys first, durable in one write; then the events that use them. The
-        # keystore reads the scopes of existing subjects whose keys it lacks in one query.
+        # keystore reads the scopes of existing subjects whose keys it lacks in one query (a
+        # subject it holds every key of needs none: a scope it lacks there has no key yet).
+        knows = self.keystore.knows_keys_of
         wanted = [
             (subject_id, scope)
             for subject_id, slot in pending.items()
-            if not slot.new
+            if not slot.new and not knows(subject_id)
             for event in slot.events
             for scope in self.mapper.key_scopes(event)
         ]
