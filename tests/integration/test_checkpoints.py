@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
-from consentry.adapters.sqlite_checkpoints import WRITER_CACHE_KIB, Checkpointer
+from consentry.adapters.sqlite_checkpoints import CHECKPOINT_ROWS, WRITER_CACHE_KIB, Checkpointer
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.adapters.sqlite_ledger import CheckpointedSQLiteRecorder
 from consentry.adapters.sqlite_views import SQLiteViewStore
@@ -24,9 +26,12 @@ from tests.support import EXAMPLE_POLICY, T0, canary, record, submit
 ROWS = 400
 
 
+PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
+
+
 def _writer(path: Path) -> sqlite3.Connection:
     """A WAL database of one table whose writer never checkpoints by itself."""
-    db = sqlite3.connect(path, isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA wal_autocheckpoint=0")
     db.execute("CREATE TABLE t (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
@@ -40,6 +45,27 @@ def _commit_rows(db: sqlite3.Connection) -> None:
         "INSERT INTO t VALUES (?, ?)", [(os.urandom(16), os.urandom(200)) for _ in range(ROWS)]
     )
     db.execute("COMMIT")
+
+
+def _hooked(
+    before_passive: Callable[[], None] = lambda: None,
+    after_passive: Callable[[], None] = lambda: None,
+) -> type[Checkpointer]:
+    """A Checkpointer whose thread runs the hooks around each round's PASSIVE checkpoint."""
+
+    class Connection(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if sql == PASSIVE:
+                before_passive()
+            cursor = super().execute(sql, *args)
+            if sql == PASSIVE:
+                after_passive()
+            return cursor
+
+    class Hooked(Checkpointer):
+        connection_factory = Connection
+
+    return Hooked
 
 
 def _until(done: Callable[[], bool], seconds: float = 20.0) -> None:
@@ -79,6 +105,52 @@ def test_the_thread_checkpoints_after_enough_rows_and_the_wal_starts_again(tmp_p
     # The WAL was written again from its beginning after each round instead of growing with
     # every commit as it does without checkpoints: it never held more than a few commits' pages.
     assert 0 < 4 * largest < grown
+    db.close()
+
+
+def test_a_round_starts_the_wal_again_even_when_the_writer_committed_during_its_passive_pass(
+    tmp_path: Path,
+) -> None:
+    """The PASSIVE pass copies the WAL only as far as it may: pages committed while it runs (here:
+    after a reader's snapshot, which holds the pass back just the same) stay behind it, and SQLite
+    starts the WAL again only once every page is copied. The round's RESTART copies the rest and
+    makes the next commit write the WAL from its beginning; without it, the WAL of a busy writer
+    would only grow."""
+    path = tmp_path / "store.db"
+    db = _writer(path)
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    midway = threading.Event()
+
+    def commit_behind_a_snapshot() -> None:
+        if not midway.is_set():
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM t").fetchone()
+            _commit_rows(db)
+
+    def end_the_snapshot() -> None:
+        if not midway.is_set():
+            midway.set()
+            reader.execute("COMMIT")
+
+    hooked = _hooked(before_passive=commit_behind_a_snapshot, after_passive=end_the_snapshot)
+    checkpoints = hooked(path, rows=ROWS)
+    try:
+        for _ in range(10):  # a few hundred pages of WAL before the round
+            _commit_rows(db)
+        checkpoints.committed(ROWS)
+        _until(lambda: checkpoints.rounds == 1)
+        assert midway.is_set()
+        before = _wal_bytes(path)
+        _commit_rows(db)
+        # Written from the WAL's beginning: over the old frames, not after them.
+        assert _wal_bytes(path) == before
+        checkpoints.pause(True)
+        frames = db.execute(PASSIVE).fetchone()[1]
+        assert 0 < frames * 4096 < before // 2
+    finally:
+        checkpoints.close()
+        reader.close()
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (12 * ROWS,)
     db.close()
 
 
@@ -187,6 +259,44 @@ def test_a_reset_right_after_a_large_apply_leaves_no_round_in_its_way(tmp_path: 
             store.reset("views")
             assert store.dump()["profile_values"] == []
     finally:
+        store.close()
+
+
+def test_a_reset_waits_for_the_round_under_way_before_its_own_checkpoint(tmp_path: Path) -> None:
+    """Held at the start of its PASSIVE pass, a round keeps a reset waiting: the reset's own
+    truncating checkpoint runs only after the round is done, never beside it."""
+    path = tmp_path / "views.db"
+    store = SQLiteViewStore(path)
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        assert release.wait(20), "the test never let the round go on"
+
+    store._checkpoints.close()
+    store._checkpoints = _hooked(before_passive=hold)(path)
+    resetting = threading.Thread(target=store.reset, args=("views",))
+    try:
+        puts = [
+            PutValue(uuid.uuid4(), "support", f"field-{n}", _sealed(), uuid.uuid4(), T0)
+            for n in range(2 * CHECKPOINT_ROWS)
+        ]
+        store.apply("views", puts, 1)
+        assert started.wait(20), "the apply's commit started no round"
+        resetting.start()
+        resetting.join(0.3)
+        assert resetting.is_alive()  # waiting for the round
+        assert len(store.dump()["profile_values"]) == len(puts)  # nothing deleted yet
+        release.set()
+        resetting.join(20)
+        assert not resetting.is_alive()
+        assert store.dump()["profile_values"] == []
+        assert store._checkpoints.rounds == 1
+        assert _wal_bytes(path) == 0  # the reset's checkpoint emptied the WAL
+    finally:
+        release.set()
+        if resetting.ident is not None:
+            resetting.join(20)
         store.close()
 
 

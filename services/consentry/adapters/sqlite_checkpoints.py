@@ -56,6 +56,9 @@ class Checkpointer:
     A thread that cannot open its connection checkpoints nothing: the writer's fallback does.
     """
 
+    # The class of the thread's connection (tests put hooks into its statements).
+    connection_factory: type[sqlite3.Connection] = sqlite3.Connection
+
     def __init__(self, path: Path, rows: int = CHECKPOINT_ROWS, synchronous: str = "NORMAL") -> None:
         self._path = path
         self._rows = rows
@@ -110,7 +113,13 @@ class Checkpointer:
         return self._closed or (self._pending >= self._rows and not self._paused)
 
     def _run(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+        db = sqlite3.connect(
+            self._path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=30,
+            factory=self.connection_factory,
+        )
         try:
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
