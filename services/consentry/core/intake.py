@@ -6,6 +6,9 @@ values. Validation happens before anything is stored, so a bad record leaves no 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final
 
 from consentry.core.avro import AvroCodec, Contract
-from consentry.core.errors import Reason, Rejected
+from consentry.core.errors import Reason, Rejected, SchemaError
 from consentry.core.sealing import Personal
+from consentry.core.slots import maker
 
 MAX_REF_LEN: Final = 256
 MAX_VALUE_LEN: Final = 4096
@@ -123,6 +127,7 @@ class IntakeParser:
     def __init__(self, codec: AvroCodec, now: Callable[[], datetime]) -> None:
         self.codec = codec
         self._now = now
+        self._plans: dict[str, _Plan] = {}
 
     def from_json(self, obj: object) -> IntakeRecord:
         """A record from its JSON form: `{"type": "data.update", ...}` with ISO-8601 times."""
@@ -134,19 +139,20 @@ class IntakeParser:
         if not _encodable(obj):
             raise Rejected(Reason.INVALID_VALUE, "a text is not valid Unicode (a lone surrogate)")
         contract = self.codec.intake_contract(kind)
+        plan = self._plan(contract)
         values = {k: v for k, v in obj.items() if k != "type"}
-        unexpected = sorted(values.keys() - contract.field_names)
-        if unexpected:
+        if not values.keys() <= plan.names:
+            unexpected = sorted(values.keys() - plan.names)
             raise Rejected(
                 Reason.INVALID_VALUE,
                 f"unexpected field {unexpected[0]!r}"
                 if len(unexpected[0]) <= 64
                 else "unexpected field",
             )
-        for name in contract.field_names:
-            if name in values and _is_timestamp(contract, name) and values[name] is not None:
+        for name in plan.times:
+            if values.get(name) is not None:
                 values[name] = _parse_time(name, values[name])
-        return self._build(contract, values)
+        return self._made(plan, values)
 
     def from_avro(self, data: bytes) -> IntakeRecord:
         """A record from Avro single-object bytes written with one of our intake schemas."""
@@ -171,47 +177,39 @@ class IntakeParser:
         return self.codec.encode(contract.name, values)
 
     def _build(self, contract: Contract, values: dict[str, Any]) -> IntakeRecord:
-        cls = INTAKE_TYPES[str(contract.intake_type)]
-        for name in contract.required_fields:
-            if values.get(name) is None:
-                raise Rejected(Reason.MISSING_FIELD, f"{contract.intake_type} needs '{name}'")
-        defaults = contract.defaults
-        checked: dict[str, Any] = {}
-        for name in contract.field_names:
-            value = values.get(name, defaults.get(name))
-            checked[name] = self._check(name, value, name in contract.pii)
-        return cls(**checked)
+        return self._made(self._plan(contract), values)
 
-    def _check(self, name: str, value: Any, personal: bool) -> Any:
+    def _plan(self, contract: Contract) -> _Plan:
+        plan = self._plans.get(contract.name)
+        if plan is None:
+            plan = self._plans[contract.name] = _Plan.of(contract, self._checker)
+        return plan
+
+    def _made(self, plan: _Plan, values: dict[str, Any]) -> IntakeRecord:
+        """The record of checked values; each field checked in the contract's order."""
+        for name in plan.required:
+            if values.get(name) is None:
+                raise Rejected(Reason.MISSING_FIELD, f"{plan.intake_type} needs '{name}'")
+        get = values.get
+        checked = [check(get(name, default)) for name, check, default in plan.checks]
+        return plan.make(*plan.in_record_order(checked))
+
+    def _checker(self, name: str, personal: bool) -> Callable[[Any], Any]:
+        """The check of one field's value (decided by its name, once per contract)."""
         if name == "subject_ref":
-            return _check_ref(value)
+            return _check_ref
         if name == "fields":
-            return _check_fields(value)
-        if name in ("occurred_at", "expires_at"):
-            return None if value is None else self._check_time(name, value)
+            return _check_fields
+        if name in _TIMES:
+            return functools.partial(self._check_optional_time, name)
         if name == "rectification":
-            if not isinstance(value, bool):
-                raise Rejected(Reason.INVALID_VALUE, "'rectification' must be a boolean")
-            return value
+            return _check_flag
         if name in ("data_categories", "field_names"):
-            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise Rejected(Reason.INVALID_VALUE, f"'{name}' must be a list of strings")
-            if len(value) > MAX_FIELDS or any(len(v) > MAX_TEXT_LEN for v in value):
-                raise Rejected(Reason.OVERSIZED, f"'{name}' is too long")
-            return tuple(value)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise Rejected(Reason.INVALID_VALUE, f"'{name}' must be a string")
-        if personal:
-            if len(value) > MAX_VALUE_LEN:
-                raise Rejected(Reason.OVERSIZED, f"'{name}' is longer than {MAX_VALUE_LEN}")
-            return Personal(value)
-        if len(value) > MAX_TEXT_LEN:
-            raise Rejected(Reason.OVERSIZED, f"'{name}' is longer than {MAX_TEXT_LEN}")
-        if not value.strip():
-            raise Rejected(Reason.INVALID_VALUE, f"'{name}' must not be empty")
-        return value
+            return functools.partial(_check_names, name)
+        return functools.partial(_check_value, name, personal)
+
+    def _check_optional_time(self, name: str, value: Any) -> datetime | None:
+        return None if value is None else self._check_time(name, value)
 
     def _check_time(self, name: str, value: Any) -> datetime:
         if not isinstance(value, datetime):
@@ -226,8 +224,43 @@ class IntakeParser:
         return moment
 
 
-def _is_timestamp(contract: Contract, name: str) -> bool:
-    return name in ("occurred_at", "expires_at")
+_TIMES: Final = ("occurred_at", "expires_at")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How one intake type's records are checked and built, decided once per contract: the
+    checks of its fields in the contract's order, and the record made by setting its slots."""
+
+    intake_type: str
+    names: frozenset[str]
+    required: tuple[str, ...]
+    times: tuple[str, ...]
+    checks: tuple[tuple[str, Callable[[Any], Any], Any], ...]
+    # The checked values (contract order) in the record class's field order.
+    in_record_order: Callable[[list[Any]], tuple[Any, ...]]
+    make: Callable[..., IntakeRecord]
+
+    @classmethod
+    def of(cls, contract: Contract, checker: Callable[[str, bool], Callable[[Any], Any]]) -> _Plan:
+        intake_type = str(contract.intake_type)
+        record = INTAKE_TYPES[intake_type]
+        order = [f.name for f in dataclasses.fields(record)]
+        names = contract.field_names
+        if sorted(order) != sorted(names):
+            raise SchemaError(f"{contract.name}: its fields are not those of {record.__name__}")
+        defaults = contract.defaults
+        positions = [names.index(name) for name in order]
+        return cls(
+            intake_type,
+            frozenset(names),
+            tuple(contract.required_fields),
+            tuple(name for name in names if name in _TIMES),
+            tuple((n, checker(n, n in contract.pii), defaults.get(n)) for n in names),
+            # A tuple: every record has the four fields of IntakeRecord, and more.
+            operator.itemgetter(*positions),
+            maker(record),
+        )
 
 
 def _encodable(value: object) -> bool:
@@ -267,6 +300,37 @@ def _parse_time(name: str, value: object) -> datetime:
     except ValueError:
         raise Rejected(Reason.INVALID_VALUE, f"'{name}' is not an ISO-8601 timestamp") from None
     return parsed
+
+
+def _check_flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Rejected(Reason.INVALID_VALUE, "'rectification' must be a boolean")
+    return value
+
+
+def _check_names(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise Rejected(Reason.INVALID_VALUE, f"'{name}' must be a list of strings")
+    if len(value) > MAX_FIELDS or any(len(v) > MAX_TEXT_LEN for v in value):
+        raise Rejected(Reason.OVERSIZED, f"'{name}' is too long")
+    return tuple(value)
+
+
+def _check_value(name: str, personal: bool, value: Any) -> Personal | str | None:
+    """A text field's value: personal ones up to MAX_VALUE_LEN, others up to MAX_TEXT_LEN and not
+    blank."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Rejected(Reason.INVALID_VALUE, f"'{name}' must be a string")
+    limit = MAX_VALUE_LEN if personal else MAX_TEXT_LEN
+    if len(value) > limit:
+        raise Rejected(Reason.OVERSIZED, f"'{name}' is longer than {limit}")
+    if personal:
+        return Personal(value)
+    if not value.strip():
+        raise Rejected(Reason.INVALID_VALUE, f"'{name}' must not be empty")
+    return value
 
 
 def _check_ref(value: Any) -> Personal:
