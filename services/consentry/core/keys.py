@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from consentry.core.errors import KeyProviderError
+from consentry.core.randomness import take_random
 from consentry.core.slots import maker
 from consentry.core.transit import IntakeKey
 
@@ -135,7 +136,7 @@ class KeyProvider(ABC):
     def wrap(self, secret: bytes, subject_id: uuid.UUID, scope: str, key_id: str) -> WrappedKey:
         """Wraps a data key under the active KEK."""
         version = self.active_version
-        nonce = os.urandom(12)
+        nonce = take_random(12)
         aad = wrap_aad(subject_id, scope, key_id, version)
         return _wrapped_key(version, nonce + self._kek(version).encrypt(nonce, secret, aad))
 

@@ -26,6 +26,7 @@ from consentry.core.errors import KeyExists, KeyNotFound, KeyProviderError, Scop
 from consentry.core.key_cache import KeyCache, KnownScopes
 from consentry.core.key_rows import KeyRow, Rewrapped, ScopeVersion, ShreddedKey, Tombstone
 from consentry.core.keys import KeyProvider, WrappedKey
+from consentry.core.randomness import take_random
 from consentry.core.references import ReferenceIndex, normalise_reference
 from consentry.core.sealing import DataKey
 from consentry.core.slots import maker
@@ -47,10 +48,10 @@ __all__ = [
 ]
 
 
-def new_key_id(random: bytes | None = None) -> str:
+def new_key_id() -> str:
     """A key id in the form of a UUIDv7's hex (RFC 9562): creation milliseconds, then 74 random bits.
 
-    `random` is 10 bytes from `os.urandom` the caller drew with others (one draw per new key).
+    The random bits come from core/randomness: the id is public (stored next to each sealed value).
 
     Time first, so the keystore's index of key ids grows at its end: with random ids every new key
     dirtied a page of its own anywhere in that index, written to the WAL at each commit (creating
@@ -58,7 +59,7 @@ def new_key_id(random: bytes | None = None) -> str:
     62.1 -> 42.0). The time says no more than the event that first uses the key.
     """
     milliseconds = time.time_ns() // 1_000_000 % (1 << 48)
-    raw = bytearray(milliseconds.to_bytes(6, "big") + (os.urandom(10) if random is None else random))
+    raw = bytearray(milliseconds.to_bytes(6, "big") + take_random(10))
     raw[6] = raw[6] & 0x0F | 0x70  # version 7
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     return raw.hex()
@@ -249,8 +250,8 @@ class Keystore(ReferenceIndex, ABC):
         return key
 
     def _create(self, subject_id: uuid.UUID, scope: str, version: int) -> DataKey:
-        drawn = os.urandom(10 + 32)  # the key id's random bits and the key: one system call
-        key_id, secret = new_key_id(drawn[:10]), drawn[10:]
+        # The key from the system itself; the key id's random bits are public (core/randomness).
+        key_id, secret = new_key_id(), os.urandom(32)
         row = _key_row(
             key_id,
             subject_id,

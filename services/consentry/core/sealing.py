@@ -8,7 +8,6 @@ field unnoticed, and processors can copy sealed values into read models without 
 from __future__ import annotations
 
 import functools
-import os
 import struct
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consentry.core.errors import SealError
+from consentry.core.randomness import take_random
 from consentry.core.slots import maker
 
 NONCE_LEN: Final = 12
@@ -158,7 +158,7 @@ def seal(key: DataKey, field_name: str, plaintext: str) -> SealedValue:
 
 def seal_many(key: DataKey, plaintexts: Mapping[str, str]) -> dict[str, SealedValue]:
     """Seals several fields' values under one key (one draw of random bytes for all nonces)."""
-    nonces = os.urandom(NONCE_LEN * len(plaintexts))
+    nonces = take_random(NONCE_LEN * len(plaintexts))
     encrypt, scope, key_id = key.aead().encrypt, key.scope, key.key_id
     head, tail = key.aad_parts()
     sealed = {}
