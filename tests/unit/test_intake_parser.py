@@ -9,9 +9,9 @@ from typing import Any, cast
 
 import pytest
 
-from consentry.core.avro import Contract
+from consentry.core.avro import AvroCodec
 from consentry.core.errors import Reason, Rejected, SchemaError
-from consentry.core.intake import INTAKE_TYPES, _Plan
+from consentry.core.intake import INTAKE_TYPES, IntakeParser
 from consentry.core.sealing import Personal
 from tests.support import canary, codec, parser
 
@@ -79,9 +79,9 @@ def test_the_first_bad_field_in_the_contracts_order_is_the_one_named() -> None:
     assert f"'{texts[0]}' must not be empty" in str(refused.value)
 
 
-def test_a_contract_whose_fields_are_not_its_records_is_refused_at_once() -> None:
+def test_a_contract_whose_fields_are_not_its_records_is_refused_when_the_parser_is_made() -> None:
     real = CODEC.intake_contract("consent.withdrawal")
-    contract = SimpleNamespace(
+    surplus = SimpleNamespace(
         name=real.name,
         intake_type=real.intake_type,
         field_names=(*real.field_names, "surplus"),
@@ -89,8 +89,13 @@ def test_a_contract_whose_fields_are_not_its_records_is_refused_at_once() -> Non
         defaults=real.defaults,
         pii=real.pii,
     )
-    with pytest.raises(SchemaError):
-        _Plan.of(cast(Contract, contract), lambda name, personal: lambda value: value)
+
+    class Codec:
+        def intake_contract(self, kind: str) -> object:
+            return surplus if kind == "consent.withdrawal" else CODEC.intake_contract(kind)
+
+    with pytest.raises(SchemaError, match="consent"):
+        IntakeParser(cast(AvroCodec, Codec()), lambda: WHEN)
 
 
 def test_each_record_class_is_what_its_contract_names() -> None:

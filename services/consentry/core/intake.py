@@ -127,7 +127,11 @@ class IntakeParser:
     def __init__(self, codec: AvroCodec, now: Callable[[], datetime]) -> None:
         self.codec = codec
         self._now = now
+        # Each record type's checks, decided once, here: a schema whose fields are not those of
+        # its record class is refused when the parser is made (at start-up), not at a first record.
         self._plans: dict[str, _Plan] = {}
+        for kind in INTAKE_TYPES:
+            self._plan(codec.intake_contract(kind))
 
     def from_json(self, obj: object) -> IntakeRecord:
         """A record from its JSON form: `{"type": "data.update", ...}` with ISO-8601 times."""
