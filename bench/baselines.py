@@ -2,6 +2,10 @@
 
 - `PlaintextMapper`: personal values are stored as they are (a SealedValue whose key id says
   `plaintext`, no nonce, the UTF-8 bytes as "ciphertext"), and the keystore is never asked for a key.
+- `KeysOnlyMapper`: an ablation, not a baseline. Every key the platform would seal with is created,
+  wrapped and stored durable before the events, as the platform does, but the values stay clear as
+  in the plaintext mapper. Its rate splits the sealing overhead into key management (plaintext
+  against keys_only) and the encryption of the values (keys_only against sealed).
 - `WholeStateCipherMapper`: the plaintext mapper's bytes encrypted as a whole by eventsourcing's own
   single-key `AESCipher` (AES-256-GCM from `cryptography`; `eventsourcing.cipher.AESCipher` is the
   same cipher on pycryptodome, which this project does not install). The cipher is constructed
@@ -29,8 +33,11 @@ from consentry.core.sealing import Personal, SealedValue
 from consentry.ledger.application import Ledger
 from consentry.ledger.mapper import SealingMapper
 
-Variant = Literal["sealed", "plaintext", "aes_cipher"]
+Variant = Literal["sealed", "plaintext", "aes_cipher", "keys_only"]
 VARIANTS: Final[tuple[Variant, ...]] = ("sealed", "plaintext", "aes_cipher")
+"""The platform and its two baselines: every benchmark with baselines runs these."""
+ABLATIONS: Final[tuple[Variant, ...]] = ("keys_only",)
+"""Variants the embedded ingest runs beside VARIANTS to say where the sealing overhead goes."""
 PLAINTEXT_KEY_ID: Final = "plaintext"
 AVRO_MAGIC: Final = b"\xc3\x01"
 
@@ -64,6 +71,21 @@ class PlaintextMapper(SealingMapper):
             return ((position, self.open_state(state)) for position, state in log(after))
 
         return read
+
+
+class KeysOnlyMapper(PlaintextMapper):
+    """Creates and stores every key sealing would use, and leaves the values clear (ablation)."""
+
+    def key_scopes(self, event: LedgerEvent) -> set[str]:
+        # As the platform's: the ledger reads the scopes of those subjects the cache lacks first.
+        return SealingMapper.key_scopes(self, event)
+
+    def _seal_values(
+        self, event: LedgerEvent, scope: str, values: Mapping[str, object]
+    ) -> dict[str, object]:
+        if any(isinstance(value, Personal) for value in values.values()):
+            self.keystore.get_or_create(event.meta.subject_id, scope)
+        return super()._seal_values(event, scope, values)
 
 
 def whole_state_key() -> str:
@@ -111,20 +133,27 @@ def use_baseline(ledger: Ledger, variant: Variant, key: str | None = None) -> Pl
     """Puts a baseline's mapper into the ledger (`key`: the whole-state cipher's, if shared)."""
     if variant == "sealed":
         raise ValueError("the sealed variant is the platform as composed: it has no baseline mapper")
-    mapper = (
-        PlaintextMapper(ledger.codec, ledger.keystore)
-        if variant == "plaintext"
-        else WholeStateCipherMapper(ledger.codec, ledger.keystore, key)
-    )
+    mapper: PlaintextMapper
+    if variant == "plaintext":
+        mapper = PlaintextMapper(ledger.codec, ledger.keystore)
+    elif variant == "keys_only":
+        mapper = KeysOnlyMapper(ledger.codec, ledger.keystore)
+    else:
+        mapper = WholeStateCipherMapper(ledger.codec, ledger.keystore, key)
     ledger.mapper = mapper
     return mapper
 
 
 def stored_as(variant: Variant, data_keys: int, first_state: bytes | None) -> bool:
-    """Whether a store holds what the variant claims: data keys and Avro, or no keys, or no Avro."""
+    """Whether a store holds what the variant claims: data keys and Avro (sealed values, or clear
+    ones for keys_only), or no keys, or no Avro. The first event of a log is a consent grant, whose
+    evidence is personal: sealed, it names a key; clear, it says `plaintext`."""
     avro = first_state is not None and first_state.startswith(AVRO_MAGIC)
+    clear = first_state is not None and PLAINTEXT_KEY_ID.encode() in first_state
     if variant == "sealed":
-        return data_keys > 0 and avro
+        return data_keys > 0 and avro and not clear
+    if variant == "keys_only":
+        return data_keys > 0 and avro and clear
     if variant == "plaintext":
         return data_keys == 0 and avro
     return data_keys == 0 and first_state is not None and not avro

@@ -1,9 +1,11 @@
 """Benchmark 1, embedded: ingest throughput of the full write path against two baselines, same run.
 
-Each size ingests one workload three times, batch by batch in turn: sealed (the platform as
-`Platform.open` builds it), plaintext (sealing disabled) and aes_cipher (plaintext plus
-eventsourcing's single-key AESCipher over the whole stored state). The sealed run's data directory
-is the log the replay benchmark reuses; the baselines' directories are deleted at once.
+Each size ingests one workload four times, batch by batch in turn: sealed (the platform as
+`Platform.open` builds it), plaintext (sealing disabled), aes_cipher (plaintext plus
+eventsourcing's single-key AESCipher over the whole stored state) and keys_only (an ablation: every
+key created and stored as sealed does, the values left clear), which splits the sealing overhead
+into key management and encryption. The sealed run's data directory is the log the replay
+benchmark reuses; the others' directories are deleted at once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, Final
 
-from bench.baselines import VARIANTS, Variant
+from bench.baselines import ABLATIONS, VARIANTS, Variant
 from bench.context import RunContext
 from bench.figures import BenchResult, Figure, Target
 from bench.pipeline import IngestStats, ingest, say
@@ -29,10 +31,12 @@ METHOD: Final = (
     f"{BATCH} records: JSON text decoded, each record parsed by IntakeParser.from_json, "
     "Ledger.submit, then Platform.after_write() (shredder follow + views catch-up); only that is "
     "timed. Mix per subject: first a consent grant, then 60% data updates of 3-8 fields, 25% "
-    "access.report records, 15% grants for more purposes; about 10 events per subject. The three "
-    "variants run interleaved batch by batch, one at a time (rotating who goes first). events/s "
+    "access.report records, 15% grants for more purposes; about 10 events per subject. The "
+    "variants (and the keys_only ablation: keys created, wrapped and stored as sealed does, values "
+    "left clear) run interleaved batch by batch, one at a time (rotating who goes first). events/s "
     "counts ledger events appended (log positions); sealing overhead = plaintext rate / sealed "
-    "rate - 1."
+    "rate - 1, of which key management = plaintext / keys_only - 1 and encryption = keys_only / "
+    "sealed - 1 (the two multiply to the whole)."
 )
 
 
@@ -42,13 +46,15 @@ def measure(ctx: RunContext, size: int) -> dict[Variant, IngestStats]:
         return ctx.ingests[size]
     keep = not ctx.logs.has(size)
     dirs = {
-        v: ctx.logs.path(size) if v == "sealed" and keep else ctx.root / f"{v}-{size}" for v in VARIANTS
+        v: ctx.logs.path(size) if v == "sealed" and keep else ctx.root / f"{v}-{size}"
+        for v in (*VARIANTS, *ABLATIONS)
     }
-    say(f"ingest: {size:,} events over {subjects_for(size):,} subjects, three variants interleaved")
+    subjects = subjects_for(size)
+    say(f"ingest: {size:,} events over {subjects:,} subjects, {len(dirs)} variants interleaved")
     try:
         stats = ingest(size, dirs)
     finally:
-        # The baselines stored (fake) personal data in the clear: gone as soon as they are measured.
+        # The others stored (fake) personal data in the clear: gone as soon as they are measured.
         for variant, path in dirs.items():
             if variant != "sealed" or not keep:
                 shutil.rmtree(path, ignore_errors=True)
@@ -68,7 +74,9 @@ def run(ctx: RunContext) -> BenchResult:
             Figure("sealed.events_per_s", sealed.events_per_s, "events/s", size, THROUGHPUT),
             Figure("plaintext.events_per_s", plain.events_per_s, "events/s", size),
             Figure("aes_cipher.events_per_s", stats["aes_cipher"].events_per_s, "events/s", size),
+            Figure("keys_only.events_per_s", stats["keys_only"].events_per_s, "events/s", size),
             *ratios({v: s.events_per_s for v, s in stats.items()}, size, OVERHEAD),
+            *overhead_split(plain, stats["keys_only"], sealed, size),
             Figure(
                 "sealing_overhead_cpu",
                 (sealed.cpu_seconds / plain.cpu_seconds - 1) * 100,
@@ -99,6 +107,28 @@ def ratios(
             size,
             overhead,
             "against the plaintext baseline",
+        ),
+    ]
+
+
+def overhead_split(
+    plain: IngestStats, keys_only: IngestStats, sealed: IngestStats, size: int
+) -> list[Figure]:
+    """The sealing overhead's two parts: managing the keys, and encrypting the values under them."""
+    return [
+        Figure(
+            "overhead_key_management",
+            (plain.events_per_s / keys_only.events_per_s - 1) * 100,
+            "%",
+            size,
+            note="plaintext against keys_only: keys created, wrapped, stored and looked up",
+        ),
+        Figure(
+            "overhead_encryption",
+            (keys_only.events_per_s / sealed.events_per_s - 1) * 100,
+            "%",
+            size,
+            note="keys_only against sealed: the values encrypted under those keys",
         ),
     ]
 

@@ -78,6 +78,18 @@ def test_a_quick_run_writes_both_reports_and_leaves_no_data_behind(quick: QuickR
         assert "example.com" not in path.read_text(), path.name
 
 
+def test_the_sealing_overhead_splits_into_key_management_and_encryption(quick: QuickRun) -> None:
+    figures = quick.results["benchmarks"]["ingest"]["figures"]
+    by_size: dict[int, dict[str, float]] = {}
+    for figure in figures:
+        by_size.setdefault(figure["size"], {})[figure["name"]] = figure["value"]
+    for size, named in by_size.items():
+        whole = 1 + named["sealing_overhead"] / 100
+        keys, encryption = named["overhead_key_management"], named["overhead_encryption"]
+        assert (1 + keys / 100) * (1 + encryption / 100) == pytest.approx(whole), size
+        assert named["keys_only.events_per_s"] > 0, size
+
+
 def test_the_replay_rate_is_the_median_of_three_rebuilds_each_checked(quick: QuickRun) -> None:
     replay = quick.results["benchmarks"]["replay"]
     rates = {f["size"]: f for f in replay["figures"] if f["name"] == "events_per_s"}

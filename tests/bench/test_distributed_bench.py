@@ -78,3 +78,8 @@ def test_each_variant_is_recognised_by_what_it_stored() -> None:
     assert stored_as("aes_cipher", 0, opaque)
     assert not stored_as("aes_cipher", 0, avro)  # Avro in the store: not encrypted whole
     assert not any(stored_as(v, 0, None) for v in VARIANTS)  # nothing stored at all
+    clear = avro + b"\x12plaintext\x00"  # a value's key id saying it was never sealed
+    assert stored_as("keys_only", 3, clear)
+    assert not stored_as("keys_only", 3, avro)  # values sealed: not the ablation
+    assert not stored_as("keys_only", 0, clear)  # no data key: no key was managed
+    assert not stored_as("sealed", 3, clear)

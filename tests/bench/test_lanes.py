@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from bench.baselines import Variant
 from bench.figures import BenchError
-from bench.pipeline import LaneProcess
+from bench.pipeline import Lane, LaneProcess
 from bench.workload import Workload
 
 
@@ -43,3 +47,32 @@ def test_a_lane_that_fails_ends_with_a_bench_error_and_leaves_no_process(tmp_pat
         lane.kill()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_the_keys_only_ablation_manages_the_keys_sealing_does_and_seals_no_value(
+    tmp_path: Path,
+) -> None:
+    batches = [json.dumps({"events": b}) for b in Workload(600, 40).batches()]
+
+    def ingest(variant: Variant) -> tuple[Counter[tuple[str, int]], int]:
+        lane = Lane(tmp_path / variant, variant)
+        for text in batches:
+            lane.step(text)
+        stats = lane.finish()  # checks the stored bytes are the variant's (check_variant)
+        with closing(sqlite3.connect(tmp_path / variant / "keystore.db")) as keystore:
+            rows = keystore.execute("SELECT scope, version FROM data_keys").fetchall()
+        with closing(sqlite3.connect(tmp_path / variant / "events.db")) as events:
+            states = [bytes(s) for (s,) in events.execute("SELECT state FROM stored_events")]
+        assert stats.events == len(states)
+        return Counter((str(scope), int(version)) for scope, version in rows), sum(
+            b"plaintext" in state for state in states
+        )
+
+    sealed_keys, sealed_clear = ingest("sealed")
+    ablation_keys, ablation_clear = ingest("keys_only")
+    plain_keys, plain_clear = ingest("plaintext")
+    # Same keys of the same scopes and versions (the subjects' ids are minted at random) ...
+    assert ablation_keys == sealed_keys and sum(sealed_keys.values()) > 40
+    assert not plain_keys
+    # ... while every personal value it stored is in the clear, as the plaintext baseline's are.
+    assert sealed_clear == 0 and ablation_clear == plain_clear > 0
