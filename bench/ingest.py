@@ -77,12 +77,12 @@ def run(ctx: RunContext) -> BenchResult:
             Figure("keys_only.events_per_s", stats["keys_only"].events_per_s, "events/s", size),
             *ratios({v: s.events_per_s for v, s in stats.items()}, size, OVERHEAD),
             *overhead_split(plain, stats["keys_only"], sealed, size),
-            Figure(
+            percent_more(
                 "sealing_overhead_cpu",
-                (sealed.cpu_seconds / plain.cpu_seconds - 1) * 100,
-                "%",
+                sealed.cpu_seconds,
+                plain.cpu_seconds,
                 size,
-                note="the same ratio in CPU time (no I/O waits, no stolen time)",
+                "the same ratio in CPU time (no I/O waits, no stolen time)",
             ),
         )
         result.details[str(size)] = {
@@ -116,21 +116,26 @@ def overhead_split(
 ) -> list[Figure]:
     """The sealing overhead's two parts: managing the keys, and encrypting the values under them."""
     return [
-        Figure(
+        percent_more(
             "overhead_key_management",
-            (plain.events_per_s / keys_only.events_per_s - 1) * 100,
-            "%",
+            plain.events_per_s,
+            keys_only.events_per_s,
             size,
-            note="plaintext against keys_only: keys created, wrapped, stored and looked up",
+            "plaintext against keys_only: keys created, wrapped, stored and looked up",
         ),
-        Figure(
+        percent_more(
             "overhead_encryption",
-            (keys_only.events_per_s / sealed.events_per_s - 1) * 100,
-            "%",
+            keys_only.events_per_s,
+            sealed.events_per_s,
             size,
-            note="keys_only against sealed: the values encrypted under those keys",
+            "keys_only against sealed: the values encrypted under those keys",
         ),
     ]
+
+
+def percent_more(name: str, more: float, less: float, size: int, note: str) -> Figure:
+    """How much larger `more` is than `less`, in per cent."""
+    return Figure(name, (more / less - 1) * 100, "%", size, note=note)
 
 
 def _detail(stats: IngestStats) -> dict[str, Any]:
