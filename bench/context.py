@@ -28,6 +28,10 @@ class Options:
     distributed_erasures: int = 50
     distributed_rounds: int = 2
     replay_runs: int = 3
+    # Ingest runs of each size up to `ingest_repeat_up_to` events; the run with the median sealing
+    # overhead is reported. Larger sizes run once (one 1M ingest of four lanes takes ~10 minutes).
+    ingest_runs: int = 3
+    ingest_repeat_up_to: int = 100_000
 
     @classmethod
     def make(cls, *, quick: bool, sizes: tuple[int, ...] | None) -> Options:
@@ -76,6 +80,8 @@ class RunContext:
     root: Path
     logs: LogStore = field(init=False)
     ingests: dict[int, dict[Variant, IngestStats]] = field(default_factory=dict)
+    # Each size's sealing overheads (%), one per ingest run, in the order they ran.
+    ingest_overheads: dict[int, list[float]] = field(default_factory=dict)
     replays: dict[int, ReplayStats] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

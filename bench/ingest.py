@@ -36,15 +36,41 @@ METHOD: Final = (
     "left clear) run interleaved batch by batch, one at a time (rotating who goes first). events/s "
     "counts ledger events appended (log positions); sealing overhead = plaintext rate / sealed "
     "rate - 1, of which key management = plaintext / keys_only - 1 and encryption = keys_only / "
-    "sealed - 1 (the two multiply to the whole)."
+    "sealed - 1 (the two multiply to the whole). Sizes up to 100,000 events are ingested three "
+    "times (fresh workload runs, fresh directories) and the run with the median sealing overhead "
+    "is reported whole; its note lists every run's overhead."
 )
 
 
 def measure(ctx: RunContext, size: int) -> dict[Variant, IngestStats]:
-    """The three variants at one size (once per run); the sealed directory becomes that size's log."""
+    """Every variant at one size (measured once per bench run); the first run's sealed directory
+    becomes that size's log.
+
+    Sizes up to `ingest_repeat_up_to` are ingested `ingest_runs` times, each a fresh workload run
+    in fresh directories, and the run with the median sealing overhead is the one reported (all
+    its figures, so its ratios stay those of one interleaved run). A 10k ingest is 20 batches per
+    lane: its overhead has ranged from 4 to 26 % across single runs of the same code here.
+    """
     if size in ctx.ingests:
         return ctx.ingests[size]
-    keep = not ctx.logs.has(size)
+    options = ctx.options
+    runs = options.ingest_runs if size <= options.ingest_repeat_up_to else 1
+    measured = [_ingest_once(ctx, size, first=number == 0) for number in range(runs)]
+    overheads = [sealing_overhead(stats) for stats in measured]
+    ctx.ingest_overheads[size] = overheads
+    median = sorted(range(runs), key=lambda number: overheads[number])[runs // 2]
+    ctx.ingests[size] = measured[median]
+    return measured[median]
+
+
+def sealing_overhead(stats: Mapping[Variant, IngestStats]) -> float:
+    """The sealing overhead of one run (%): plaintext rate / sealed rate - 1."""
+    return (stats["plaintext"].events_per_s / stats["sealed"].events_per_s - 1) * 100
+
+
+def _ingest_once(ctx: RunContext, size: int, *, first: bool) -> dict[Variant, IngestStats]:
+    """One interleaved run of every variant; the first builds the size's log if none is built."""
+    keep = first and not ctx.logs.has(size)
     dirs = {
         v: ctx.logs.path(size) if v == "sealed" and keep else ctx.root / f"{v}-{size}"
         for v in (*VARIANTS, *ABLATIONS)
@@ -60,7 +86,6 @@ def measure(ctx: RunContext, size: int) -> dict[Variant, IngestStats]:
                 shutil.rmtree(path, ignore_errors=True)
     if keep:
         ctx.logs.adopt(size, stats["sealed"])
-    ctx.ingests[size] = stats
     return stats
 
 
@@ -70,12 +95,18 @@ def run(ctx: RunContext) -> BenchResult:
     for size in ctx.options.sizes:
         stats = measure(ctx, size)
         sealed, plain = stats["sealed"], stats["plaintext"]
+        overheads = ctx.ingest_overheads.get(size, [])
+        runs_note = (
+            f"median of {len(overheads)} runs: " + " / ".join(f"{o:.1f}" for o in overheads) + " %"
+            if len(overheads) > 1
+            else ""
+        )
         result.add(
             Figure("sealed.events_per_s", sealed.events_per_s, "events/s", size, THROUGHPUT),
             Figure("plaintext.events_per_s", plain.events_per_s, "events/s", size),
             Figure("aes_cipher.events_per_s", stats["aes_cipher"].events_per_s, "events/s", size),
             Figure("keys_only.events_per_s", stats["keys_only"].events_per_s, "events/s", size),
-            *ratios({v: s.events_per_s for v, s in stats.items()}, size, OVERHEAD),
+            *ratios({v: s.events_per_s for v, s in stats.items()}, size, OVERHEAD, runs=runs_note),
             *overhead_split(plain, stats["keys_only"], sealed, size),
             percent_more(
                 "sealing_overhead_cpu",
@@ -87,13 +118,18 @@ def run(ctx: RunContext) -> BenchResult:
         )
         result.details[str(size)] = {
             "subjects": subjects_for(size),
+            "sealing_overhead_runs": overheads,
             **{variant: _detail(s) for variant, s in stats.items()},
         }
     return result
 
 
 def ratios(
-    rates: Mapping[Variant, float], size: int | None, overhead: Target | None = None, prefix: str = ""
+    rates: Mapping[Variant, float],
+    size: int | None,
+    overhead: Target | None = None,
+    prefix: str = "",
+    runs: str = "",
 ) -> list[Figure]:
     """The sealed rate against each baseline's, and the sealing overhead (plaintext / sealed - 1)."""
     sealed, plain = rates["sealed"], rates["plaintext"]
@@ -106,7 +142,7 @@ def ratios(
             "%",
             size,
             overhead,
-            "against the plaintext baseline",
+            "against the plaintext baseline" + (f"; {runs}" if runs else ""),
         ),
     ]
 
