@@ -146,8 +146,9 @@ def use_baseline(ledger: Ledger, variant: Variant, key: str | None = None) -> Pl
 
 def stored_as(variant: Variant, data_keys: int, first_state: bytes | None) -> bool:
     """Whether a store holds what the variant claims: data keys and Avro (sealed values, or clear
-    ones for keys_only), or no keys, or no Avro. The first event of a log is a consent grant, whose
-    evidence is personal: sealed, it names a key; clear, it says `plaintext`."""
+    ones for keys_only), or no keys, or no Avro. The first event of a workload's log (its first
+    subject's reference, or its consent grant) holds a personal value: sealed, it names a key;
+    clear, its key id says `plaintext`."""
     avro = first_state is not None and first_state.startswith(AVRO_MAGIC)
     clear = first_state is not None and PLAINTEXT_KEY_ID.encode() in first_state
     if variant == "sealed":
