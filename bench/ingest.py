@@ -66,7 +66,7 @@ def measure(ctx: RunContext, size: int) -> dict[Variant, IngestStats]:
 
 def sealing_overhead(stats: Mapping[Variant, IngestStats]) -> float:
     """The sealing overhead of one run (%): plaintext rate / sealed rate - 1."""
-    return (stats["plaintext"].events_per_s / stats["sealed"].events_per_s - 1) * 100
+    return percent_over(stats["plaintext"].events_per_s, stats["sealed"].events_per_s)
 
 
 def _ingest_once(ctx: RunContext, size: int, *, first: bool) -> dict[Variant, IngestStats]:
@@ -139,7 +139,7 @@ def ratios(
         Figure(f"{prefix}sealed_to_aes_cipher", sealed / rates["aes_cipher"], "ratio", size),
         Figure(
             f"{prefix}sealing_overhead",
-            (plain / sealed - 1) * 100,
+            percent_over(plain, sealed),
             "%",
             size,
             overhead,
@@ -171,8 +171,13 @@ def overhead_split(
 
 
 def percent_more(name: str, more: float, less: float, size: int, note: str) -> Figure:
-    """How much larger `more` is than `less`, in per cent."""
-    return Figure(name, (more / less - 1) * 100, "%", size, note=note)
+    """A figure of how much larger `more` is than `less`, in per cent."""
+    return Figure(name, percent_over(more, less), "%", size, note=note)
+
+
+def percent_over(more: float, less: float) -> float:
+    """How much larger `more` is than `less`, in per cent (every overhead of this benchmark)."""
+    return (more / less - 1) * 100
 
 
 def _detail(stats: IngestStats) -> dict[str, Any]:
