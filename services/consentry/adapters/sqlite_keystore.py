@@ -12,7 +12,8 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -24,6 +25,7 @@ from consentry.core.errors import KeyExists, KeystoreError
 from consentry.core.key_rows import ScopeVersion
 from consentry.core.keys import KeyProvider, WrappedKey
 from consentry.core.keystore import KeyRow, Keystore, ShreddedKey, Tombstone
+from consentry.core.pending_commit import PendingCommit
 
 CACHE_KIB: Final = 64 * 1024  # SQLite's page cache for the keystore, taken as the file grows
 
@@ -101,21 +103,33 @@ class SQLiteKeystore(Keystore):
         # Key rows created inside the open transaction, sent to SQLite together (one executemany)
         # before any other statement runs, so every read still sees them, and before the commit.
         self._staged: list[tuple[object, ...]] = []
+        # Batches' commits run here, one at a time (see `_commit_later`); the last one started.
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keystore-commit")
+        self._in_flight: PendingCommit | None = None
 
     def close(self) -> None:
+        with self._lock:
+            self._settle()
+        self._committer.shutdown(wait=True)
         self._checkpoints.close()
         with self._db_lock:
             self._db.close()
 
+    def _batch_transaction(self, pending: PendingCommit) -> AbstractContextManager[None]:
+        return self._transaction(pending)
+
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, pending: PendingCommit | None = None) -> Iterator[None]:
         """Statements in one transaction (one sync to disk); nested calls join the open one.
 
-        A commit that deleted key bytes or references empties the WAL before it returns.
+        A commit that deleted key bytes or references empties the WAL before it returns. A batch's
+        commit (`pending`) that deleted nothing runs on the committer's thread instead, after the
+        transaction has ended (see core/pending_commit.py).
         """
         if self._in_transaction:
             yield
             return
+        self._settle()
         with self._db_lock:
             changed = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
@@ -124,6 +138,9 @@ class SQLiteKeystore(Keystore):
             yield
             with self._connection():
                 pass  # the staged key rows go in now, inside the transaction
+            if pending is not None and not self._scrub:
+                self._commit_later(pending, changed)
+                return
         except BaseException:
             with self._db_lock:
                 self._staged.clear()
@@ -137,6 +154,47 @@ class SQLiteKeystore(Keystore):
                 self._checkpoint()
             else:
                 self._checkpoints.committed(self._db.total_changes - changed)
+
+    def _commit_later(self, pending: PendingCommit, changed: int) -> None:
+        """Hands the open transaction's commit to the committer's thread.
+
+        The connection's lock passes with it: whoever needs the connection next (the next batch, a
+        read, a destroy) waits until the commit is done, which releases it. Only the commit goes:
+        it is one call into SQLite, which writes and syncs the WAL without the GIL. (The rows went
+        there too at first, and took three times as long: each row's insert wanted the GIL back
+        from the ledger's thread.)
+        """
+        self._db_lock.acquire()
+        try:
+            future = self._committer.submit(self._commit, changed)
+        except BaseException:
+            self._db_lock.release()
+            raise
+        pending.started(future)
+        self._in_flight = pending
+
+    def _commit(self, changed: int) -> None:
+        """On the committer's thread, holding the connection's lock: the commit."""
+        try:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._roll_back_quietly()
+                raise KeystoreError(f"keystore commit failed: {exc}") from exc
+            self._checkpoints.committed(self._db.total_changes - changed)
+        finally:
+            self._db_lock.release()
+
+    def _roll_back_quietly(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _settle(self) -> None:
+        """Waits for the last batch's commit, if it still runs (a failed one's keys leave the cache:
+        its events wait for it themselves, and raise)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.settle()
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:

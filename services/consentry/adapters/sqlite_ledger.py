@@ -12,7 +12,7 @@ event is as durable as before; the checkpoints sync the database file as SQLite'
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,27 +33,47 @@ ROWS_PER_EVENT: Final = 2
 SUBJECTS_PER_READ: Final = 400
 
 
+def _nothing() -> None:
+    """Nothing to wait for before a commit."""
+
+
 class CheckpointedSQLiteRecorder(SQLiteApplicationRecorder):
     """eventsourcing's SQLite application recorder whose WAL a Checkpointer thread checkpoints."""
+
+    calls_before_commit: Final = True  # ledger/store.WaitsBeforeCommit
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
         bind_directly()  # its rows' state is bytes
         super().__init__(datastore, events_table_name)
         self.checkpoints = Checkpointer(Path(datastore.pool.db_name), synchronous="FULL")
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        positions = super().insert_events(stored_events, **kwargs)
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        before_commit: Callable[[], None] = _nothing,
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        """Inserts the events, calls `before_commit` and commits (ledger/store.WaitsBeforeCommit)."""
+        positions = super().insert_events(stored_events, before_commit=before_commit, **kwargs)
         self.checkpoints.committed(ROWS_PER_EVENT * len(stored_events))
         return positions
 
     def _insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        *,
+        before_commit: Callable[[], None] = _nothing,
+        **kwargs: Any,
     ) -> Sequence[int] | None:
         # Settings of the connection, not of the database: the pool may hand out any of its
         # connections to write, so each write sets them (two pragmas per batch, not per event).
         c.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
         c.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-        return super()._insert_events(c, stored_events, **kwargs)
+        positions = super()._insert_events(c, stored_events, **kwargs)
+        before_commit()  # raising here rolls the inserts back
+        return positions
 
     def select_events_after(
         self, versions: Mapping[uuid.UUID, int]

@@ -26,6 +26,7 @@ from consentry.core.errors import KeyExists, KeyNotFound, KeyProviderError, Scop
 from consentry.core.key_cache import KeyCache, KnownScopes
 from consentry.core.key_rows import KeyRow, Rewrapped, ScopeVersion, ShreddedKey, Tombstone
 from consentry.core.keys import KeyProvider, WrappedKey
+from consentry.core.pending_commit import PendingCommit
 from consentry.core.randomness import take_random
 from consentry.core.references import ReferenceIndex, normalise_reference
 from consentry.core.sealing import DataKey
@@ -102,20 +103,22 @@ class Keystore(ReferenceIndex, ABC):
         return f"{type(self).__name__}()"
 
     @contextmanager
-    def batch(self, wanted: Iterable[tuple[uuid.UUID, str]] = ()) -> Iterator[None]:
+    def batch(self, wanted: Iterable[tuple[uuid.UUID, str]] = ()) -> Iterator[PendingCommit]:
         """Makes the keys created and references linked inside one durable write.
 
-        The ledger creates a batch's keys here and appends its events only after this returns, so
-        no event is ever stored sealed under a key that is not durable yet. On an exception nothing
-        of the batch is kept, and no key of it stays in the cache. `wanted` names the (subject,
-        scope) keys the batch will ask for: the scopes of those subjects the cache lacks are read
-        in one query, when the first of them is asked for.
+        The ledger creates a batch's keys here and commits its events only once the `PendingCommit`
+        this yields has returned (after the batch: an adapter may still be committing then), so no
+        event is ever stored sealed under a key that is not durable yet. On an exception nothing of
+        the batch is kept, and no key of it stays in the cache; nor does any if the pending commit
+        fails. `wanted` names the (subject, scope) keys the batch will ask for: the scopes of those
+        subjects the cache lacks are read in one query, when the first of them is asked for.
         """
         with self._lock:
             if self._batch_keys is not None:
-                yield
+                yield PendingCommit.DONE  # the outer batch's commit covers this one
                 return
             self._batch_keys = []
+            pending = PendingCommit(self._batch_keys, self._forget_failed)
             prefetched = list(wanted) if self.prefetch_scopes else []
             cache = self._cache
             # A keystore that caches no key hands the same row out again, not once to its cache.
@@ -128,9 +131,9 @@ class Keystore(ReferenceIndex, ABC):
                 keep_rows=not cache.keeps,
             )
             try:
-                with self._transaction():
+                with self._batch_transaction(pending):
                     self._hold_subjects([s for s, _ in prefetched])
-                    yield
+                    yield pending
             except BaseException:
                 cache.forget_keys(self._batch_keys)
                 raise
@@ -143,6 +146,11 @@ class Keystore(ReferenceIndex, ABC):
                 self._fresh.clear()
                 self._batch_created.clear()
                 self._known = KnownScopes(())
+
+    def _forget_failed(self, keys: Sequence[DataKey]) -> None:
+        """Drops a batch's keys from the cache: their commit failed after the batch ended."""
+        with self._lock:
+            self._cache.forget_keys(keys)
 
     def _mark_complete(self) -> None:
         """After a batch is durable: notes the subjects the cache now holds every key of.
@@ -410,6 +418,11 @@ class Keystore(ReferenceIndex, ABC):
         Adapters that commit per statement override it.
         """
         return nullcontext()
+
+    def _batch_transaction(self, pending: PendingCommit) -> AbstractContextManager[None]:
+        """The transaction of a batch. An adapter may commit it after it ends, on another thread:
+        it then starts `pending` with that commit. By default the batch commits as it ends."""
+        return self._transaction()
 
     @abstractmethod
     def _latest(self, subject_id: uuid.UUID, scope: str) -> KeyRow | Tombstone | None:

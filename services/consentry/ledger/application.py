@@ -31,9 +31,10 @@ from eventsourcing.persistence import (
 from consentry.core import intake as rec
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock, new_id
-from consentry.core.errors import ConflictError, Reason, Rejected, ScopeShredded
+from consentry.core.errors import ConflictError, KeystoreError, Reason, Rejected, ScopeShredded
 from consentry.core.events import ConsentGranted, DataUpdated, LedgerEvent
 from consentry.core.keystore import Keystore
+from consentry.core.pending_commit import PendingCommit
 from consentry.core.policy import Policy
 from consentry.core.runtime import collecting_after
 from consentry.core.sealing import purpose_scope
@@ -41,7 +42,7 @@ from consentry.ledger.commands import StaffCommand
 from consentry.ledger.group import AsyncGroupCommit, GroupCommit
 from consentry.ledger.mapper import SealingMapper
 from consentry.ledger.memory import WriterMemory
-from consentry.ledger.store import events_after
+from consentry.ledger.store import WaitsBeforeCommit, events_after
 from consentry.ledger.subject import (
     Context,
     Decision,
@@ -102,6 +103,7 @@ class Ledger:
     ) -> None:
         self._on_close = on_close
         self.recorder = recorder
+        self._waits_in_commit = recorder if isinstance(recorder, WaitsBeforeCommit) else None
         self.codec = codec
         self.keystore = keystore
         # Benchmarks swap in their baselines' mappers here; the platform always seals.
@@ -395,8 +397,12 @@ class Ledger:
         ]
         # A batch with no key to read or create and no reference to link (access events, say)
         # does not take the keystore: no lock, no transaction.
-        keys = self.keystore.batch(wanted) if link or self._needs_keystore(pending) else nullcontext()
-        with keys:
+        keys = (
+            self.keystore.batch(wanted)
+            if link or self._needs_keystore(pending)
+            else nullcontext(PendingCommit.DONE)
+        )
+        with keys as keys_durable:
             for subject_id, slot in pending.items():
                 if slot.new:
                     self.keystore.fresh_subject(subject_id)
@@ -412,11 +418,15 @@ class Ledger:
         self._memory.forget(refused)
         if stored:
             try:
-                positions = self.recorder.insert_events(stored)
+                positions = self._insert(stored, keys_durable)
             except IntegrityError as exc:
                 # Somebody else wrote to one of these subjects: fold them from the store next time.
                 self._memory.forget(pending)
                 raise ConflictError("a subject changed while the batch was decided") from exc
+            except KeystoreError:
+                # The keys' commit failed, so the events were not written either.
+                self._memory.forget(pending)
+                raise
             # The batch is done with its slots: their states are handed over, not copied.
             self._memory.written(
                 [slot.state for slot in written],
@@ -431,6 +441,14 @@ class Ledger:
             else o
             for o in outcomes
         ]
+
+    def _insert(self, stored: list[StoredEvent], keys_durable: PendingCommit) -> Sequence[int] | None:
+        """Appends the events once their keys are durable: the recorder waits for the keys' commit
+        just before its own, inserting the events meanwhile; any other recorder inserts after."""
+        if self._waits_in_commit is not None:
+            return self._waits_in_commit.insert_events(stored, before_commit=keys_durable)
+        keys_durable()
+        return self.recorder.insert_events(stored)
 
     def _needs_keystore(self, pending: dict[uuid.UUID, _Pending]) -> bool:
         """Whether appending the batch reads or creates a key (a sealed value, a re-consent)."""

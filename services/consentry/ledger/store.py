@@ -11,8 +11,8 @@ other writers appended since.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 
@@ -25,6 +25,27 @@ class ReadsManySubjects(Protocol):
         self, versions: Mapping[uuid.UUID, int]
     ) -> dict[uuid.UUID, list[StoredEvent]]:
         """Each subject's stored events after its version, in version order (no entry: none)."""
+
+
+@runtime_checkable
+class WaitsBeforeCommit(Protocol):
+    """An event store whose `insert_events` calls `before_commit` inside its transaction, after the
+    inserts and before the commit, and writes nothing if it raises (the ledger waits there for the
+    keys the events are sealed under: core/pending_commit.py).
+
+    Every recorder has an `insert_events`; the marker tells one that honours `before_commit`.
+    """
+
+    calls_before_commit: bool
+
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        before_commit: Callable[[], None] = ...,
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        """Inserts the events and commits them once `before_commit` has returned."""
 
 
 def events_after(

@@ -1,0 +1,152 @@
+"""The embedded keystore commits a batch's keys on a thread of its own while the ledger inserts the
+batch's events; the events commit only once the keys are durable, and not at all if they fail."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consentry.adapters.sqlite_keystore import SQLiteKeystore
+from consentry.core.errors import KeystoreError
+from consentry.core.sealing import Personal
+from consentry.core.settings import load_settings
+from consentry.ledger.subject import Outcome
+from consentry.platform import Platform
+from tests.support import EXAMPLE_POLICY, canary, fake_email, record, submit
+
+
+def _count(path: Path, table: str) -> int:
+    with closing(sqlite3.connect(path)) as db:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+
+def _until(done: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def _waiting_for_keys(thread: threading.Thread) -> bool:
+    """Whether the thread is inside a PendingCommit's wait."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "settle" and "pending_commit" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _FailingCommit:
+    """The keystore's connection, whose next COMMIT fails as a full disk would make it."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.failed = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT" and not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Any:
+    opened = Platform.open(load_settings(data_dir=tmp_path, policy=EXAMPLE_POLICY))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_the_events_commit_after_their_keys_whose_commit_runs_beside_the_inserts(
+    platform: Platform, tmp_path: Path
+) -> None:
+    keystore = platform.keystore
+    assert isinstance(keystore, SQLiteKeystore)
+    started, release = threading.Event(), threading.Event()
+    committers: list[str] = []
+    commit = keystore._commit
+
+    def held_commit(changed: int) -> None:
+        committers.append(threading.current_thread().name)
+        started.set()
+        release.wait(20)
+        commit(changed)
+
+    keystore._commit = held_commit  # type: ignore[method-assign]
+    email = fake_email()
+    ref = f"shop:{canary('ref')}"
+    outcomes: list[Outcome] = []
+    writer = threading.Thread(
+        target=lambda: outcomes.extend(
+            submit(
+                platform.ledger,
+                record("consent.grant", ref, purpose="support"),
+                record("data.update", ref, purpose="support", fields={"email": email}),
+            )
+        )
+    )
+    writer.start()
+    try:
+        assert started.wait(20), "the keys' commit never started"
+        # The ledger's thread has inserted the events and now waits for the keys, inside its
+        # transaction: neither the keys nor the events are in their files yet.
+        _until(lambda: _waiting_for_keys(writer), "the ledger did not wait for its keys")
+        assert _count(tmp_path / "keystore.db", "data_keys") == 0
+        assert _count(tmp_path / "events.db", "stored_events") == 0
+    finally:
+        release.set()
+        writer.join(20)
+    assert committers and committers[0].startswith("keystore-commit")
+    assert [o.status for o in outcomes] == ["accepted", "accepted"]
+    assert _count(tmp_path / "keystore.db", "data_keys") >= 2
+    _assert_written(platform, tmp_path, outcomes, email)
+
+
+def _assert_written(platform: Platform, tmp_path: Path, outcomes: list[Outcome], email: str) -> None:
+    """The subject's events are all in events.db, and its email opens under its durable key."""
+    subject_id = outcomes[0].subject_id
+    assert subject_id is not None
+    history = platform.ledger.history(subject_id, reveal=True)
+    assert _count(tmp_path / "events.db", "stored_events") == len(history) >= 2
+    updates = [e for e in history if type(e).__name__ == "DataUpdated"]
+    assert [getattr(e, "fields") for e in updates] == [{"email": Personal(email)}]  # noqa: B009
+
+
+def test_a_failed_commit_of_the_keys_writes_no_event_and_leaves_no_key_cached(
+    platform: Platform, tmp_path: Path
+) -> None:
+    keystore = platform.keystore
+    assert isinstance(keystore, SQLiteKeystore)
+    failing = _FailingCommit(keystore._db)
+    keystore._db = failing  # type: ignore[assignment]
+    email = fake_email()
+    ref = f"shop:{canary('ref')}"
+    records = (
+        record("consent.grant", ref, purpose="support"),
+        record("data.update", ref, purpose="support", fields={"email": email}),
+    )
+    with pytest.raises(KeystoreError, match="keystore commit failed"):
+        submit(platform.ledger, *records)
+    assert failing.failed
+    assert _count(tmp_path / "keystore.db", "data_keys") == 0
+    assert _count(tmp_path / "events.db", "stored_events") == 0
+    assert len(keystore._cache) == 0  # no key of the failed batch is handed out again
+
+    # Nothing of it was written, so the same records go in afresh, sealed under new, durable keys.
+    outcomes = submit(platform.ledger, *records)
+    assert [o.status for o in outcomes] == ["accepted", "accepted"]
+    _assert_written(platform, tmp_path, outcomes, email)
