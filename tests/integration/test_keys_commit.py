@@ -36,13 +36,14 @@ def _until(done: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
 
 
 def _waiting_for_keys(thread: threading.Thread) -> bool:
-    """Whether the thread is inside a PendingCommit's wait."""
+    """Whether the thread waits in a PendingCommit, called from inside the event store's insert
+    (its transaction open, the events inserted), not before it."""
     frame = sys._current_frames().get(thread.ident or -1)
+    calls = []
     while frame is not None:
-        if frame.f_code.co_name == "settle" and "pending_commit" in frame.f_code.co_filename:
-            return True
+        calls.append((frame.f_code.co_name, Path(frame.f_code.co_filename).name))
         frame = frame.f_back
-    return False
+    return ("settle", "pending_commit.py") in calls and ("_insert_events", "sqlite_ledger.py") in calls
 
 
 class _FailingCommit:
@@ -150,3 +151,51 @@ def test_a_failed_commit_of_the_keys_writes_no_event_and_leaves_no_key_cached(
     outcomes = submit(platform.ledger, *records)
     assert [o.status for o in outcomes] == ["accepted", "accepted"]
     _assert_written(platform, tmp_path, outcomes, email)
+
+
+def test_a_failed_commit_settled_by_a_destroy_and_by_the_ledger_at_once_ends_both(
+    platform: Platform, tmp_path: Path
+) -> None:
+    keystore = platform.keystore
+    assert isinstance(keystore, SQLiteKeystore)
+    first = record("consent.grant", f"shop:{canary('ref')}", purpose="support")
+    earlier = submit(platform.ledger, first)
+    other = earlier[0].subject_id
+    assert other is not None
+    started, release = threading.Event(), threading.Event()
+    commit = keystore._commit
+
+    def failing_commit(changed: int) -> None:
+        started.set()
+        release.wait(20)
+        keystore._db = _FailingCommit(keystore._db)  # type: ignore[assignment]
+        commit(changed)
+
+    keystore._commit = failing_commit  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def run(work: Callable[[], object]) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=guarded, daemon=True)
+        thread.start()
+        return thread
+
+    ref = f"shop:{canary('ref')}"
+    writer = run(lambda: submit(platform.ledger, record("consent.grant", ref, purpose="support")))
+    assert started.wait(20)
+    _until(lambda: _waiting_for_keys(writer), "the ledger did not wait for its keys")
+    # The shredder's destroy holds the keystore's lock while it waits for the same commit; the
+    # failure then wakes both, and each drops the batch's keys or leaves that to the other.
+    shredder = run(lambda: keystore.destroy(other, ["purpose:support"]))
+    time.sleep(0.2)
+    release.set()
+    writer.join(20)
+    shredder.join(20)
+    assert not writer.is_alive() and not shredder.is_alive(), "the two waits deadlocked"
+    assert [type(e) for e in errors] == [KeystoreError]
+    assert _count(tmp_path / "events.db", "stored_events") == len(platform.ledger.history(other))

@@ -123,8 +123,9 @@ class SQLiteKeystore(Keystore):
         """Statements in one transaction (one sync to disk); nested calls join the open one.
 
         A commit that deleted key bytes or references empties the WAL before it returns. A batch's
-        commit (`pending`) that deleted nothing runs on the committer's thread instead, after the
-        transaction has ended (see core/pending_commit.py).
+        (`pending`) that deleted nothing runs on the committer's thread instead, once the batch's
+        statements are done: the SQLite transaction stays open until then, while the connection's
+        lock stays taken (see core/pending_commit.py).
         """
         if self._in_transaction:
             yield
@@ -174,24 +175,31 @@ class SQLiteKeystore(Keystore):
         self._in_flight = pending
 
     def _commit(self, changed: int) -> None:
-        """On the committer's thread, holding the connection's lock: the commit."""
+        """On the committer's thread, holding the connection's lock: the commit. Any failure is a
+        KeystoreError, with the transaction rolled back."""
         try:
             try:
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+                rows = self._db.total_changes - changed
+            except Exception as exc:
                 self._roll_back_quietly()
                 raise KeystoreError(f"keystore commit failed: {exc}") from exc
-            self._checkpoints.committed(self._db.total_changes - changed)
         finally:
             self._db_lock.release()
+        self._checkpoints.committed(rows)
 
     def _roll_back_quietly(self) -> None:
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+        """Ends a failed commit's transaction, if it is still open (the commit's error is the one
+        to report; a ROLLBACK that fails too leaves the next BEGIN to fail)."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def _settle(self) -> None:
-        """Waits for the last batch's commit, if it still runs (a failed one's keys leave the cache:
-        its events wait for it themselves, and raise)."""
+        """Waits for the last batch's commit, if it still runs; a failed one's keys leave the cache
+        (the ledger, waiting for it as well, gets its error)."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is not None:
             in_flight.settle()

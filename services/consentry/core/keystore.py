@@ -94,6 +94,7 @@ class Keystore(ReferenceIndex, ABC):
         self._sole_writer = sole_writer
         self._lock = threading.RLock()
         self._batch_keys: list[DataKey] | None = None
+        self._batch_pending: PendingCommit | None = None
         # Ids minted here for new subjects: no key of theirs can exist but the cached ones.
         self._fresh: dict[uuid.UUID, None] = {}
         self._batch_created: dict[tuple[uuid.UUID, str], DataKey] = {}
@@ -109,16 +110,18 @@ class Keystore(ReferenceIndex, ABC):
         The ledger creates a batch's keys here and commits its events only once the `PendingCommit`
         this yields has returned (after the batch: an adapter may still be committing then), so no
         event is ever stored sealed under a key that is not durable yet. On an exception nothing of
-        the batch is kept, and no key of it stays in the cache; nor does any if the pending commit
-        fails. `wanted` names the (subject, scope) keys the batch will ask for: the scopes of those
-        subjects the cache lacks are read in one query, when the first of them is asked for.
+        the batch is kept, and no key of it stays in the cache. If the pending commit fails, its
+        keys leave the cache when it is first waited for: by the ledger, which always waits for it
+        before its next step, or by the keystore's next transaction. `wanted` names the (subject,
+        scope) keys the batch will ask for: the scopes of those subjects the cache lacks are read
+        in one query, when the first of them is asked for.
         """
         with self._lock:
-            if self._batch_keys is not None:
-                yield PendingCommit.DONE  # the outer batch's commit covers this one
+            if self._batch_pending is not None:
+                yield self._batch_pending  # a nested batch is part of the outer one
                 return
             self._batch_keys = []
-            pending = PendingCommit(self._batch_keys, self._forget_failed)
+            pending = self._batch_pending = PendingCommit(self._batch_keys, self._forget_failed)
             prefetched = list(wanted) if self.prefetch_scopes else []
             cache = self._cache
             # A keystore that caches no key hands the same row out again, not once to its cache.
@@ -140,7 +143,7 @@ class Keystore(ReferenceIndex, ABC):
             else:
                 self._mark_complete()
             finally:
-                self._batch_keys = None
+                self._batch_keys = self._batch_pending = None
                 # A fresh mark holds only while nobody else can know the id: until the batch that
                 # links its reference is written.
                 self._fresh.clear()
@@ -153,7 +156,10 @@ class Keystore(ReferenceIndex, ABC):
             self._cache.forget_keys(keys)
 
     def _mark_complete(self) -> None:
-        """After a batch is durable: notes the subjects the cache now holds every key of.
+        """After a batch: notes the subjects the cache now holds every key of.
+
+        Where the batch's commit is still running, the marks go with its keys should it fail
+        (`KeyCache.forget_keys` drops the marks of the keys' subjects).
 
         Those are the subjects minted in the batch (their every key was created here) and those
         whose scopes the batch read, none shredded, with the newest key of each now cached; only

@@ -20,7 +20,8 @@ from consentry.core.sealing import DataKey
 
 
 class PendingCommit:
-    """Waits for one batch's commit of keys; raises its error, once forgotten from the cache."""
+    """Waits for one batch's commit of keys. A failed commit's keys leave the cache on the first
+    wait; every wait raises its error."""
 
     DONE: ClassVar[PendingCommit]
 
@@ -32,8 +33,7 @@ class PendingCommit:
         self._keys = keys
         self._forget = forget
         self._future: Future[None] | None = None
-        self._settled = threading.Lock()
-        self._forgotten = False
+        self._taking = threading.Lock()  # held only to take `_forget`, never while calling it
 
     def __repr__(self) -> str:
         state = "none" if self._future is None else "running" if not self._future.done() else "done"
@@ -55,10 +55,12 @@ class PendingCommit:
             return None
         error = self._future.exception()
         if error is not None:
-            with self._settled:
-                if not self._forgotten and self._forget is not None:
-                    self._forget(self._keys)
-                self._forgotten = True
+            # Taken by one waiter only, and called with no lock of ours held: `forget` takes the
+            # keystore's lock, which another waiter (a destroy settling first) may hold.
+            with self._taking:
+                forget, self._forget = self._forget, None
+            if forget is not None:
+                forget(self._keys)
         return error
 
 

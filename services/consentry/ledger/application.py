@@ -103,7 +103,11 @@ class Ledger:
     ) -> None:
         self._on_close = on_close
         self.recorder = recorder
-        self._waits_in_commit = recorder if isinstance(recorder, WaitsBeforeCommit) else None
+        self._waits_in_commit = (
+            recorder
+            if isinstance(recorder, WaitsBeforeCommit) and recorder.calls_before_commit
+            else None
+        )
         self.codec = codec
         self.keystore = keystore
         # Benchmarks swap in their baselines' mappers here; the platform always seals.
@@ -422,6 +426,7 @@ class Ledger:
             except IntegrityError as exc:
                 # Somebody else wrote to one of these subjects: fold them from the store next time.
                 self._memory.forget(pending)
+                keys_durable()  # the batch's keys are durable, or out of the cache and this raises
                 raise ConflictError("a subject changed while the batch was decided") from exc
             except KeystoreError:
                 # The keys' commit failed, so the events were not written either.
@@ -433,6 +438,8 @@ class Ledger:
                 positions or (),
                 [event for slot in written for event in slot.sealed],
             )
+        else:
+            keys_durable()  # no event to wait for them: the batch's keys still must be durable
         if not refused:
             return outcomes
         return [
