@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,14 @@ T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 def canary(label: str = "value") -> str:
     """A value that is obviously fake and unique enough to scan files for (see tests/leaks.py)."""
     return REGISTER.canary(f"canary-{label}-{secrets.token_hex(6)}")
+
+
+def until(done: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    """Polls `done` until it holds; after `seconds` the test fails, saying what did not happen."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
 
 
 def fake_email() -> str:

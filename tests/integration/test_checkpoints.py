@@ -21,7 +21,7 @@ from consentry.core.sealing import SealedValue
 from consentry.core.settings import load_settings
 from consentry.core.views import PutValue
 from consentry.platform import Platform
-from tests.support import EXAMPLE_POLICY, T0, canary, record, submit
+from tests.support import EXAMPLE_POLICY, T0, canary, record, submit, until
 
 ROWS = 400
 
@@ -68,11 +68,8 @@ def _hooked(
     return Hooked
 
 
-def _until(done: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not done():
-        assert time.monotonic() < deadline, "the checkpoints' thread did not get there"
-        time.sleep(0.005)
+def _until(done: Callable[[], bool]) -> None:
+    until(done, "the checkpoints' thread did not get there")
 
 
 def _wal_bytes(path: Path) -> int:

@@ -20,19 +20,12 @@ from consentry.core.sealing import Personal
 from consentry.core.settings import load_settings
 from consentry.ledger.subject import Outcome
 from consentry.platform import Platform
-from tests.support import EXAMPLE_POLICY, canary, fake_email, record, submit
+from tests.support import EXAMPLE_POLICY, canary, fake_email, record, submit, until
 
 
 def _count(path: Path, table: str) -> int:
     with closing(sqlite3.connect(path)) as db:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-
-
-def _until(done: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not done():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.005)
 
 
 def _waiting_for_keys(thread: threading.Thread) -> bool:
@@ -105,7 +98,7 @@ def test_the_events_commit_after_their_keys_whose_commit_runs_beside_the_inserts
         assert started.wait(20), "the keys' commit never started"
         # The ledger's thread has inserted the events and now waits for the keys, inside its
         # transaction: neither the keys nor the events are in their files yet.
-        _until(lambda: _waiting_for_keys(writer), "the ledger did not wait for its keys")
+        until(lambda: _waiting_for_keys(writer), "the ledger did not wait for its keys")
         assert _count(tmp_path / "keystore.db", "data_keys") == 0
         assert _count(tmp_path / "events.db", "stored_events") == 0
     finally:
@@ -188,7 +181,7 @@ def test_a_failed_commit_settled_by_a_destroy_and_by_the_ledger_at_once_ends_bot
     ref = f"shop:{canary('ref')}"
     writer = run(lambda: submit(platform.ledger, record("consent.grant", ref, purpose="support")))
     assert started.wait(20)
-    _until(lambda: _waiting_for_keys(writer), "the ledger did not wait for its keys")
+    until(lambda: _waiting_for_keys(writer), "the ledger did not wait for its keys")
     # The shredder's destroy holds the keystore's lock while it waits for the same commit; the
     # failure then wakes both, and each drops the batch's keys or leaves that to the other.
     shredder = run(lambda: keystore.destroy(other, ["purpose:support"]))

@@ -25,16 +25,13 @@ from consentry.adapters.sqlite_checkpoints import (
     WRITER_CACHE_KIB,
     Checkpointer,
 )
+from consentry.core.pending_commit import PendingCommit
 
 RECORDER_TOPIC: Final = "consentry.adapters.sqlite_ledger:CheckpointedSQLiteRecorder"
 # Each event is a row of the table and an entry of its (subject, version) key.
 ROWS_PER_EVENT: Final = 2
 # Subjects per query of `select_events_after`: two parameters each, far below SQLite's limit.
 SUBJECTS_PER_READ: Final = 400
-
-
-def _nothing() -> None:
-    """Nothing to wait for before a commit."""
 
 
 class CheckpointedSQLiteRecorder(SQLiteApplicationRecorder):
@@ -51,7 +48,7 @@ class CheckpointedSQLiteRecorder(SQLiteApplicationRecorder):
         self,
         stored_events: Sequence[StoredEvent],
         *,
-        before_commit: Callable[[], None] = _nothing,
+        before_commit: Callable[[], None] = PendingCommit.DONE,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         """Inserts the events, calls `before_commit` and commits (ledger/store.WaitsBeforeCommit)."""
@@ -64,7 +61,7 @@ class CheckpointedSQLiteRecorder(SQLiteApplicationRecorder):
         c: SQLiteCursor,
         stored_events: Sequence[StoredEvent],
         *,
-        before_commit: Callable[[], None] = _nothing,
+        before_commit: Callable[[], None] = PendingCommit.DONE,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         # Settings of the connection, not of the database: the pool may hand out any of its
