@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from consentry.core.errors import KeyExists, KeyNotFound, KeyProviderError, ScopeShredded
-from consentry.core.keys import LocalKeyFileProvider
+from consentry.core.keys import LocalKeyFileProvider, WrappedKey
 from consentry.core.keystore import KeyRow, Keystore, Rewrapped, ShreddedKey, Tombstone
 from consentry.core.sealing import CONSENT_SCOPE, IDENTITY_SCOPE, DataKey, purpose_scope
 from tests.support import files_under
@@ -44,6 +44,20 @@ def same_key(a: DataKey, b: DataKey) -> bool:
         b.version,
         b.secret,
     )
+
+
+def wraps_counted(keystore: Keystore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many keys each call of the keystore's provider wraps, from now on (one call per
+    creation of one or more keys)."""
+    wrapped: list[int] = []
+    wrap_all = keystore.provider.wrap_all
+
+    def counting(keys: Sequence[tuple[bytes, uuid.UUID, str, str]]) -> list[WrappedKey]:
+        wrapped.append(len(keys))
+        return wrap_all(keys)
+
+    monkeypatch.setattr(keystore.provider, "wrap_all", counting)
+    return wrapped
 
 
 class KeystoreContract(ABC):
@@ -211,6 +225,81 @@ class KeystoreContract(ABC):
         with pytest.raises(KeyNotFound):
             forget_cache(keystore).get_by_id(created[0].key_id)
         assert keystore.get_or_create(subject, MARKETING).key_id != created[0].key_id
+
+    def test_prepared_keys_are_the_ones_get_or_create_hands_out_and_are_stored_with_the_batch(
+        self, keystore: Keystore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        fresh, known = uuid.uuid4(), uuid.uuid4()
+        consent = keystore.get_or_create(known, CONSENT_SCOPE)
+        forget_cache(keystore)
+        wrapped = wraps_counted(keystore, monkeypatch)
+        wanted = [(known, CONSENT_SCOPE), (known, MARKETING)]
+        with keystore.batch(wanted):
+            keystore.fresh_subject(fresh)
+            keystore.prepare([(fresh, MARKETING), (fresh, CONSENT_SCOPE), *wanted])
+            # A fresh subject's keys are made by the prepare, together (every adapter makes those).
+            assert wrapped[0] >= 2
+            made = list(wrapped)
+            asked = {
+                (s, scope): keystore.get_or_create(s, scope)
+                for s, scope in [(fresh, MARKETING), (fresh, CONSENT_SCOPE), *wanted]
+            }
+        assert wrapped[: len(made)] == made and sum(wrapped) == 3  # each key made once
+        assert same_key(asked[(known, CONSENT_SCOPE)], consent)  # an existing key is not made again
+        keys = list(asked.values())
+        assert len({k.key_id for k in keys}) == len({k.secret for k in keys}) == len(keys)
+        stored = forget_cache(keystore)
+        for (s, scope), key in asked.items():
+            assert key.version == 1
+            assert same_key(stored.get(s, scope), key)
+            assert same_key(stored.get_by_id(key.key_id), key)
+            assert [row.key_id for row in stored.key_versions(s, scope)] == [key.key_id]
+
+    def test_prepare_makes_nothing_for_a_closed_scope_or_subject_nor_outside_a_batch(
+        self, keystore: Keystore
+    ) -> None:
+        subject, erased, loose = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        keystore.get_or_create(subject, MARKETING)
+        keystore.destroy(subject, [MARKETING])
+        keystore.get_or_create(erased, CONSENT_SCOPE)
+        keystore.erase_subject(erased)
+        with keystore.batch([(subject, MARKETING), (subject, SUPPORT)]):
+            keystore.prepare([(subject, MARKETING), (subject, SUPPORT), (erased, MARKETING)])
+            with pytest.raises(ScopeShredded):
+                keystore.get_or_create(subject, MARKETING)
+            with pytest.raises(ScopeShredded):
+                keystore.get_or_create(erased, MARKETING)
+            support = keystore.get_or_create(subject, SUPPORT)
+        stored = forget_cache(keystore)
+        assert [type(r) for r in stored.key_versions(subject, MARKETING)] == [Tombstone]
+        assert [r.key_id for r in stored.key_versions(subject, SUPPORT)] == [support.key_id]
+        assert stored.key_versions(erased, MARKETING) == []
+        keystore.prepare([(loose, MARKETING)])  # no batch: nothing is made until asked
+        with pytest.raises(KeyNotFound):
+            keystore.get(loose, MARKETING)
+
+    def test_a_failed_batch_keeps_none_of_its_prepared_keys(
+        self, keystore: Keystore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        subject = uuid.uuid4()
+        wrapped = wraps_counted(keystore, monkeypatch)
+        prepared: list[DataKey] = []
+
+        def failing_batch() -> None:
+            with keystore.batch():
+                keystore.fresh_subject(subject)
+                keystore.prepare([(subject, MARKETING), (subject, CONSENT_SCOPE)])
+                prepared.extend(keystore.get_or_create(subject, s) for s in (MARKETING, CONSENT_SCOPE))
+                raise RuntimeError("the batch's events could not be appended")
+
+        with pytest.raises(RuntimeError):
+            failing_batch()
+        assert wrapped == [2]
+        for key in prepared:
+            assert keystore.cached(key.key_id) is None
+            with pytest.raises(KeyNotFound):
+                forget_cache(keystore).get_by_id(key.key_id)
+        assert keystore.key_versions(subject, MARKETING) == []
 
     def test_get_or_create_creates_once_and_then_returns_the_same_key(self, keystore: Keystore) -> None:
         subject = uuid.uuid4()

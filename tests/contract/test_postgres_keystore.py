@@ -14,7 +14,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from pathlib import Path
@@ -158,10 +158,10 @@ class PausingProvider(LocalKeyFileProvider):
         provider.paused, provider.release = threading.Event(), threading.Event()
         return provider
 
-    def wrap(self, secret: bytes, subject_id: uuid.UUID, scope: str, key_id: str) -> WrappedKey:
+    def wrap_all(self, keys: Sequence[tuple[bytes, uuid.UUID, str, str]]) -> list[WrappedKey]:
         self.paused.set()
         self.release.wait(10)
-        return super().wrap(secret, subject_id, scope, key_id)
+        return super().wrap_all(keys)
 
 
 class UnlockedPostgresKeystore(PostgresKeystore):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from consentry.ledger.application import Ledger
 from consentry.ledger.chain import verify_chain
 from consentry.ledger.store import events_after
 from consentry.ledger.subject import Outcome
+from tests.contract.keystore_contract import wraps_counted
 from tests.contract.sole_writer_contract import store_reads
 from tests.support import canary, codec, parser, record, scan, sqlite_ledger
 
@@ -446,10 +450,57 @@ def test_a_sole_writers_later_batches_for_subjects_it_made_read_no_key_from_the_
         )
     assert {o.status for o in second} == {"accepted"}
     assert {o.subject_id for o in second} == subjects
-    assert (reads, scoped) == ([], [])  # keys made on first use, none looked for in the store
+    assert reads == []  # keys made on first use, none looked for in the store
+    # Each event's scopes are worked out once, to make the batch's new keys together.
+    assert Counter(scoped) == Counter(o.subject_id for o in second)
     for subject in subjects:
         assert subject is not None
         for scope in ("marketing", "support"):
             versions = ledger.keystore.key_versions(subject, purpose_scope(scope))
             assert [r.version for r in versions] == [1]
         assert _profile(ledger, subject, "support")["email"]
+
+
+def test_a_batch_makes_the_keys_its_events_seal_with_together_and_a_re_consents_as_it_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    wrapped = wraps_counted(ledger.keystore, monkeypatch)
+    refs = ["shop:" + canary("ref") for _ in range(5)]
+    emails = {ref: canary("mail") for ref in refs}
+    outcomes = _submit(
+        ledger,
+        *[
+            r
+            for ref in refs
+            for r in (
+                record("consent.grant", ref),
+                record("data.update", ref, fields={"email": emails[ref]}),
+            )
+        ],
+    )
+    assert [o.status for o in outcomes] == ["accepted"] * 10
+    subjects = list(dict.fromkeys(o.subject_id for o in outcomes if o.subject_id is not None))
+    with closing(sqlite3.connect(tmp_path / "keystore.db")) as db:
+        made = int(db.execute("SELECT count(*) FROM data_keys").fetchone()[0])
+    assert made >= 2 * len(refs) and wrapped == [made]  # every key of the batch in one go
+    for ref, subject in zip(refs, subjects, strict=True):
+        updates = [e for e in ledger.history(subject, reveal=True) if isinstance(e, DataUpdated)]
+        assert [u.fields["email"] for u in updates] == [Personal(emails[ref])]
+
+    # A re-consent's key is made where it stands: a purpose withdrawn before it held any data gets
+    # its first version there, not one made up front and never used.
+    ref = "shop:" + canary("ref")
+    granted = _submit(ledger, record("consent.grant", ref), record("consent.withdrawal", ref))
+    returning = granted[0].subject_id
+    assert returning is not None
+    marketing = purpose_scope("marketing")
+    assert ledger.keystore.key_versions(returning, marketing) == []
+    wrapped.clear()
+    outcomes = _submit(
+        ledger,
+        record("consent.grant", ref),
+        record("data.update", ref, fields={"email": canary("mail")}),
+    )
+    assert [o.status for o in outcomes] == ["accepted", "accepted"]
+    assert [r.version for r in ledger.keystore.key_versions(returning, marketing)] == [1]

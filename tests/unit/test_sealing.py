@@ -11,7 +11,7 @@ import pytest
 
 from consentry.core.errors import KeyProviderError, SealError
 from consentry.core.keys import LocalKeyFileProvider, wrap_aad
-from consentry.core.keystore import new_key_id
+from consentry.core.keystore import new_key_id, new_key_ids
 from consentry.core.sealing import DataKey, Personal, open_sealed, seal, seal_aad
 from tests.support import canary, master_key
 
@@ -58,8 +58,9 @@ def test_the_seal_and_wrap_aad_are_the_length_prefixed_parts_of_their_context(sc
 
 def test_key_ids_have_the_form_of_uuid7_hex_do_not_repeat_and_grow_with_time() -> None:
     before = time.time_ns() // 1_000_000
-    ids = [new_key_id() for _ in range(2000)]
+    ids = [new_key_id() for _ in range(1000)] + new_key_ids(500) + new_key_ids(1) + new_key_ids(499)
     after = time.time_ns() // 1_000_000
+    assert len(ids) == 2000
     assert len(set(ids)) == len(ids)
     for key_id in ids:
         parsed = uuid.UUID(hex=key_id)
@@ -68,6 +69,30 @@ def test_key_ids_have_the_form_of_uuid7_hex_do_not_repeat_and_grow_with_time() -
     # Ids of later milliseconds sort after earlier ones (within one, in random order).
     assert [int(k[:12], 16) for k in ids] == sorted(int(k[:12], 16) for k in ids)
     assert len({k[12:] for k in ids}) == len(ids)
+
+
+def test_keys_wrapped_together_each_unwrap_only_under_their_own_context() -> None:
+    provider = LocalKeyFileProvider.from_master_key(master_key())
+    subject = uuid.uuid4()
+    contexts = [
+        (subject, "consent", "key-1"),
+        (subject, "identity", "key-2"),
+        (uuid.uuid4(), "consent", "key-3"),
+    ]
+    secrets = [os.urandom(32) for _ in contexts]
+    wrapped = provider.wrap_all(
+        [(secret, *context) for secret, context in zip(secrets, contexts, strict=True)]
+    )
+    assert len({w.blob[:12] for w in wrapped}) == len(contexts)  # a nonce of its own each
+    for i, w in enumerate(wrapped):
+        assert w.kek_version == provider.active_version
+        for j, context in enumerate(contexts):
+            if i == j:
+                assert provider.unwrap(w, *context) == secrets[i]
+            else:
+                with pytest.raises(KeyProviderError):
+                    provider.unwrap(w, *context)
+    assert provider.wrap_all([]) == []
 
 
 def test_any_flipped_ciphertext_or_nonce_bit_fails_closed() -> None:

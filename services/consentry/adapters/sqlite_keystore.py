@@ -301,20 +301,9 @@ class SQLiteKeystore(Keystore):
         return found
 
     def _insert_key(self, row: KeyRow) -> None:
-        values = (
-            row.key_id,
-            row.subject_id.bytes,
-            row.scope,
-            row.version,
-            row.wrapped.kek_version,
-            row.wrapped.blob,
-            row.created_at.isoformat(),
-        )
+        values = _key_values(row, row.created_at.isoformat())
         if self._in_transaction:
-            # A batch's keys go in together; SQLite's write lock is already this transaction's.
-            # (Under the connection's lock: a thread outside the batch may be sending them now.)
-            with self._db_lock:
-                self._staged.append(values)
+            self._stage([values])
             return
         with self._connection() as db:
             try:
@@ -323,6 +312,25 @@ class SQLiteKeystore(Keystore):
                 raise KeyExists("key version taken") from exc
             except sqlite3.Error as exc:
                 raise KeystoreError(f"keystore insert failed: {exc}") from exc
+
+    def _insert_keys(self, rows: Sequence[KeyRow]) -> None:
+        if not self._in_transaction:
+            super()._insert_keys(rows)
+            return
+        # Keys created together share their creation time: its text is made once for them.
+        values: list[tuple[object, ...]] = []
+        stamp, text = None, ""
+        for row in rows:
+            if row.created_at is not stamp:
+                stamp, text = row.created_at, row.created_at.isoformat()
+            values.append(_key_values(row, text))
+        self._stage(values)
+
+    def _stage(self, values: list[tuple[object, ...]]) -> None:
+        # A batch's keys go in together; SQLite's write lock is already this transaction's.
+        # (Under the connection's lock: a thread outside the batch may be sending them now.)
+        with self._db_lock:
+            self._staged += values
 
     def _insert_tombstone(self, tombstone: Tombstone) -> None:
         self._query(
@@ -498,4 +506,17 @@ def _to_row(subject_id: uuid.UUID, scope: str, row: Any) -> KeyRow | Tombstone:
         int(version),
         WrappedKey(int(kek_version), bytes(wrapped)),
         datetime.fromisoformat(str(created_at)),
+    )
+
+
+def _key_values(row: KeyRow, created_at: str) -> tuple[object, ...]:
+    wrapped = row.wrapped
+    return (
+        row.key_id,
+        row.subject_id.bytes,
+        row.scope,
+        row.version,
+        wrapped.kek_version,
+        wrapped.blob,
+        created_at,
     )

@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -135,10 +135,20 @@ class KeyProvider(ABC):
 
     def wrap(self, secret: bytes, subject_id: uuid.UUID, scope: str, key_id: str) -> WrappedKey:
         """Wraps a data key under the active KEK."""
+        return self.wrap_all([(secret, subject_id, scope, key_id)])[0]
+
+    def wrap_all(self, keys: Sequence[tuple[bytes, uuid.UUID, str, str]]) -> list[WrappedKey]:
+        """Wraps data keys, each given as (secret, subject id, scope, key id), under the active KEK
+        (one draw of random bytes for all their nonces)."""
         version = self.active_version
-        nonce = take_random(12)
-        aad = wrap_aad(subject_id, scope, key_id, version)
-        return _wrapped_key(version, nonce + self._kek(version).encrypt(nonce, secret, aad))
+        encrypt = self._kek(version).encrypt
+        nonces = take_random(12 * len(keys))
+        wrapped = []
+        for i, (secret, subject_id, scope, key_id) in enumerate(keys):
+            nonce = nonces[12 * i : 12 * i + 12]
+            aad = wrap_aad(subject_id, scope, key_id, version)
+            wrapped.append(_wrapped_key(version, nonce + encrypt(nonce, secret, aad)))
+        return wrapped
 
     def unwrap(self, wrapped: WrappedKey, subject_id: uuid.UUID, scope: str, key_id: str) -> bytes:
         """Unwraps a data key; fails if the KEK is retired or the context does not match."""

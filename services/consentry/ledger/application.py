@@ -391,20 +391,23 @@ class Ledger:
         # References and keys first, durable in one write; then the events that use them. The
         # keystore reads the scopes of existing subjects whose keys it lacks in one query (a
         # subject it holds every key of needs none: a scope it lacks there has no key yet).
-        knows = self.keystore.knows_keys_of
-        wanted = [
-            (subject_id, scope)
-            for subject_id, slot in pending.items()
-            if not slot.new and not knows(subject_id)
-            for event in slot.events
-            for scope in self.mapper.key_scopes(event)
-        ]
+        knows, scopes_of = self.keystore.knows_keys_of, self.mapper.key_scopes
+        wanted: list[tuple[uuid.UUID, str]] = []
+        needs: list[tuple[uuid.UUID, str]] = []
+        renewing = False
+        for subject_id, slot in pending.items():
+            scopes = {scope for event in slot.events for scope in scopes_of(event)}
+            if not slot.new and not knows(subject_id):
+                wanted += [(subject_id, scope) for scope in scopes]
+            if slot.renew:
+                # Its keys come as its events ask: a new version exactly where it re-consents.
+                renewing = True
+            else:
+                needs += [(subject_id, scope) for scope in scopes]
         # A batch with no key to read or create and no reference to link (access events, say)
         # does not take the keystore: no lock, no transaction.
         keys = (
-            self.keystore.batch(wanted)
-            if link or self._needs_keystore(pending)
-            else nullcontext(PendingCommit.DONE)
+            self.keystore.batch(wanted) if link or renewing or needs else nullcontext(PendingCommit.DONE)
         )
         with keys as keys_durable:
             for subject_id, slot in pending.items():
@@ -412,6 +415,9 @@ class Ledger:
                     self.keystore.fresh_subject(subject_id)
             if link:
                 self._link_new_subjects(pending)
+            if needs:
+                # The keys the events will ask for, made together (a re-consent's as it asks).
+                self.keystore.prepare(needs)
             for subject_id, slot in pending.items():
                 try:
                     stored.extend(self._chain(slot))
