@@ -31,7 +31,7 @@ from consentry.core.events import LedgerEvent
 from consentry.core.keystore import Keystore
 from consentry.core.sealing import Personal, SealedValue
 from consentry.ledger.application import Ledger
-from consentry.ledger.mapper import SealingMapper
+from consentry.ledger.mapper import NO_KEYS, Keys, SealingMapper
 
 Variant = Literal["sealed", "plaintext", "aes_cipher", "keys_only"]
 VARIANTS: Final[tuple[Variant, ...]] = ("sealed", "plaintext", "aes_cipher")
@@ -51,7 +51,7 @@ class PlaintextMapper(SealingMapper):
         return set()
 
     def _seal_values(
-        self, event: LedgerEvent, scope: str, values: Mapping[str, object]
+        self, event: LedgerEvent, scope: str, values: Mapping[str, object], keys: Keys = NO_KEYS
     ) -> dict[str, object]:
         return {
             name: SealedValue(scope, PLAINTEXT_KEY_ID, b"", value.reveal().encode("utf-8"))
@@ -81,10 +81,13 @@ class KeysOnlyMapper(PlaintextMapper):
         return SealingMapper.key_scopes(self, event)
 
     def _seal_values(
-        self, event: LedgerEvent, scope: str, values: Mapping[str, object]
+        self, event: LedgerEvent, scope: str, values: Mapping[str, object], keys: Keys = NO_KEYS
     ) -> dict[str, object]:
-        if any(isinstance(value, Personal) for value in values.values()):
-            self.keystore.get_or_create(event.meta.subject_id, scope)
+        # The key as sealing finds it: among those the batch prepared, else asked for.
+        subject_id = event.meta.subject_id
+        personal = any(isinstance(value, Personal) for value in values.values())
+        if personal and (subject_id, scope) not in keys:
+            self.keystore.get_or_create(subject_id, scope)
         return super()._seal_values(event, scope, values)
 
 
@@ -110,9 +113,9 @@ class WholeStateCipherMapper(PlaintextMapper):
         self.whole_state = whole_state_cipher(key)
 
     def seal_event(
-        self, event: LedgerEvent, prev_hash: bytes | None = None
+        self, event: LedgerEvent, prev_hash: bytes | None = None, keys: Keys = NO_KEYS
     ) -> tuple[LedgerEvent, StoredEvent]:
-        sealed, plain = super().seal_event(event, prev_hash)
+        sealed, plain = super().seal_event(event, prev_hash, keys)
         stored = StoredEvent(
             originator_id=plain.originator_id,
             originator_version=plain.originator_version,

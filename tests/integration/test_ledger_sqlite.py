@@ -14,7 +14,7 @@ import pytest
 from consentry.core.errors import Reason, Rejected
 from consentry.core.events import ConsentGranted, DataUpdated, LedgerEvent, ReferenceLinked
 from consentry.core.keystore import KeyRow
-from consentry.core.sealing import ERASED, Personal, purpose_scope
+from consentry.core.sealing import ERASED, DataKey, Personal, purpose_scope
 from consentry.ledger import application
 from consentry.ledger.application import Ledger
 from consentry.ledger.chain import verify_chain
@@ -466,6 +466,14 @@ def test_a_batch_makes_the_keys_its_events_seal_with_together_and_a_re_consents_
 ) -> None:
     ledger = sqlite_ledger(tmp_path)
     wrapped = wraps_counted(ledger.keystore, monkeypatch)
+    asked: list[tuple[uuid.UUID, str]] = []
+    get_or_create = ledger.keystore.get_or_create
+
+    def counted(subject_id: uuid.UUID, scope: str) -> DataKey:
+        asked.append((subject_id, scope))
+        return get_or_create(subject_id, scope)
+
+    monkeypatch.setattr(ledger.keystore, "get_or_create", counted)
     refs = ["shop:" + canary("ref") for _ in range(5)]
     emails = {ref: canary("mail") for ref in refs}
     outcomes = _submit(
@@ -484,6 +492,7 @@ def test_a_batch_makes_the_keys_its_events_seal_with_together_and_a_re_consents_
     with closing(sqlite3.connect(tmp_path / "keystore.db")) as db:
         made = int(db.execute("SELECT count(*) FROM data_keys").fetchone()[0])
     assert made >= 2 * len(refs) and wrapped == [made]  # every key of the batch in one go
+    assert asked == []  # and sealing took them from what the keystore prepared
     for ref, subject in zip(refs, subjects, strict=True):
         updates = [e for e in ledger.history(subject, reveal=True) if isinstance(e, DataUpdated)]
         assert [u.fields["email"] for u in updates] == [Personal(emails[ref])]
@@ -504,3 +513,4 @@ def test_a_batch_makes_the_keys_its_events_seal_with_together_and_a_re_consents_
     )
     assert [o.status for o in outcomes] == ["accepted", "accepted"]
     assert [r.version for r in ledger.keystore.key_versions(returning, marketing)] == [1]
+    assert wrapped == [1]  # made as the re-consent's update asked for it

@@ -196,10 +196,11 @@ class PostgresKeystore(Keystore):
         with self._subject_transaction(subject_id):
             return super().get_or_create(subject_id, scope)
 
-    def prepare(self, wanted: Iterable[tuple[uuid.UUID, str]]) -> None:
-        # Only the subjects minted in the open batch, as `get_or_create` takes them (no lock, no
-        # look-up); another subject's key is made when asked, under that subject's lock.
-        super().prepare([(s, scope) for s, scope in wanted if s in self._fresh])
+    def prepare(self, wanted: Iterable[tuple[uuid.UUID, str]]) -> dict[tuple[uuid.UUID, str], DataKey]:
+        """Prepares the keys of the subjects minted in the open batch only, as `get_or_create`
+        takes them (no lock, no look-up); another subject's key is made when asked, under that
+        subject's lock."""
+        return super().prepare([(s, scope) for s, scope in wanted if s in self._fresh])
 
     def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None) -> list[ShreddedKey]:
         with self._subject_transaction(subject_id):

@@ -65,10 +65,10 @@ def new_key_id() -> str:
 def new_key_ids(count: int) -> list[str]:
     """`count` ids as `new_key_id` makes them, from one reading of the clock and one draw of bytes."""
     head = (time.time_ns() // 1_000_000 % (1 << 48)).to_bytes(6, "big")
-    random = take_random(10 * count)
+    drawn = take_random(10 * count)
     ids = []
     for start in range(0, 10 * count, 10):
-        raw = bytearray(head + random[start : start + 10])
+        raw = bytearray(head + drawn[start : start + 10])
         raw[6] = raw[6] & 0x0F | 0x70  # version 7
         raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
         ids.append(raw.hex())
@@ -272,34 +272,40 @@ class Keystore(ReferenceIndex, ABC):
         self._cache.remember(key)
         return key
 
-    def prepare(self, wanted: Iterable[tuple[uuid.UUID, str]]) -> None:
-        """Inside a batch: creates together the keys `get_or_create` would create for these
-        (subject, scope) pairs when first asked, so that asking finds them cached.
+    def prepare(self, wanted: Iterable[tuple[uuid.UUID, str]]) -> dict[tuple[uuid.UUID, str], DataKey]:
+        """Inside a batch: the newest key of each of these (subject, scope) pairs, the missing ones
+        created together (the keys `get_or_create` would create one by one when first asked).
 
-        One draw of secrets, one of ids and nonces, one clock reading and one staging of rows for
-        them all, where creating them one by one paid each of those per key. A pair whose scope or
-        subject is closed is left alone: asking for its key raises then, as it would have. Outside
-        a batch this does nothing (each key is made when asked).
+        One draw of random bytes each for the new keys' secrets, ids and wrap nonces, one clock
+        reading and one staging of rows for them all, where creating them one by one paid each of
+        those per key. A pair named twice is made once. A pair whose
+        scope or subject is closed is left out: asking for its key raises then, as it would have.
+        The keys hold while the batch lasts (nothing else changes keys meanwhile but the batch
+        itself). Outside a batch this makes nothing and answers nothing.
         """
         with self._lock:
             if self._batch_keys is None:
-                return
+                return {}
+            keys: dict[tuple[uuid.UUID, str], DataKey] = {}
             missing = []
-            for subject_id, scope in wanted:
+            for pair in dict.fromkeys(wanted):
                 try:
-                    found = self._find(subject_id, scope)
+                    found = self._find(*pair)
                 except ScopeShredded:
                     continue
                 if found is None:
-                    missing.append((subject_id, scope))
+                    missing.append(pair)
+                else:
+                    keys[pair] = found
             if missing:
-                self._create_all(missing, 1)
+                keys.update(zip(missing, self._create_all(missing, 1), strict=True))
+            return keys
 
     def _create(self, subject_id: uuid.UUID, scope: str, version: int) -> DataKey:
         return self._create_all([(subject_id, scope)], version)[0]
 
     def _create_all(self, wanted: Sequence[tuple[uuid.UUID, str]], version: int) -> list[DataKey]:
-        """Creates the keys of `version` for (subject, scope) pairs none of which has it yet."""
+        """Creates the keys of `version` for distinct (subject, scope) pairs none of which has it."""
         count = len(wanted)
         # The keys from the system itself; the key ids' random bits are public (core/randomness).
         secrets, key_ids = os.urandom(32 * count), new_key_ids(count)

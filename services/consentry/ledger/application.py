@@ -40,7 +40,7 @@ from consentry.core.runtime import collecting_after
 from consentry.core.sealing import purpose_scope
 from consentry.ledger.commands import StaffCommand
 from consentry.ledger.group import AsyncGroupCommit, GroupCommit
-from consentry.ledger.mapper import SealingMapper
+from consentry.ledger.mapper import NO_KEYS, Keys, SealingMapper
 from consentry.ledger.memory import WriterMemory
 from consentry.ledger.store import WaitsBeforeCommit, events_after
 from consentry.ledger.subject import (
@@ -84,6 +84,23 @@ class _Pending:
     renew: set[uuid.UUID] = field(default_factory=set)
     sealed: list[LedgerEvent] = field(default_factory=list)
     new: bool = False
+
+
+@dataclass(slots=True)
+class _KeyNeeds:
+    """The keys a batch's events seal with, by (subject, scope)."""
+
+    # Those of subjects the keystore may lack keys of: their scopes are read in one query.
+    wanted: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    # Those to make together before sealing (not those of a subject that re-consents: its keys
+    # are made as its events ask, so a new version starts exactly where the re-consent stands).
+    prepared: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    renewing: bool = False
+
+    @property
+    def any(self) -> bool:
+        """Whether appending the batch reads or creates a key (a sealed value, a re-consent)."""
+        return self.renewing or bool(self.prepared)
 
 
 class Ledger:
@@ -184,9 +201,10 @@ class Ledger:
             if not all(self._memory.holds(c.subject_id) for c in commands):
                 return None
             pending, outcomes = self._decide_staff(commands)
-            if self._needs_keystore(pending):
+            keys = self._key_needs(pending)
+            if keys.any:
                 return None
-            written = self._append(pending, outcomes)
+            written = self._append(pending, outcomes, keys=keys)
             self._now_cost += (time.monotonic() - started - self._now_cost) * 0.1
             if self._now_cost > NOW_LIMIT:
                 self._now_paused_until = time.monotonic() + NOW_PAUSE
@@ -384,43 +402,33 @@ class Ledger:
             raise ConflictError("another writer created the subject first")
 
     def _append(
-        self, pending: dict[uuid.UUID, _Pending], outcomes: list[Outcome], *, link: bool = False
+        self,
+        pending: dict[uuid.UUID, _Pending],
+        outcomes: list[Outcome],
+        *,
+        link: bool = False,
+        keys: _KeyNeeds | None = None,
     ) -> list[Outcome]:
         stored: list[StoredEvent] = []
         refused: set[uuid.UUID] = set()
-        # References and keys first, durable in one write; then the events that use them. The
-        # keystore reads the scopes of existing subjects whose keys it lacks in one query (a
-        # subject it holds every key of needs none: a scope it lacks there has no key yet).
-        knows, scopes_of = self.keystore.knows_keys_of, self.mapper.key_scopes
-        wanted: list[tuple[uuid.UUID, str]] = []
-        needs: list[tuple[uuid.UUID, str]] = []
-        renewing = False
-        for subject_id, slot in pending.items():
-            scopes = {scope for event in slot.events for scope in scopes_of(event)}
-            if not slot.new and not knows(subject_id):
-                wanted += [(subject_id, scope) for scope in scopes]
-            if slot.renew:
-                # Its keys come as its events ask: a new version exactly where it re-consents.
-                renewing = True
-            else:
-                needs += [(subject_id, scope) for scope in scopes]
+        # References and keys first, durable in one write; then the events that use them.
+        needs = self._key_needs(pending) if keys is None else keys
         # A batch with no key to read or create and no reference to link (access events, say)
         # does not take the keystore: no lock, no transaction.
-        keys = (
-            self.keystore.batch(wanted) if link or renewing or needs else nullcontext(PendingCommit.DONE)
+        batch = (
+            self.keystore.batch(needs.wanted) if link or needs.any else nullcontext(PendingCommit.DONE)
         )
-        with keys as keys_durable:
+        with batch as keys_durable:
             for subject_id, slot in pending.items():
                 if slot.new:
                     self.keystore.fresh_subject(subject_id)
             if link:
                 self._link_new_subjects(pending)
-            if needs:
-                # The keys the events will ask for, made together (a re-consent's as it asks).
-                self.keystore.prepare(needs)
+            # The keys the events will seal with, the new ones made together.
+            prepared = self.keystore.prepare(needs.prepared) if needs.prepared else NO_KEYS
             for subject_id, slot in pending.items():
                 try:
-                    stored.extend(self._chain(slot))
+                    stored.extend(self._chain(slot, prepared))
                 except ScopeShredded:
                     # The shredder closed the subject after it was loaded: nothing of it is written.
                     refused.add(subject_id)
@@ -463,14 +471,23 @@ class Ledger:
         keys_durable()
         return self.recorder.insert_events(stored)
 
-    def _needs_keystore(self, pending: dict[uuid.UUID, _Pending]) -> bool:
-        """Whether appending the batch reads or creates a key (a sealed value, a re-consent)."""
-        return any(
-            slot.renew or any(self.mapper.key_scopes(event) for event in slot.events)
-            for slot in pending.values()
-        )
+    def _key_needs(self, pending: dict[uuid.UUID, _Pending]) -> _KeyNeeds:
+        """The keys the batch's events seal with. The keystore reads the scopes of existing subjects
+        whose keys it lacks in one query (a subject it holds every key of needs none: a scope it
+        lacks there has no key yet)."""
+        knows, scopes_of = self.keystore.knows_keys_of, self.mapper.key_scopes
+        needs = _KeyNeeds()
+        for subject_id, slot in pending.items():
+            scopes = {scope for event in slot.events for scope in scopes_of(event)}
+            if not slot.new and not knows(subject_id):
+                needs.wanted += [(subject_id, scope) for scope in scopes]
+            if slot.renew:
+                needs.renewing = True
+            else:
+                needs.prepared += [(subject_id, scope) for scope in scopes]
+        return needs
 
-    def _chain(self, slot: _Pending) -> list[StoredEvent]:
+    def _chain(self, slot: _Pending, keys: Keys) -> list[StoredEvent]:
         head = slot.state.head
         out = []
         for event in slot.events:
@@ -480,7 +497,7 @@ class Ledger:
                 self.keystore.create(
                     slot.state.subject_id, purpose_scope(event.purpose), new_version=True
                 )
-            sealed, stored_event = self.mapper.seal_event(event, head)
+            sealed, stored_event = self.mapper.seal_event(event, head, keys)
             head = chain_hash(stored_event.state)
             slot.sealed.append(sealed)
             out.append(stored_event)

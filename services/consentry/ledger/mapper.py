@@ -9,7 +9,9 @@ marking values whose key was shredded as ERASED instead of raising, so history a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from functools import partial
+from types import MappingProxyType
+from typing import Any, Final, cast
 from uuid import UUID
 
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
@@ -23,6 +25,7 @@ from consentry.core.sealing import (
     CONSENT_SCOPE,
     ERASED,
     IDENTITY_SCOPE,
+    DataKey,
     Personal,
     SealedValue,
     open_sealed,
@@ -32,6 +35,9 @@ from consentry.core.sealing import (
 
 # How the mapper changes one scope's personal values of an event (sealing or opening them).
 Change = Callable[[LedgerEvent, str, Mapping[str, object]], dict[str, object]]
+# Keys a batch has at hand, by (subject, scope): those `Keystore.prepare` answered.
+Keys = Mapping[tuple[UUID, str], DataKey]
+NO_KEYS: Final[Keys] = MappingProxyType({})
 
 
 class SealingMapper(Mapper[UUID]):
@@ -48,12 +54,14 @@ class SealingMapper(Mapper[UUID]):
         return self.seal_event(cast(LedgerEvent, domain_event))[1]
 
     def seal_event(
-        self, event: LedgerEvent, prev_hash: bytes | None = None
+        self, event: LedgerEvent, prev_hash: bytes | None = None, keys: Keys = NO_KEYS
     ) -> tuple[LedgerEvent, StoredEvent]:
         """The event with its personal values sealed (and linked to `prev_hash`, if given), and
-        its stored form (Avro bytes)."""
+        its stored form (Avro bytes). A scope's key is taken from `keys` if there, else asked of
+        the keystore."""
         contract = self.codec.contract(event.avro_name)
-        updates = self._personal_fields(event, contract, self._seal_values)
+        seal = partial(self._seal_values, keys=keys) if keys else self._seal_values
+        updates = self._personal_fields(event, contract, seal)
         if prev_hash is not None:
             updates["meta"] = evolve(event.meta, prev_hash=prev_hash)
         sealed = evolve(event, **updates) if updates else event
@@ -105,13 +113,14 @@ class SealingMapper(Mapper[UUID]):
         return updates
 
     def _seal_values(
-        self, event: LedgerEvent, scope: str, values: Mapping[str, object]
+        self, event: LedgerEvent, scope: str, values: Mapping[str, object], keys: Keys = NO_KEYS
     ) -> dict[str, object]:
         """The personal values of one scope sealed together: one key lookup, one nonce draw."""
         personal = {name: v.reveal() for name, v in values.items() if isinstance(v, Personal)}
         if not personal:
             return dict(values)
-        key = self.keystore.get_or_create(event.meta.subject_id, scope)
+        subject_id = event.meta.subject_id
+        key = keys.get((subject_id, scope)) or self.keystore.get_or_create(subject_id, scope)
         sealed = seal_many(key, personal)
         if len(sealed) == len(values):  # all personal, as usual: no copy of the clear values
             return cast(dict[str, object], sealed)
