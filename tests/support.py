@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from consentry.adapters.sqlite_keystore import SQLiteKeystore
 from consentry.core.avro import AvroCodec
 from consentry.core.clock import Clock
@@ -40,6 +42,19 @@ def until(done: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
     while not done():
         assert time.monotonic() < deadline, what
         time.sleep(0.005)
+
+
+def calls_of(owner: object, name: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The arguments of every call of `owner.name` from now on (each call still goes through)."""
+    calls: list[tuple[Any, ...]] = []
+    method = getattr(owner, name)
+
+    def recorded(*args: Any) -> Any:
+        calls.append(args)
+        return method(*args)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
 
 
 def fake_email() -> str:

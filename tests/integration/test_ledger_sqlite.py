@@ -14,7 +14,7 @@ import pytest
 from consentry.core.errors import Reason, Rejected
 from consentry.core.events import ConsentGranted, DataUpdated, LedgerEvent, ReferenceLinked
 from consentry.core.keystore import KeyRow
-from consentry.core.sealing import ERASED, DataKey, Personal, purpose_scope
+from consentry.core.sealing import ERASED, Personal, purpose_scope
 from consentry.ledger import application
 from consentry.ledger.application import Ledger
 from consentry.ledger.chain import verify_chain
@@ -22,7 +22,7 @@ from consentry.ledger.store import events_after
 from consentry.ledger.subject import Outcome
 from tests.contract.keystore_contract import wraps_counted
 from tests.contract.sole_writer_contract import store_reads
-from tests.support import canary, codec, parser, record, scan, sqlite_ledger
+from tests.support import calls_of, canary, codec, parser, record, scan, sqlite_ledger
 
 
 def _submit(ledger: Ledger, *records: dict[str, object]) -> list[Outcome]:
@@ -391,14 +391,7 @@ def test_a_batch_reads_its_subjects_missing_keys_in_one_query_and_reuses_the_sto
     subjects = [o.subject_id for o in first[:20] if o.subject_id is not None]
     stored = {s: ledger.keystore.get(s, purpose_scope("marketing")).key_id for s in subjects}
     ledger.keystore._cache.clear()  # a later batch, after the keys left the cache
-    lookups: list[tuple[uuid.UUID, str]] = []
-    one_by_one = ledger.keystore._latest
-
-    def counted(subject_id: uuid.UUID, scope: str) -> object:
-        lookups.append((subject_id, scope))
-        return one_by_one(subject_id, scope)
-
-    monkeypatch.setattr(ledger.keystore, "_latest", counted)
+    lookups = calls_of(ledger.keystore, "_latest", monkeypatch)
     together: list[int] = []
     live_rows = ledger.keystore._live_rows
 
@@ -466,14 +459,7 @@ def test_a_batch_makes_the_keys_its_events_seal_with_together_and_a_re_consents_
 ) -> None:
     ledger = sqlite_ledger(tmp_path)
     wrapped = wraps_counted(ledger.keystore, monkeypatch)
-    asked: list[tuple[uuid.UUID, str]] = []
-    get_or_create = ledger.keystore.get_or_create
-
-    def counted(subject_id: uuid.UUID, scope: str) -> DataKey:
-        asked.append((subject_id, scope))
-        return get_or_create(subject_id, scope)
-
-    monkeypatch.setattr(ledger.keystore, "get_or_create", counted)
+    asked = calls_of(ledger.keystore, "get_or_create", monkeypatch)
     refs = ["shop:" + canary("ref") for _ in range(5)]
     emails = {ref: canary("mail") for ref in refs}
     outcomes = _submit(
