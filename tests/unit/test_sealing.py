@@ -11,7 +11,7 @@ import pytest
 
 from consentry.core.errors import KeyProviderError, SealError
 from consentry.core.keys import LocalKeyFileProvider, wrap_aad
-from consentry.core.keystore import new_key_id, new_key_ids
+from consentry.core.keystore import new_key_ids
 from consentry.core.sealing import DataKey, Personal, open_sealed, seal, seal_aad
 from tests.support import canary, master_key
 
@@ -44,7 +44,7 @@ def _length_prefixed(*parts: bytes) -> bytes:
 
 @pytest.mark.parametrize("scope", ["identity", "purpose:marketing", "purpose:é"])
 def test_the_seal_and_wrap_aad_are_the_length_prefixed_parts_of_their_context(scope: str) -> None:
-    subject, key_id = uuid.uuid4(), new_key_id()
+    subject, key_id = uuid.uuid4(), new_key_ids(1)[0]
     expected = _length_prefixed(
         b"consentry.seal.v1", subject.bytes, scope.encode(), b"email", key_id.encode()
     )
@@ -58,7 +58,7 @@ def test_the_seal_and_wrap_aad_are_the_length_prefixed_parts_of_their_context(sc
 
 def test_key_ids_have_the_form_of_uuid7_hex_do_not_repeat_and_grow_with_time() -> None:
     before = time.time_ns() // 1_000_000
-    ids = [new_key_id() for _ in range(1000)] + new_key_ids(500) + new_key_ids(1) + new_key_ids(499)
+    ids = [new_key_ids(1)[0] for _ in range(1000)] + new_key_ids(500) + new_key_ids(1) + new_key_ids(499)
     after = time.time_ns() // 1_000_000
     assert len(ids) == 2000
     assert len(set(ids)) == len(ids)

@@ -301,13 +301,12 @@ class SQLiteKeystore(Keystore):
         return found
 
     def _insert_key(self, row: KeyRow) -> None:
-        values = _key_values(row, row.created_at.isoformat())
         if self._in_transaction:
-            self._stage([values])
+            self._insert_keys([row])
             return
         with self._connection() as db:
             try:
-                db.execute(_INSERT_KEY, values)
+                db.execute(_INSERT_KEY, _key_values(row, row.created_at.isoformat()))
             except sqlite3.IntegrityError as exc:
                 raise KeyExists("key version taken") from exc
             except sqlite3.Error as exc:
@@ -324,9 +323,6 @@ class SQLiteKeystore(Keystore):
             if row.created_at is not stamp:
                 stamp, text = row.created_at, row.created_at.isoformat()
             values.append(_key_values(row, text))
-        self._stage(values)
-
-    def _stage(self, values: list[tuple[object, ...]]) -> None:
         # A batch's keys go in together; SQLite's write lock is already this transaction's.
         # (Under the connection's lock: a thread outside the batch may be sending them now.)
         with self._db_lock:
