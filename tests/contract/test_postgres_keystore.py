@@ -29,8 +29,14 @@ from consentry.core.errors import KeyExists, KeyProviderError, KeystoreError, Sc
 from consentry.core.keys import KeyProvider, LocalKeyFileProvider, WrappedKey
 from consentry.core.keystore import KeyRow, Keystore, ShreddedKey
 from consentry.core.sealing import CONSENT_SCOPE, DataKey, purpose_scope
-from tests.contract.keystore_contract import MARKETING, SUPPORT, KeystoreContract, same_key
-from tests.support import StepClock, master_key
+from tests.contract.keystore_contract import (
+    MARKETING,
+    SUPPORT,
+    KeystoreContract,
+    same_key,
+    wraps_counted,
+)
+from tests.support import StepClock, calls_of, master_key
 
 pytestmark = pytest.mark.postgres
 WAITS = 0.3  # seconds a blocked operation must stay blocked
@@ -448,6 +454,31 @@ class TestPostgresKeystore(KeystoreContract):
         assert sent == [60]
         for subject, key in created.items():
             assert same_key(other.get(subject, SUPPORT), key)
+
+    def test_a_batch_prepares_the_keys_of_the_subjects_it_announced_each_read_and_unwrapped_once(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store, other = self.open(), self.open()
+        subjects = [uuid.uuid4() for _ in range(20)]
+        keys = {subject: other.create(subject, MARKETING) for subject in subjects}
+        stranger = uuid.uuid4()  # an existing subject the batch did not announce
+        other.create(stranger, MARKETING)
+        statements = calls_of(store, "_execute", monkeypatch)
+        unwrapped = calls_of(store, "_unwrap", monkeypatch)
+        wrapped = wraps_counted(store, monkeypatch)
+        wanted = [(s, scope) for s in subjects for scope in (MARKETING, SUPPORT)]
+        with store.batch(wanted):
+            prepared = store.prepare([*wanted, (stranger, SUPPORT)])
+            # The locks, the scopes and the live rows, whatever the number of subjects.
+            assert len(statements) == 3
+            assert all(same_key(prepared[(s, MARKETING)], keys[s]) for s in subjects)
+            assert len(unwrapped) == len(subjects)  # each existing key once, for the whole batch
+            assert wrapped == [len(subjects)]  # the missing ones made together
+            # Not locked by the batch: left to get_or_create, which takes its lock first.
+            assert (stranger, SUPPORT) not in prepared
+            assert other.key_versions(subjects[0], SUPPORT) == []  # not committed yet
+        for subject in subjects:
+            assert same_key(other.get(subject, SUPPORT), prepared[(subject, SUPPORT)])
 
     def test_references_link_and_erased_requests_are_found_in_a_fixed_number_of_statements(
         self, monkeypatch: pytest.MonkeyPatch

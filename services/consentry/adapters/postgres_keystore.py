@@ -50,6 +50,8 @@ ALTER TABLE {s}.data_keys SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuu
 ALTER TABLE {s}.references_index
     SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0);
 """
+# Array parameters go in binary (`%b`): a text array is escaped element by element in Python
+# (adapters/postgres_ledger.py says what that cost).
 # Rows as (key_id, version, kek_version, wrapped, created_at, shredded_at), tombstones included.
 _LATEST = """
 SELECT key_id, version, kek_version, wrapped, created_at, NULL::timestamptz
@@ -71,8 +73,8 @@ UNION ALL SELECT scope COLLATE "C", key_id, version, NULL, NULL, NULL, shredded_
 FROM {s}.tombstones WHERE subject_id = %(u)s AND (%(c)s::text IS NULL OR scope = %(c)s) ORDER BY 1, 3
 """
 _SCOPES_OF = """
-SELECT subject_id, scope, version, false FROM {s}.data_keys WHERE subject_id = ANY(%(u)s)
-UNION ALL SELECT subject_id, scope, version, true FROM {s}.tombstones WHERE subject_id = ANY(%(u)s)
+SELECT subject_id, scope, version, false FROM {s}.data_keys WHERE subject_id = ANY(%(u)b)
+UNION ALL SELECT subject_id, scope, version, true FROM {s}.tombstones WHERE subject_id = ANY(%(u)b)
 """
 _INSERT_KEY = """
 INSERT INTO {s}.data_keys (key_id, subject_id, scope, version, kek_version, wrapped, created_at)
@@ -81,12 +83,12 @@ VALUES (%s, %s, %s, %s, %s, %s, %s)
 # The rows of given (subject, scope, version)s, for a batch's announced keys: one query.
 _LIVE_ROWS = """
 SELECT d.key_id, d.subject_id, d.scope, d.version, d.kek_version, d.wrapped, d.created_at
-FROM unnest(%(u)s::uuid[], %(c)s::text[], %(v)s::integer[]) AS w(u, c, v)
+FROM unnest(%(u)b::uuid[], %(c)b::text[], %(v)b::integer[]) AS w(u, c, v)
 JOIN {s}.data_keys d ON d.subject_id = w.u AND d.scope = w.c AND d.version = w.v
 """
 # Advisory locks in the order of the array (a function scan yields it in order).
 _LOCK_SUBJECTS = """
-SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%(k)s::text[]) AS k
+SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%(k)b::text[]) AS k
 """
 _INSERT_TOMBSTONE = """
 INSERT INTO {s}.tombstones (subject_id, scope, version, key_id, shredded_at)
@@ -108,11 +110,11 @@ RETURNING key_id, scope, version
 # Each absent reference linked to its subject; one that exists keeps its subject.
 _PUT_REFERENCES = """
 INSERT INTO {s}.references_index (blind, subject_id)
-SELECT * FROM unnest(%(b)s::bytea[], %(u)s::uuid[]) ON CONFLICT DO NOTHING
+SELECT * FROM unnest(%(b)b::bytea[], %(u)b::uuid[]) ON CONFLICT DO NOTHING
 """
 _PUT_ERASED = """
 INSERT INTO {s}.erased_requests (digest, subject_id)
-SELECT digest, %(u)s FROM unnest(%(d)s::bytea[]) AS digest ON CONFLICT DO NOTHING
+SELECT digest, %(u)s FROM unnest(%(d)b::bytea[]) AS digest ON CONFLICT DO NOTHING
 """
 _TO_REWRAP = """
 SELECT key_id, subject_id, scope, version, kek_version, wrapped, created_at FROM {s}.data_keys
@@ -197,10 +199,14 @@ class PostgresKeystore(Keystore):
             return super().get_or_create(subject_id, scope)
 
     def prepare(self, wanted: Iterable[tuple[uuid.UUID, str]]) -> dict[tuple[uuid.UUID, str], DataKey]:
-        """Prepares the keys of the subjects minted in the open batch only, as `get_or_create`
-        takes them (no lock, no look-up); another subject's key is made when asked, under that
-        subject's lock."""
-        return super().prepare([(s, scope) for s, scope in wanted if s in self._fresh])
+        """Prepares the keys of the subjects the open batch holds: those minted in it (no lock, no
+        look-up, as `get_or_create` takes them) and those it announced, whose locks it took as it
+        began. Their keys are read in the batch's two reads and each unwrapped once for the whole
+        batch: no other process can change them before it commits. Another subject's key is made
+        when asked, under that subject's lock."""
+        with self._lock:
+            fresh, locked = self._fresh, self._locked
+            return super().prepare([(s, c) for s, c in wanted if s in fresh or s in locked])
 
     def destroy(self, subject_id: uuid.UUID, scopes: Iterable[str] | None = None) -> list[ShreddedKey]:
         with self._subject_transaction(subject_id):
@@ -363,7 +369,7 @@ class PostgresKeystore(Keystore):
 
     def _get_references(self, blinds: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
         rows = self._run(
-            "SELECT blind, subject_id FROM {s}.references_index WHERE blind = ANY(%(b)s)",
+            "SELECT blind, subject_id FROM {s}.references_index WHERE blind = ANY(%(b)b)",
             {"b": list(blinds)},
         )
         return {bytes(row[0]): row[1] for row in rows}
@@ -382,7 +388,7 @@ class PostgresKeystore(Keystore):
 
     def _get_erased_requests(self, digests: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
         rows = self._run(
-            "SELECT digest, subject_id FROM {s}.erased_requests WHERE digest = ANY(%(d)s)",
+            "SELECT digest, subject_id FROM {s}.erased_requests WHERE digest = ANY(%(d)b)",
             {"d": list(digests)},
         )
         return {bytes(row[0]): row[1] for row in rows}
