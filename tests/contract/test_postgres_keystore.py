@@ -231,6 +231,14 @@ class TestPostgresKeystore(KeystoreContract):
         keys = [(s, store.create(s, MARKETING).key_id) for s in (uuid.uuid4() for _ in range(count))]
         return [(subject, key_id, blob_of(store, key_id)) for subject, key_id in keys]
 
+    def with_keys_made_elsewhere(
+        self, count: int
+    ) -> tuple[PostgresKeystore, PostgresKeystore, dict[uuid.UUID, DataKey]]:
+        """A keystore, another instance, and the MARKETING keys the other made for `count` new
+        subjects (the first instance has seen none of them)."""
+        store, other = self.open(), self.open()
+        return store, other, {s: other.create(s, MARKETING) for s in (uuid.uuid4() for _ in range(count))}
+
     # -- the contract's file scan, in PostgreSQL's terms -------------------------------------
 
     def test_a_destroyed_key_version_leaves_no_bytes_in_the_adapters_files(
@@ -423,9 +431,8 @@ class TestPostgresKeystore(KeystoreContract):
     def test_a_batch_locks_and_reads_its_announced_subjects_in_three_statements_whatever_their_number(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        store, other = self.open(), self.open()
-        subjects = [uuid.uuid4() for _ in range(60)]
-        keys = {subject: other.create(subject, MARKETING) for subject in subjects}
+        store, other, keys = self.with_keys_made_elsewhere(60)
+        subjects = list(keys)
         statements: list[str] = []
         sent: list[int] = []
         execute, send_keys = store._execute, store._send_keys
@@ -458,9 +465,8 @@ class TestPostgresKeystore(KeystoreContract):
     def test_a_batch_prepares_the_keys_of_the_subjects_it_announced_each_read_and_unwrapped_once(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        store, other = self.open(), self.open()
-        subjects = [uuid.uuid4() for _ in range(20)]
-        keys = {subject: other.create(subject, MARKETING) for subject in subjects}
+        store, other, keys = self.with_keys_made_elsewhere(20)
+        subjects = list(keys)
         stranger = uuid.uuid4()  # an existing subject the batch did not announce
         other.create(stranger, MARKETING)
         statements = calls_of(store, "_execute", monkeypatch)
