@@ -237,7 +237,11 @@ class TestPostgresKeystore(KeystoreContract):
         """A keystore, another instance, and the MARKETING keys the other made for `count` new
         subjects (the first instance has seen none of them)."""
         store, other = self.open(), self.open()
-        return store, other, {s: other.create(s, MARKETING) for s in (uuid.uuid4() for _ in range(count))}
+        return (
+            store,
+            other,
+            {s: other.create(s, MARKETING) for s in (uuid.uuid4() for _ in range(count))},
+        )
 
     # -- the contract's file scan, in PostgreSQL's terms -------------------------------------
 
