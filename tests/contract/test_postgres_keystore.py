@@ -331,6 +331,21 @@ class TestPostgresKeystore(KeystoreContract):
         assert self.live_rows(doomed) == 0
         assert same_key(eraser.get(other, MARKETING), other_key)
 
+    def test_an_erasure_waits_for_a_batch_that_prepared_the_subjects_existing_key_then_destroys_it(
+        self,
+    ) -> None:
+        store, eraser, keys = self.with_keys_made_elsewhere(1)
+        ((subject, key),) = keys.items()
+        with ThreadPoolExecutor(1) as pool:
+            with store.batch([(subject, MARKETING)]):
+                prepared = store.prepare([(subject, MARKETING)])
+                assert same_key(prepared[(subject, MARKETING)], key)
+                erased = pool.submit(eraser.erase_subject, subject)
+                # The batch may seal with the key it prepared until it commits.
+                assert not wait_for([erased], timeout=WAITS).done, "the erasure must wait for the batch"
+            assert [s.key_id for s in erased.result(timeout=10)] == [key.key_id]
+        assert self.live_rows(subject) == 0
+
     def test_two_batches_locking_subjects_in_opposite_orders_fail_one_batch_whole(self) -> None:
         providers = [PausingProvider.armed(self.secret) for _ in range(2)]
         stores = [self.open(provider) for provider in providers]

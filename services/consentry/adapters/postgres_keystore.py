@@ -98,8 +98,8 @@ VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 _DESTROY = """
 WITH gone AS (
     DELETE FROM {s}.data_keys WHERE subject_id = %(u)s
-    AND (%(c)s::text[] IS NULL OR scope = ANY(%(c)s::text[]))
-    AND (%(k)s::text[] IS NULL OR key_id = ANY(%(k)s::text[]))
+    AND (%(c)b::text[] IS NULL OR scope = ANY(%(c)b::text[]))
+    AND (%(k)b::text[] IS NULL OR key_id = ANY(%(k)b::text[]))
     RETURNING subject_id, scope, version, key_id)
 INSERT INTO {s}.tombstones (subject_id, scope, version, key_id, shredded_at)
 SELECT subject_id, scope, version, key_id, %(at)s FROM gone
@@ -200,10 +200,10 @@ class PostgresKeystore(Keystore):
 
     def prepare(self, wanted: Iterable[tuple[uuid.UUID, str]]) -> dict[tuple[uuid.UUID, str], DataKey]:
         """Prepares the keys of the subjects the open batch holds: those minted in it (no lock, no
-        look-up, as `get_or_create` takes them) and those it announced, whose locks it took as it
-        began. Their keys are read in the batch's two reads and each unwrapped once for the whole
-        batch: no other process can change them before it commits. Another subject's key is made
-        when asked, under that subject's lock."""
+        look-up, as `get_or_create` takes them) and those whose locks it holds (the ones it
+        announced, locked as it began, are read in its two reads). Each existing key is unwrapped
+        once for the whole batch: no other process can change it before the batch commits.
+        Another subject's key is made when asked, under that subject's lock."""
         with self._lock:
             fresh, locked = self._fresh, self._locked
             return super().prepare([(s, c) for s, c in wanted if s in fresh or s in locked])
