@@ -13,7 +13,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,15 +47,6 @@ class CountingExecutor(ThreadPoolExecutor):
         with self._count:
             self.handoffs += 1
         return super().submit(fn, *args, **kwargs)
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    opened = Platform.open(load_settings(data_dir=tmp_path / "data", policy=EXAMPLE_POLICY))
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def _subjects(platform: Platform, count: int) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 from consentry.core.errors import KeyProviderError, SealError
 from consentry.core.keys import LocalKeyFileProvider, wrap_aad
 from consentry.core.keystore import new_key_ids
-from consentry.core.sealing import DataKey, Personal, open_sealed, seal, seal_aad
+from consentry.core.sealing import DataKey, Personal, open_many, open_sealed, seal, seal_aad, seal_many
 from tests.support import canary, master_key
 
 
@@ -138,3 +138,32 @@ def test_a_wrapped_key_unwraps_only_under_its_kek_and_context() -> None:
         provider.unwrap(wrapped, subject, "identity", "key-1")
     with pytest.raises(KeyProviderError):
         LocalKeyFileProvider.from_master_key(master_key()).unwrap(wrapped, subject, "consent", "key-1")
+
+
+def test_values_sealed_together_open_together_and_each_as_open_sealed_opens_it() -> None:
+    key = _key()
+    values = {"email": canary("mail"), "first_name": canary("name"), "é": canary("accent")}
+    sealed = seal_many(key, values)
+    assert open_many(key, sealed) == values
+    assert {name: open_sealed(key, name, s) for name, s in sealed.items()} == values
+    assert open_many(key, {}) == {}
+    one = seal_many(key, {"phone": canary("phone")})
+    assert open_many(key, one) == {"phone": open_sealed(key, "phone", one["phone"])}
+
+
+def test_one_value_that_does_not_open_fails_its_whole_group() -> None:
+    key = _key()
+    sealed = seal_many(key, {"email": canary("mail"), "first_name": canary("name")})
+    broken = bytearray(sealed["first_name"].ciphertext)
+    broken[0] ^= 0x01
+    swapped = {"email": sealed["first_name"], "first_name": sealed["email"]}
+    foreign = seal(_key(key.subject_id), "phone", canary("phone"))
+    other_scope = seal(_key(key.subject_id, "identity"), "phone", canary("phone"))
+    for group in (
+        sealed | {"first_name": replace(sealed["first_name"], ciphertext=bytes(broken))},
+        swapped,
+        sealed | {"phone": foreign},
+        sealed | {"phone": replace(other_scope, key_id=key.key_id)},
+    ):
+        with pytest.raises(SealError):
+            open_many(key, group)

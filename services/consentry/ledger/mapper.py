@@ -27,8 +27,8 @@ from consentry.core.sealing import (
     IDENTITY_SCOPE,
     DataKey,
     Personal,
-    SealedValue,
-    open_sealed,
+    by_key,
+    open_many,
     purpose_scope,
     seal_many,
 )
@@ -129,20 +129,21 @@ class SealingMapper(Mapper[UUID]):
     def _open_values(
         self, event: LedgerEvent, scope: str, values: Mapping[str, object]
     ) -> dict[str, object]:
-        return {name: self._open_value(event, scope, name, value) for name, value in values.items()}
-
-    def _open_value(self, event: LedgerEvent, scope: str, field_name: str, value: object) -> object:
-        if not isinstance(value, SealedValue):
-            return value
-        try:
-            key = self.keystore.get_by_id(value.key_id)
-        except ScopeShredded:
-            return ERASED
-        except KeyNotFound as exc:
-            raise SealError("a sealed value names a key the keystore never held") from exc
-        if key.subject_id != event.meta.subject_id or key.scope != scope:
-            raise SealError("a sealed value names another subject's or scope's key")
-        return Personal(open_sealed(key, field_name, value))
+        """The values with each key's sealed ones opened together (one key lookup and one cipher
+        per key), or ERASED where that key was shredded; the others as they are."""
+        opened = dict(values)
+        for key_id, sealed in by_key(values).items():
+            try:
+                key = self.keystore.get_by_id(key_id)
+            except ScopeShredded:
+                opened |= dict.fromkeys(sealed, ERASED)
+                continue
+            except KeyNotFound as exc:
+                raise SealError("a sealed value names a key the keystore never held") from exc
+            if key.subject_id != event.meta.subject_id or key.scope != scope:
+                raise SealError("a sealed value names another subject's or scope's key")
+            opened |= {name: Personal(text) for name, text in open_many(key, sealed).items()}
+        return opened
 
 
 def _scope(event: LedgerEvent, scope_kind: str | None) -> str:

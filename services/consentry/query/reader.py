@@ -8,7 +8,7 @@ from typing import Any
 
 from consentry.core import events as ev
 from consentry.core.errors import KeyNotFound, ScopeShredded
-from consentry.core.sealing import Erased, Personal, SealedValue, open_sealed
+from consentry.core.sealing import Erased, Personal, SealedValue, by_key, open_many
 from consentry.core.views import ViewStore
 from consentry.ledger.application import Ledger
 from consentry.ledger.commands import RecordAccess
@@ -26,30 +26,31 @@ class Reader:
         self, subject_id: uuid.UUID, sealed: dict[str, SealedValue]
     ) -> dict[str, str | None]:
         """Plaintext per field; None where the key is gone (erased)."""
-        out: dict[str, str | None] = {}
-        for name, value in sealed.items():
+        opened: dict[str, str | None] = {}
+        for key_id, values in by_key(sealed).items():
             try:
-                key = self.ledger.keystore.get_by_id(value.key_id)
+                key = self.ledger.keystore.get_by_id(key_id)
             except (ScopeShredded, KeyNotFound):
-                out[name] = None
-                continue
-            if key.subject_id != subject_id:
-                out[name] = None
-                continue
-            out[name] = open_sealed(key, name, value)
-        return out
+                key = None
+            if key is None or key.subject_id != subject_id:
+                opened |= dict.fromkeys(values)
+            else:
+                opened |= open_many(key, values)
+        return {name: opened[name] for name in sealed}
 
     def open_cached(
         self, subject_id: uuid.UUID, sealed: dict[str, SealedValue]
     ) -> dict[str, str] | None:
         """`open_fields` from cached keys only (no lock, no I/O); None if a key is not cached."""
-        keys = {name: self.ledger.keystore.cached(value.key_id) for name, value in sealed.items()}
-        out: dict[str, str] = {}
-        for name, key in keys.items():
+        groups = by_key(sealed)
+        keys = {key_id: self.ledger.keystore.cached(key_id) for key_id in groups}
+        opened: dict[str, str] = {}
+        for key_id, values in groups.items():
+            key = keys[key_id]
             if key is None or key.subject_id != subject_id:
                 return None
-            out[name] = open_sealed(key, name, sealed[name])
-        return out
+            opened |= open_many(key, values)
+        return {name: opened[name] for name in sealed}
 
     def export(
         self, state: SubjectState, actor: ev.Actor, catch_up: Callable[[uuid.UUID], None]
