@@ -232,3 +232,25 @@ class Counting(ThreadPoolExecutor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         self.handoffs += 1
         return super().submit(fn, *args, **kwargs)
+
+
+async def _groups_after(first: list[list[str]]) -> list[list[str]]:
+    """The groups written on the loop: `first` (callers arriving together), then a caller, and one
+    more whose request the loop starts a pass after the first's (as it starts requests it read
+    together with that one)."""
+    now = Now("write")
+    group: AsyncGroupCommit[str, str] = AsyncGroupCommit(Recorder(), now)
+    await _await_all(group, first)
+    early = asyncio.ensure_future(group(["early"]))
+    await asyncio.sleep(0)  # the early caller is queued and its writer created
+    late = asyncio.ensure_future(group(["late"]))
+    assert await early == ["early"] and await late == ["late"]
+    return now.calls
+
+
+async def test_after_a_group_of_several_the_next_waits_a_pass_so_callers_starting_then_join() -> None:
+    assert await _groups_after([["a"], ["b"]]) == [["a", "b"], ["early", "late"]]
+
+
+async def test_after_a_lone_caller_the_next_group_is_written_at_once() -> None:
+    assert await _groups_after([["a"]]) == [["a"], ["early"], ["late"]]

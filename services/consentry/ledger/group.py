@@ -85,6 +85,13 @@ class AsyncGroupCommit(Generic[C, R]):
     None at once when the write could wait on anyone (a lock, a slow disk), and the group goes to
     the loop's default executor. A caller that is cancelled stops waiting; its commands are still
     written. One instance serves one event loop (`Ledger.execute_async` keeps one per loop).
+
+    When the last group had several callers, the writer lets the loop run one more pass before it
+    writes, so the callers whose requests arrived together share the group: profile reads under
+    wrk (`consentry run`, a server each way, 3 s phases alternating between them) at 8 clients went
+    from 3.3 to 6.7-7.8 reads per group, 1,079 -> 1,240 reads/s, p99 13.5 -> 11.5 ms and CPU per
+    read 910 -> 838 µs (medians of 10 rounds; more reads/s in every round); at 32 clients 1,166 ->
+    1,234 reads/s and p99 52.6 -> 41.6 ms (8 rounds); at 1 client no change (it never waits).
     """
 
     def __init__(
@@ -96,6 +103,10 @@ class AsyncGroupCommit(Generic[C, R]):
         self._now = now
         self._waiting: list[tuple[_Request[C, R], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        # How many callers the last group had. After a group of one the next is written at once: a
+        # lone caller gains nothing from waiting a pass of the loop, and waiting always cost reads
+        # at 1 client about a tenth of their rate (628 -> 564 reads/s, medians of 8 phases).
+        self._last_group = 1
 
     async def __call__(self, items: Sequence[C]) -> list[R]:
         loop = asyncio.get_running_loop()
@@ -114,8 +125,14 @@ class AsyncGroupCommit(Generic[C, R]):
 
     async def _write_all(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._last_group > 1:
+            # Callers come together: let the loop run once more before writing. The requests the
+            # loop read along with the first caller's start their tasks only now, and would
+            # otherwise each wait for a group (and a sync to disk) of their own.
+            await asyncio.sleep(0)
         while self._waiting:
             batch, self._waiting = self._waiting, []
+            self._last_group = len(batch)
             group = [r for r, _ in batch]
             try:
                 if not self._written_now(group):
