@@ -500,26 +500,3 @@ def test_a_batch_makes_the_keys_its_events_seal_with_together_and_a_re_consents_
     assert [o.status for o in outcomes] == ["accepted", "accepted"]
     assert [r.version for r in ledger.keystore.key_versions(returning, marketing)] == [1]
     assert wrapped == [1]  # made as the re-consent's update asked for it
-
-
-def test_a_revealed_event_opens_each_keys_values_with_one_key_lookup(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ledger = sqlite_ledger(tmp_path)
-    ref = "shop:" + canary("ref")
-    fields = {"email": canary("mail"), "first_name": canary("name"), "preferred_language": "en"}
-    outcomes = _submit(ledger, record("consent.grant", ref), record("data.update", ref, fields=fields))
-    subject_id = outcomes[0].subject_id
-    assert subject_id is not None and outcomes[1].status == "accepted"
-    # One lookup per event and key its values are sealed under, not one per value.
-    groups = sum(
-        len({v.key_id for v in getattr(event, name).values()})
-        if isinstance(getattr(event, name), dict)
-        else 1
-        for event in ledger.history(subject_id)
-        for name in codec().contract(event.avro_name).pii
-        if getattr(event, name) is not None
-    )
-    looked_up = calls_of(ledger.keystore, "get_by_id", monkeypatch)
-    assert _profile(ledger, subject_id, "marketing") == fields
-    assert len(looked_up) == groups

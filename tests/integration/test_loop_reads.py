@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from consentry.core import events as ev
 from consentry.core.sealing import CONSENT_SCOPE
 from consentry.core.settings import load_settings
-from consentry.ledger.commands import DenyAccess, RequestErasure, StaffCommand
+from consentry.ledger.commands import DenyAccess, RecordAccess, RequestErasure, StaffCommand
 from consentry.ledger.mapper import SealingMapper
 from consentry.ledger.subject import Outcome
 from consentry.platform import Platform, create_app
@@ -344,3 +344,33 @@ def test_a_withdrawal_between_admission_and_the_access_event_answers_403_and_ope
     _refused_opening_nothing(platform, app, subject, 403, "no-consent")
     denied = [e for e in ledger.history(uuid.UUID(subject)) if isinstance(e, ev.AccessDenied)]
     assert [(d.purpose, d.reason) for d in denied] == [("support", "no_consent")]
+
+
+def _now_writes(platform: Platform, monkeypatch: pytest.MonkeyPatch, slow: str) -> list[bool]:
+    """Whether each of 30 access groups was written on the loop's thread, with one part slowed."""
+    ledger = platform.ledger
+    subject = uuid.UUID(next(iter(_subjects(platform, 1))))
+    actor = ev.Actor("agent-1", "support_agent")
+    slowed = getattr(ledger, slow) if slow == "_decide_staff" else getattr(ledger.recorder, slow)
+
+    def sleepy(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.005)
+        return slowed(*args, **kwargs)
+
+    monkeypatch.setattr(ledger if slow == "_decide_staff" else ledger.recorder, slow, sleepy)
+    access = [RecordAccess(subject, actor, "support", ("email",), "profile")]
+    return [ledger._execute_now(access) is not None for _ in range(30)]
+
+
+def test_groups_whose_commits_turn_slow_go_to_the_executor_for_a_while(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = _now_writes(platform, monkeypatch, "insert_events")
+    assert written[0] and not written[-1]  # paused after a few slow commits, and still paused
+
+
+def test_groups_slow_only_to_decide_are_still_written_on_the_loop(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A large group takes longer to decide and seal; only the disk's part may send it away.
+    assert all(_now_writes(platform, monkeypatch, "_decide_staff"))

@@ -1,8 +1,9 @@
-"""Opening a profile's values: one key lookup and one cipher per key, whatever the field count.
+"""Opening sealed values: one key lookup and one cipher per key, whatever the field count.
 
 The real embedded platform (SQLite files): a subject's support and marketing values sit under two
 keys. The reader opens each key's values together and answers every field in the order asked,
-None where the key is gone or belongs to another subject.
+None where the key is gone or belongs to another subject; the ledger's revealed history opens
+each event's values the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import uuid
 
 import pytest
 
-from consentry.core.sealing import SealedValue
+from consentry.core.events import DataUpdated
+from consentry.core.sealing import Personal, SealedValue
 from consentry.platform import Platform
 from consentry.query.reader import Reader
 from tests.support import calls_of, canary, record, submit
@@ -82,3 +84,33 @@ def test_values_under_another_subjects_keys_read_none(platform: Platform) -> Non
     assert reader.open_fields(other, sealed) == dict.fromkeys(sealed)
     assert reader.open_cached(other, sealed) is None
     assert None not in reader.open_fields(subject_id, sealed).values()
+
+
+def test_a_revealed_history_looks_up_each_events_keys_once(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subject_id, plain, _ = _profile(platform)
+    ledger = platform.ledger
+    # One lookup per event, personal field and key its values are sealed under, not per value.
+    lookups = 0
+    for event in ledger.history(subject_id):
+        for name in ledger.codec.contract(event.avro_name).pii:
+            value = getattr(event, name)
+            if isinstance(value, dict):
+                lookups += len({v.key_id for v in value.values()})
+            elif value is not None:
+                lookups += 1
+    looked_up = calls_of(platform.keystore, "get_by_id", monkeypatch)
+    revealed = {
+        name: value.reveal()
+        for event in ledger.history(subject_id, reveal=True)
+        if isinstance(event, DataUpdated)
+        for name, value in event.fields.items()
+        if isinstance(value, Personal)
+    }
+    assert revealed == plain
+    assert (
+        len(looked_up)
+        == lookups
+        < sum(len(e.fields) for e in ledger.history(subject_id) if isinstance(e, DataUpdated))
+    )

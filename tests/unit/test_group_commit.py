@@ -254,3 +254,20 @@ async def test_after_a_group_of_several_the_next_waits_a_pass_so_callers_startin
 
 async def test_after_a_lone_caller_the_next_group_is_written_at_once() -> None:
     assert await _groups_after([["a"]]) == [["a"], ["early"], ["late"]]
+
+
+async def test_a_writer_cancelled_while_it_waits_its_pass_strands_nobody_and_writes_nothing() -> None:
+    now = Now("write")
+    group: AsyncGroupCommit[str, str] = AsyncGroupCommit(Recorder(), now)
+    await _await_all(group, [["a"], ["b"]])  # a group of two: the next writer waits a pass
+    waiting = asyncio.ensure_future(group(["waiting"]))
+    await asyncio.sleep(0)  # queued, and its writer created
+    await asyncio.sleep(0)  # the writer has started its pass
+    writer = group._writer
+    assert writer is not None and not writer.done()
+    writer.cancel()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        await asyncio.wait_for(waiting, timeout=5)
+    assert now.calls == [["a", "b"]]
+    assert await asyncio.wait_for(group(["next"]), timeout=5) == ["next"]
+    assert now.calls == [["a", "b"], ["next"]]

@@ -23,9 +23,9 @@ from consentry.core.slots import maker
 
 NONCE_LEN: Final = 12
 _AAD_LABEL: Final = b"consentry.seal.v1"
-# The AAD up to the subject id's bytes: the label's part and the subject's length prefix, as
-# `_aad_part` makes them (a subject id is 16 bytes).
-_AAD_START: Final = struct.pack(">H", len(_AAD_LABEL)) + _AAD_LABEL + struct.pack(">H", 16)
+# The AAD's first two parts, length-prefixed as `_aad_part` does (a subject id is 16 bytes).
+_LABEL_PART: Final = struct.pack(">H", len(_AAD_LABEL)) + _AAD_LABEL
+_SUBJECT_PREFIX: Final = struct.pack(">H", 16)
 
 
 class Personal:
@@ -119,7 +119,7 @@ class DataKey:
 
     def aad_parts(self) -> tuple[bytes, bytes]:
         """The AAD's parts before and after the field name: the same for every value of the key."""
-        return _aad_head(self.subject_id, self.scope), _key_id_part(self.key_id)
+        return _aad_head(self.subject_id, self.scope), _aad_part(self.key_id.encode())
 
     def aad(self, field_name: str) -> bytes:
         """The associated data of this key's value of `field_name` (as `seal_aad` builds it)."""
@@ -142,13 +142,7 @@ def _aad_part(data: bytes) -> bytes:
 
 
 def _aad_head(subject_id: uuid.UUID, scope: str) -> bytes:
-    return _AAD_START + subject_id.bytes + _text_part(scope)
-
-
-def _key_id_part(key_id: str) -> bytes:
-    """`_aad_part(key_id.encode())` without `struct` (made once per sealed or opened group)."""
-    data = key_id.encode()
-    return len(data).to_bytes(2, "big") + data
+    return _LABEL_PART + _SUBJECT_PREFIX + subject_id.bytes + _text_part(scope)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -173,7 +167,7 @@ def seal_many(key: DataKey, plaintexts: Mapping[str, str]) -> dict[str, SealedVa
         start, end = end, end + NONCE_LEN
         nonce = nonces[start:end]
         # key.aad(field_name), inline: this loop runs for every personal value the ledger stores.
-        ciphertext = encrypt(nonce, plaintext.encode(), head + _text_part(field_name) + tail)
+        ciphertext = encrypt(nonce, plaintext.encode("utf-8"), head + _text_part(field_name) + tail)
         sealed[field_name] = _sealed_value(scope, key_id, nonce, ciphertext)
     return sealed
 
@@ -188,8 +182,11 @@ def open_sealed(key: DataKey, field_name: str, sealed: SealedValue) -> str:
 
 
 def open_many(key: DataKey, sealed: Mapping[str, SealedValue]) -> dict[str, str]:
-    """Opens several fields' values sealed under one key (one cipher and one AAD head for all),
-    each as `open_sealed` would: any value that does not open fails them all with SealError."""
+    """Opens values sealed under one key, each as `open_sealed` would; one cipher for them all.
+
+    Any value that does not open (another key or scope, a tampered byte, a moved field) fails the
+    whole call with SealError.
+    """
     if any(value.key_id != key.key_id or value.scope != key.scope for value in sealed.values()):
         raise SealError("sealed value belongs to another key")
     head, tail = key.aad_parts()

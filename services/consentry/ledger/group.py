@@ -87,11 +87,12 @@ class AsyncGroupCommit(Generic[C, R]):
     written. One instance serves one event loop (`Ledger.execute_async` keeps one per loop).
 
     When the last group had several callers, the writer lets the loop run one more pass before it
-    writes, so the callers whose requests arrived together share the group: profile reads under
-    wrk (`consentry run`, a server each way, 3 s phases alternating between them) at 8 clients went
-    from 3.3 to 6.7-7.8 reads per group, 1,079 -> 1,240 reads/s, p99 13.5 -> 11.5 ms and CPU per
-    read 910 -> 838 µs (medians of 10 rounds; more reads/s in every round); at 32 clients 1,166 ->
-    1,234 reads/s and p99 52.6 -> 41.6 ms (8 rounds); at 1 client no change (it never waits).
+    writes, so callers that reach the group a pass after the first one still join it. Profile reads
+    under wrk (`consentry run`, a server each way, 3 s phases alternating between them, on the
+    slower machine of bench/results/latest.md) at 8 clients went from 3.3 to 6.7-7.8 reads per
+    group, 1,079 -> 1,240 reads/s, p99 13.5 -> 11.5 ms and CPU per read 910 -> 838 µs (medians of
+    10 rounds; more reads/s in every round); at 32 clients 1,166 -> 1,234 reads/s and p99 52.6 ->
+    41.6 ms (8 rounds); at 1 client no change (it never waits).
     """
 
     def __init__(
@@ -126,9 +127,9 @@ class AsyncGroupCommit(Generic[C, R]):
     async def _write_all(self) -> None:
         loop = asyncio.get_running_loop()
         if self._last_group > 1:
-            # Callers come together: let the loop run once more before writing. The requests the
-            # loop read along with the first caller's start their tasks only now, and would
-            # otherwise each wait for a group (and a sync to disk) of their own.
+            # Callers come together: one more pass of the loop first, so those whose tasks get
+            # here a pass after the first caller's share its write (and its sync to disk) instead
+            # of waiting for a group of their own.
             await asyncio.sleep(0)
         while self._waiting:
             batch, self._waiting = self._waiting, []
@@ -155,8 +156,9 @@ class AsyncGroupCommit(Generic[C, R]):
         return True
 
     def _ended(self, writer: asyncio.Task[None]) -> None:
-        # However the writer ended (done, a hand-off that failed, cancelled even before it ran),
-        # whoever is still queued hears so instead of waiting for a write that never comes.
+        # However the writer ended (done, a hand-off that failed, cancelled even before it ran or
+        # during its pass before writing), whoever is still queued hears so instead of waiting
+        # for a write that never comes.
         # (A writer started since serves whoever queued after this one stopped looking.)
         if self._writer is writer:
             self._writer = None

@@ -129,8 +129,7 @@ class SealingMapper(Mapper[UUID]):
     def _open_values(
         self, event: LedgerEvent, scope: str, values: Mapping[str, object]
     ) -> dict[str, object]:
-        """The values with each key's sealed ones opened together (one key lookup and one cipher
-        per key), or ERASED where that key was shredded; the others as they are."""
+        """The values, those sealed opened key by key (one lookup each), ERASED if it was shredded."""
         opened = dict(values)
         for key_id, sealed in by_key(values).items():
             try:
