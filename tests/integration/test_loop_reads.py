@@ -346,26 +346,29 @@ def test_a_withdrawal_between_admission_and_the_access_event_answers_403_and_ope
     assert [(d.purpose, d.reason) for d in denied] == [("support", "no_consent")]
 
 
-def _now_writes(platform: Platform, monkeypatch: pytest.MonkeyPatch, slow: str) -> list[bool]:
-    """Whether each of 30 access groups was written on the loop's thread, with one part slowed."""
-    ledger = platform.ledger
+def _now_writes(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, slow: Callable[[Platform], object], name: str
+) -> list[bool]:
+    """Whether each of 30 access groups was written on the loop's thread, with `slow(platform)`'s
+    method `name` taking 5 ms more."""
     subject = uuid.UUID(next(iter(_subjects(platform, 1))))
-    actor = ev.Actor("agent-1", "support_agent")
-    slowed = getattr(ledger, slow) if slow == "_decide_staff" else getattr(ledger.recorder, slow)
+    owner = slow(platform)
+    method = getattr(owner, name)
 
     def sleepy(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.005)
-        return slowed(*args, **kwargs)
+        return method(*args, **kwargs)
 
-    monkeypatch.setattr(ledger if slow == "_decide_staff" else ledger.recorder, slow, sleepy)
+    monkeypatch.setattr(owner, name, sleepy)
+    actor = ev.Actor("agent-1", "support_agent")
     access = [RecordAccess(subject, actor, "support", ("email",), "profile")]
-    return [ledger._execute_now(access) is not None for _ in range(30)]
+    return [platform.ledger._execute_now(access) is not None for _ in range(30)]
 
 
 def test_groups_whose_commits_turn_slow_go_to_the_executor_for_a_while(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written = _now_writes(platform, monkeypatch, "insert_events")
+    written = _now_writes(platform, monkeypatch, lambda p: p.ledger.recorder, "insert_events")
     assert written[0] and not written[-1]  # paused after a few slow commits, and still paused
 
 
@@ -373,4 +376,4 @@ def test_groups_slow_only_to_decide_are_still_written_on_the_loop(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A large group takes longer to decide and seal; only the disk's part may send it away.
-    assert all(_now_writes(platform, monkeypatch, "_decide_staff"))
+    assert all(_now_writes(platform, monkeypatch, lambda p: p.ledger, "_decide_staff"))
