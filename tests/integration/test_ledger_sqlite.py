@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from consentry.core.errors import Reason, Rejected
-from consentry.core.events import ConsentGranted, DataUpdated, LedgerEvent, ReferenceLinked
+from consentry.core.events import ConsentGranted, DataUpdated, LedgerEvent, ReferenceLinked, evolve
 from consentry.core.keystore import KeyRow
-from consentry.core.sealing import ERASED, Personal, purpose_scope
+from consentry.core.sealing import ERASED, Personal, SealedValue, purpose_scope
 from consentry.ledger import application
 from consentry.ledger.application import Ledger
 from consentry.ledger.chain import verify_chain
@@ -500,3 +500,50 @@ def test_a_batch_makes_the_keys_its_events_seal_with_together_and_a_re_consents_
     assert [o.status for o in outcomes] == ["accepted", "accepted"]
     assert [r.version for r in ledger.keystore.key_versions(returning, marketing)] == [1]
     assert wrapped == [1]  # made as the re-consent's update asked for it
+
+
+def _scopes_sealed(event: LedgerEvent, pii: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for name in pii:
+        value = getattr(event, name)
+        for item in value.values() if isinstance(value, dict) else (value,):
+            if isinstance(item, SealedValue):
+                found.add(item.scope)
+    return found
+
+
+def test_the_scopes_an_event_needs_keys_of_are_those_its_sealed_values_are_sealed_in(
+    tmp_path: Path,
+) -> None:
+    ledger = sqlite_ledger(tmp_path)
+    ref = "shop:" + canary("ref")
+    fields = {"email": canary(), "first_name": canary(), "preferred_language": "en"}
+    outcomes = _submit(
+        ledger,
+        record("consent.grant", ref, evidence=canary("ev")),
+        record("data.update", ref, fields=fields),
+        record("consent.grant", ref, purpose="support"),
+        record("data.update", ref, purpose="support", fields={"email": canary()}),
+    )
+    assert {o.status for o in outcomes} == {"accepted"}
+    subject = outcomes[0].subject_id
+    assert subject is not None
+    mapper = ledger.mapper
+    sealed_events = ledger.history(subject)
+    revealed_events = ledger.history(subject, reveal=True)
+    named = set()
+    for sealed, revealed in zip(sealed_events, revealed_events, strict=True):
+        pii = list(codec().contract(sealed.avro_name).pii)
+        assert mapper.key_scopes(revealed) == _scopes_sealed(sealed, pii)
+        assert mapper.key_scopes(sealed) == set()  # nothing personal left to seal
+        named |= mapper.key_scopes(revealed)
+    assert {purpose_scope("marketing"), purpose_scope("support"), "consent"} <= named
+    # A map with one value sealed already and one personal: the scope is named for the one.
+    update = next(e for e in revealed_events if isinstance(e, DataUpdated) and len(e.fields) == 3)
+    stored = next(e for e in sealed_events if isinstance(e, DataUpdated) and len(e.fields) == 3)
+    mixed = evolve(
+        update, fields={"email": stored.fields["email"], "first_name": update.fields["first_name"]}
+    )
+    assert mapper.key_scopes(mixed) == {purpose_scope("marketing")}
+    only_sealed = evolve(update, fields={"email": stored.fields["email"]})
+    assert mapper.key_scopes(only_sealed) == set()
