@@ -167,6 +167,47 @@ class ViewStoreContract(ABC):
         assert store.subject_status(a) == "erasing"
         assert store.applied([a, b]) == {a: 2, b: 5}
 
+    def test_a_page_of_many_rows_per_table_equals_its_rows_one_at_a_time(self, store: ViewStore) -> None:
+        # Many rows of each insert in one page (a store may send them as one statement): a key put
+        # several times keeps its last row, a repeated access its first, and columns that are
+        # NULL in every row of the page stay NULL.
+        subjects = [uuid.uuid4() for _ in range(40)]
+        event = uuid.uuid4()
+        page: list[Change] = []
+        for n, subject in enumerate(subjects):
+            page += [
+                PutSubject(subject, "active", T0, n),
+                PutConsent(subject, ConsentRow("support", "granted", "consent", T0, None), event),
+                PutValue(subject, "support", "email", sealed("purpose:support"), event, T0),
+                PutValue(subject, "support", "phone", sealed("purpose:support"), event, T0),
+                PutErasure(subject, ErasureRow("requested", T0, event)),
+                MarkApplied(subject, n + 1),
+            ]
+        access = AccessRow(event, "al", "agent", "support", ("email",), "profile", True, "", T0)
+        again = AccessRow(event, "bo", "agent", "support", ("phone",), "profile", False, "no", T0)
+        last = sealed("purpose:support")
+        page += [
+            AddAccess(subjects[0], access),
+            AddAccess(subjects[0], again),  # the same event's entry again: the first one stays
+            PutValue(subjects[1], "support", "email", last, event, T0 + timedelta(seconds=1)),
+            PutSubject(subjects[1], "erasing", T0, 99),
+            PutConsent(subjects[1], ConsentRow("support", "withdrawn", "consent", T0, T0), event),
+            MarkApplied(subjects[1], 100),
+        ]
+        store.apply("views", page, len(page))
+        together = store.dump()
+        store.reset("views")
+        for position, change in enumerate(page, start=1):
+            store.apply("views", [change], position)
+        assert store.dump() == together
+        assert store.values(subjects[1], "support")["support"]["email"] == last
+        assert store.subject_status(subjects[1]) == "erasing"
+        assert store.consents(subjects[1]) == [ConsentRow("support", "withdrawn", "consent", T0, T0)]
+        assert store.consents(subjects[2]) == [ConsentRow("support", "granted", "consent", T0, None)]
+        assert store.erasure(subjects[2]) == ErasureRow("requested", T0, event)
+        assert [a.actor_id for a in store.accesses(subjects[0])] == ["al"]
+        assert store.applied(subjects[:3]) == {subjects[0]: 1, subjects[1]: 100, subjects[2]: 3}
+
     def test_positions_by_prefix_and_reset(self, store: ViewStore) -> None:
         store.apply_at([], {"kafka:0": 5, "kafka:1": 9, "other": 1})
         assert store.positions("kafka:") == {"kafka:0": 5, "kafka:1": 9}

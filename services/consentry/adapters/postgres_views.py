@@ -2,18 +2,31 @@
 
 The processors' role may write here and read the ledger, never the keystore; the query role only
 reads. Tables are created by the owner role (`migrate`), as every schema of the cluster is.
+
+A page's rows of one insert go as one statement over column arrays (`INSERT ... SELECT FROM
+unnest(...)`), as the PostgreSQL ledger inserts its events, not one statement per row; the arrays
+in binary (`%b`), which psycopg writes in C (in text it escapes every element in Python). Projecting
+20,000 workload events in pages of 500, three alternating runs: 165-176 -> 118-134 µs per event,
+the processor's CPU 141-150 -> 79-96 µs and PostgreSQL's 81-88 -> 35-38 µs.
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Final
 
 import psycopg
 from psycopg import sql
 
 from consentry.adapters.sql_views import Cursor, SqlViewStore, ViewStoreError
+
+# The inserts of sql_views: every column of the table in order, then what a conflict does.
+_INSERT: Final = re.compile(r"INSERT INTO (\w+) VALUES \(\?(?:,\?)*\)( ON CONFLICT.*)", re.S)
+# An upsert's conflict target: its rows replace every other column of the row with that key.
+_UPSERT_KEY: Final = re.compile(r"ON CONFLICT \(([\w, ]+)\) DO UPDATE")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {s}.positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL);
@@ -56,13 +69,63 @@ class PostgresViewStore(SqlViewStore):
         try:
             self._conn = psycopg.connect(dsn, autocommit=True)
             self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            found = self._conn.execute(
+                "SELECT table_name, column_name, udt_name FROM information_schema.columns "
+                "WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+                (schema,),
+            ).fetchall()
         except psycopg.Error as exc:
             raise ViewStoreError(f"cannot open the read models: {type(exc).__name__}") from None
         self._lock = threading.RLock()
+        # Each table's columns and their types, in order (those this role can see).
+        self._columns: dict[str, list[tuple[str, str]]] = {}
+        for table, column, kind in found:
+            self._columns.setdefault(str(table), []).append((str(column), str(kind)))
+        self._inserts: dict[str, tuple[str, tuple[int, ...] | None] | None] = {}
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def _write(self, cur: Cursor, statement: str, rows: list[Sequence[object]]) -> None:
+        """Several rows of an insert in one statement over column arrays (others as the base does).
+
+        An upsert's rows are first cut to the last one of each key: together in one statement, a
+        key may come once only, and each replaces the whole row as the rows one by one would.
+        An insert that ignores conflicts keeps them all (the first of a key stays, as one by one).
+        """
+        insert = self._insert(statement) if len(rows) > 1 else None
+        if insert is None:
+            super()._write(cur, statement, rows)
+            return
+        query, key = insert
+        if key is not None:
+            rows = list({tuple(row[i] for i in key): row for row in rows}.values())
+        cur.execute(query, [list(column) for column in zip(*rows, strict=True)])
+
+    def _insert(self, statement: str) -> tuple[str, tuple[int, ...] | None] | None:
+        """The column-array form of an insert of sql_views and its upsert key's columns, made once;
+        None for any other statement, or a table whose columns are unknown here."""
+        if statement in self._inserts:
+            return self._inserts[statement]
+        made: tuple[str, tuple[int, ...] | None] | None = None
+        matched = _INSERT.fullmatch(statement)
+        columns = self._columns.get(matched[1]) if matched else None
+        if matched and columns and statement.count("?") == len(columns):
+            names = [name for name, _ in columns]
+            arrays = sql.SQL(", ").join(
+                sql.SQL("%b::{}[]").format(sql.Identifier(kind)) for _, kind in columns
+            )
+            query = sql.SQL("INSERT INTO {} SELECT * FROM unnest({}){}").format(
+                sql.Identifier(matched[1]), arrays, sql.SQL(matched[2])
+            )
+            upsert = _UPSERT_KEY.search(matched[2])
+            key = None
+            if upsert is not None:
+                key = tuple(names.index(name.strip()) for name in upsert[1].split(","))
+            made = (query.as_string(self._conn), key)
+        self._inserts[statement] = made
+        return made
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:

@@ -103,6 +103,10 @@ class SqlViewStore(ViewStore):
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
+    def _write(self, cur: Cursor, sql: str, rows: list[Sequence[object]]) -> None:
+        """Runs one statement of a page for each of its rows, in order."""
+        cur.executemany(self._sql(sql), rows)
+
     def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         with self._read() as cur:
             cur.execute(self._sql(sql), params)
@@ -140,12 +144,11 @@ class SqlViewStore(ViewStore):
             with self._transaction() as cur:
                 for rank in sorted(tables):
                     for sql, rows in tables[rank]:
-                        cur.executemany(self._sql(sql), rows)
-                cur.executemany(
-                    self._sql(
-                        "INSERT INTO positions VALUES (?, ?) "
-                        "ON CONFLICT (name) DO UPDATE SET position=excluded.position"
-                    ),
+                        self._write(cur, sql, rows)
+                self._write(
+                    cur,
+                    "INSERT INTO positions VALUES (?,?) "
+                    "ON CONFLICT (name) DO UPDATE SET position=excluded.position",
                     list(positions.items()),
                 )
         except self.driver_errors as exc:
