@@ -467,6 +467,19 @@ class TestPostgresKeystore(KeystoreContract):
 
         monkeypatch.setattr(store, "_execute", counted_execute)
         monkeypatch.setattr(store, "_send_keys", counted_send)
+        key_inserts: list[int] = []
+        cursor_execute = psycopg.Cursor.execute
+
+        def counted_cursor(cursor: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            if "INSERT INTO" in str(query) and "data_keys" in str(query):
+                key_inserts.append(len(params["k"]))
+            return cursor_execute(cursor, query, params, **kwargs)
+
+        def one_by_one(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("the keys went one statement each")
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counted_cursor)
+        monkeypatch.setattr(psycopg.Cursor, "executemany", one_by_one)
         wanted = [(s, scope) for s in subjects for scope in (MARKETING, SUPPORT)]
         with store.batch(wanted):
             for subject in subjects:
@@ -475,9 +488,10 @@ class TestPostgresKeystore(KeystoreContract):
                     assert same_key(store.get_or_create(subject, MARKETING), keys[subject])
             created = {subject: store.get_or_create(subject, SUPPORT) for subject in subjects}
             assert other.key_versions(subjects[0], SUPPORT) == []  # not committed yet
-        # The locks, the scopes and the live rows; the 60 new keys in one pipelined send.
+        # The locks, the scopes and the live rows; the 60 new keys in one statement.
         assert len(statements) == 3, statements
         assert sent == [60]
+        assert key_inserts == [60]
         for subject, key in created.items():
             assert same_key(other.get(subject, SUPPORT), key)
 

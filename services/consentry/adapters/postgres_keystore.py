@@ -76,9 +76,11 @@ _SCOPES_OF = """
 SELECT subject_id, scope, version, false FROM {s}.data_keys WHERE subject_id = ANY(%(u)b)
 UNION ALL SELECT subject_id, scope, version, true FROM {s}.tombstones WHERE subject_id = ANY(%(u)b)
 """
-_INSERT_KEY = """
+# A batch's new keys in one statement: one array per column.
+_INSERT_KEYS = """
 INSERT INTO {s}.data_keys (key_id, subject_id, scope, version, kek_version, wrapped, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(%(k)b::text[], %(u)b::uuid[], %(c)b::text[], %(v)b::integer[],
+    %(e)b::integer[], %(w)b::bytea[], %(t)b::timestamptz[])
 """
 # The rows of given (subject, scope, version)s, for a batch's announced keys: one query.
 _LIVE_ROWS = """
@@ -151,7 +153,7 @@ class PostgresKeystore(Keystore):
     (`batch(wanted)`) in one statement as it begins, in one order every writer follows, so the
     scopes and live rows read for the whole batch afterwards (two queries) stay true until it
     commits; a subject it did not announce is locked when first asked for, as any lookup outside
-    a batch is. Keys it creates are sent together (one pipelined `executemany`) before its next
+    a batch is. Keys it creates are sent together (one INSERT over column arrays) before its next
     read or its commit, whichever comes first.
     """
 
@@ -299,29 +301,26 @@ class PostgresKeystore(Keystore):
             self._send_keys()
 
     def _send_keys(self) -> None:
-        """Inserts the keys created since the last statement, in one pipelined round trip.
+        """Inserts the keys created since the last statement, in one statement over column arrays.
 
         A unique violation on (subject_id, scope, version) comes back as KeyExists.
         """
         rows, self._unsent = self._unsent, []
         if not rows:
             return
-        statement = sql.SQL(_INSERT_KEY).format(s=sql.Identifier(self.schema))
-        params = [
-            (
-                r.key_id,
-                r.subject_id,
-                r.scope,
-                r.version,
-                r.wrapped.kek_version,
-                r.wrapped.blob,
-                r.created_at,
-            )
-            for r in rows
-        ]
+        statement = sql.SQL(_INSERT_KEYS).format(s=sql.Identifier(self.schema))
+        params = {
+            "k": [r.key_id for r in rows],
+            "u": [r.subject_id for r in rows],
+            "c": [r.scope for r in rows],
+            "v": [r.version for r in rows],
+            "e": [r.wrapped.kek_version for r in rows],
+            "w": [r.wrapped.blob for r in rows],
+            "t": [r.created_at for r in rows],
+        }
         try:
             with self._connection().cursor() as cursor:
-                cursor.executemany(statement, params)
+                cursor.execute(statement, params)
         except psycopg.Error as exc:
             raise _translate(exc, "keystore insert failed") from None
 
