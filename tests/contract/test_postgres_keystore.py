@@ -471,7 +471,8 @@ class TestPostgresKeystore(KeystoreContract):
         cursor_execute = psycopg.Cursor.execute
 
         def counted_cursor(cursor: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            if "INSERT INTO" in str(query) and "data_keys" in str(query):
+            text = str(query)
+            if all(part in text for part in ("INSERT INTO", "data_keys", "unnest")):
                 key_inserts.append(len(params["k"]))
             return cursor_execute(cursor, query, params, **kwargs)
 

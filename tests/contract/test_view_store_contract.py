@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -332,6 +333,54 @@ class TestPostgresViewStore(ViewStoreContract):
             store = PostgresViewStore(pg_dsn("owner"), schema)
             yield store
             store.close()
+
+    def test_each_insert_of_a_page_goes_as_one_statement(
+        self, store: ViewStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        a, b, event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        page: list[Change] = []
+        emails = {a: sealed("purpose:support"), b: sealed("purpose:support")}
+        for subject, email in emails.items():
+            access = AccessRow(uuid.uuid4(), "al", "agent", "support", (), "profile", True, "", T0)
+            page += [
+                PutValue(subject, "support", "email", email, event, T0),
+                PutConsent(subject, ConsentRow("support", "granted", "consent", T0, None), event),
+                AddAccess(subject, access),
+                PutSubject(subject, "active", T0, 1),
+                PutErasure(subject, ErasureRow("requested", T0, event)),
+                MarkApplied(subject, 1),
+            ]
+        sent: list[str] = []
+        execute = psycopg.Cursor.execute
+
+        def counted(cursor: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append(str(query).split()[2].strip('"'))  # the table
+            return execute(cursor, query, params, **kwargs)
+
+        def row_by_row(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("an insert went row by row")
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+        monkeypatch.setattr(psycopg.Cursor, "executemany", row_by_row)
+        assert isinstance(store, PostgresViewStore)
+        store.apply_at(page, {"views": 12, "other": 3})
+        tables = ["profile_values", "consents", "accesses", "subjects", "erasures", "applied"]
+        assert sent == [*tables, "positions"]
+        assert store.values(b) == {"support": {"email": emails[b]}}
+
+    def test_an_insert_whose_conflict_keeps_other_columns_goes_row_by_row(
+        self, store: ViewStore
+    ) -> None:
+        assert isinstance(store, PostgresViewStore)
+        upsert = "INSERT INTO applied VALUES (?,?) ON CONFLICT (subject_id) DO UPDATE SET "
+        assert store._insert(upsert + "sequence=excluded.sequence") is not None
+        assert store._insert(upsert + "sequence=applied.sequence + 1") is None
+        partial = "INSERT INTO subjects VALUES (?,?,?,?) ON CONFLICT (subject_id) DO UPDATE SET "
+        assert store._insert(partial + "status=excluded.status") is None
+        unknown = "INSERT INTO applied VALUES (?,?) ON CONFLICT (nothing) DO UPDATE SET "
+        assert store._insert(unknown + "sequence=excluded.sequence") is None
+        assert store._insert("INSERT INTO nowhere VALUES (?,?) ON CONFLICT DO NOTHING") is None
+        assert store._insert("INSERT INTO applied VALUES (?) ON CONFLICT DO NOTHING") is None
 
 
 def test_the_processors_role_writes_views_and_cannot_touch_the_keystore() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -506,7 +506,7 @@ def _scopes_sealed(event: LedgerEvent, pii: Sequence[str]) -> set[str]:
     found: set[str] = set()
     for name in pii:
         value = getattr(event, name)
-        for item in value.values() if isinstance(value, dict) else (value,):
+        for item in value.values() if isinstance(value, Mapping) else (value,):
             if isinstance(item, SealedValue):
                 found.add(item.scope)
     return found

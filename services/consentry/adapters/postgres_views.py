@@ -25,8 +25,9 @@ from consentry.adapters.sql_views import Cursor, SqlViewStore, ViewStoreError
 
 # The inserts of sql_views: every column of the table in order, then what a conflict does.
 _INSERT: Final = re.compile(r"INSERT INTO (\w+) VALUES \(\?(?:,\?)*\)( ON CONFLICT.*)", re.S)
-# An upsert's conflict target: its rows replace every other column of the row with that key.
-_UPSERT_KEY: Final = re.compile(r"ON CONFLICT \(([\w, ]+)\) DO UPDATE")
+_IGNORE: Final = " ON CONFLICT DO NOTHING"
+# An upsert: its conflict target, then the columns it sets.
+_UPSERT: Final = re.compile(r" ON CONFLICT \(([\w, ]+)\) DO UPDATE SET (.*)", re.S)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {s}.positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL);
@@ -68,6 +69,9 @@ class PostgresViewStore(SqlViewStore):
     def __init__(self, dsn: str, schema: str = "views") -> None:
         try:
             self._conn = psycopg.connect(dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise ViewStoreError(f"cannot open the read models: {type(exc).__name__}") from None
+        try:
             self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
             found = self._conn.execute(
                 "SELECT table_name, column_name, udt_name FROM information_schema.columns "
@@ -75,6 +79,7 @@ class PostgresViewStore(SqlViewStore):
                 (schema,),
             ).fetchall()
         except psycopg.Error as exc:
+            self._conn.close()
             raise ViewStoreError(f"cannot open the read models: {type(exc).__name__}") from None
         self._lock = threading.RLock()
         # Each table's columns and their types, in order (those this role can see).
@@ -104,28 +109,43 @@ class PostgresViewStore(SqlViewStore):
         cur.execute(query, [list(column) for column in zip(*rows, strict=True)])
 
     def _insert(self, statement: str) -> tuple[str, tuple[int, ...] | None] | None:
-        """The column-array form of an insert of sql_views and its upsert key's columns, made once;
-        None for any other statement, or a table whose columns are unknown here."""
+        """The column-array form of an insert and its upsert key's columns; None: row by row.
+
+        Made once per statement. Only inserts of every column whose conflict does nothing, or
+        replaces every other column of the row (`c=excluded.c` each), go together: for those, a
+        key's last row alone gives what the rows one by one give. Anything else, or a table or
+        column this role cannot see, goes row by row.
+        """
         if statement in self._inserts:
             return self._inserts[statement]
-        made: tuple[str, tuple[int, ...] | None] | None = None
-        matched = _INSERT.fullmatch(statement)
-        columns = self._columns.get(matched[1]) if matched else None
-        if matched and columns and statement.count("?") == len(columns):
-            names = [name for name, _ in columns]
-            arrays = sql.SQL(", ").join(
-                sql.SQL("%b::{}[]").format(sql.Identifier(kind)) for _, kind in columns
-            )
-            query = sql.SQL("INSERT INTO {} SELECT * FROM unnest({}){}").format(
-                sql.Identifier(matched[1]), arrays, sql.SQL(matched[2])
-            )
-            upsert = _UPSERT_KEY.search(matched[2])
-            key = None
-            if upsert is not None:
-                key = tuple(names.index(name.strip()) for name in upsert[1].split(","))
-            made = (query.as_string(self._conn), key)
-        self._inserts[statement] = made
+        self._inserts[statement] = made = self._column_arrays(statement)
         return made
+
+    def _column_arrays(self, statement: str) -> tuple[str, tuple[int, ...] | None] | None:
+        matched = _INSERT.fullmatch(statement)
+        columns = self._columns.get(matched[1], []) if matched else []
+        if matched is None or not columns or statement.count("?") != len(columns):
+            return None
+        table, conflict = matched[1], matched[2]
+        names = [name for name, _ in columns]
+        key = None
+        if conflict != _IGNORE:
+            upsert = _UPSERT.fullmatch(conflict)
+            if upsert is None:
+                return None
+            keys = [name.strip() for name in upsert[1].split(",")]
+            sets = {part.strip() for part in upsert[2].split(",")}
+            replaced = {f"{name}=excluded.{name}" for name in names if name not in keys}
+            if not set(keys) <= set(names) or sets != replaced:
+                return None
+            key = tuple(names.index(name) for name in keys)
+        arrays = sql.SQL(", ").join(
+            sql.SQL("%b::{}[]").format(sql.Identifier(kind)) for _, kind in columns
+        )
+        query = sql.SQL("INSERT INTO {} SELECT * FROM unnest({}){}").format(
+            sql.Identifier(table), arrays, sql.SQL(conflict)
+        )
+        return query.as_string(self._conn), key
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
